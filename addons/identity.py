@@ -1,0 +1,46 @@
+"""Who is calling: proxy credentials checked on CONNECT (before any TLS interception)."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+from mitmproxy import connection, http
+
+from douane.gateway import Gateway
+from douane.identity import Directory, Identity
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEY = "douane.identity"
+_CHALLENGE = {"Proxy-Authenticate": 'Basic realm="douane"', "content-type": "text/plain"}
+
+
+class IdentityAddon:
+    def __init__(self, gw: Gateway):
+        self.directory = Directory(gw.policy)
+        self.known: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
+
+    def _challenge(self, flow: http.HTTPFlow) -> None:
+        flow.response = http.Response.make(
+            407, b"douane: proxy credentials missing or wrong; use HTTPS_PROXY=http://CLIENT:KEY@host:port\n",
+            _CHALLENGE)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
+        if who is None:
+            self._challenge(flow)
+            return
+        self.known[flow.client_conn] = who
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response:
+            return
+        who = self.known.get(flow.client_conn)
+        if who is None:  # a plain-HTTP proxy request carries its credentials itself
+            who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
+            if who is None:
+                self._challenge(flow)
+                return
+        flow.request.headers.pop("proxy-authorization", None)
+        flow.metadata[IDENTITY_KEY] = who

@@ -1,0 +1,108 @@
+"""The audit store: Parquet segments written by the proxy, a DuckDB file with a `requests` view.
+
+DuckDB lets one process hold a database file read-write, and while it does no other process can
+open it at all. So the proxy never keeps the .duckdb file open: its writer thread appends immutable
+Parquet segments (written to a temporary name, then renamed into place), and the .duckdb file holds
+only a view over them. Any number of auditors can open it read-only at any time, with
+`douane audit query` or stock DuckDB, and see every row written so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from douane.audit.record import COLUMNS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_SEGMENT = "00000000000000000000-schema.parquet"
+VIEW = "requests"
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class AuditStore:
+    def __init__(self, db_path: str | Path):
+        self.db_path = Path(db_path).absolute()
+        self.segments = Path(str(self.db_path) + ".segments")
+
+    @property
+    def glob(self) -> str:
+        return str(self.segments / "*.parquet")
+
+    def segment_files(self) -> list[Path]:
+        return sorted(p for p in self.segments.glob("*.parquet") if p.name != SCHEMA_SEGMENT)
+
+    def create_table_sql(self, name: str) -> str:
+        return f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in COLUMNS)})"
+
+    def prepare(self) -> None:
+        """Make the segment folder, its empty schema segment, and the view in the .duckdb file."""
+        self.segments.mkdir(parents=True, exist_ok=True)
+        schema = self.segments / SCHEMA_SEGMENT
+        con = duckdb.connect()
+        try:
+            con.execute(self.create_table_sql("empty"))
+            tmp = schema.with_suffix(".tmp")
+            con.execute(f"COPY empty TO {_sql_str(str(tmp))} (FORMAT parquet)")
+            os.replace(tmp, schema)
+        finally:
+            con.close()
+        view = (f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM "
+                f"read_parquet({_sql_str(self.glob)}, union_by_name = true)")
+        for attempt in range(50):
+            try:
+                db = duckdb.connect(str(self.db_path))
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower():
+                    raise
+                if attempt == 49:
+                    log.warning("audit: %s is held open read-write by another process; the view was not "
+                                "refreshed (segments are still written). Open it with read_only.", self.db_path)
+                    return
+                time.sleep(0.1)
+                continue
+            try:
+                db.execute(view)
+            finally:
+                db.close()
+            return
+
+
+def open_reader(db_path: str | Path, attempts: int = 50) -> duckdb.DuckDBPyConnection:
+    """A read-only connection; waits out another process's brief read-write hold."""
+    path = Path(db_path)
+    if not path.exists():
+        raise FileNotFoundError(f"no audit store at {path}: start the proxy once (douane run) or pass --db PATH")
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def query(db_path: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run SQL against the store; retried once if a compaction removed a segment mid-read."""
+    for attempt in range(3):
+        con = open_reader(db_path)
+        try:
+            cur = con.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            return columns, cur.fetchall()
+        except duckdb.IOException as e:
+            if attempt == 2 or "No such file" not in str(e) and "No files found" not in str(e):
+                raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")

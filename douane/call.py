@@ -1,0 +1,86 @@
+"""Everything douane learns about one call, filled stage by stage; the audit stage writes it once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from douane.audit.record import AuditRecord
+from douane.providers import CanonicalRequest, ProviderSpec, Usage
+
+METADATA_KEY = "douane"
+
+
+def new_call_id() -> str:
+    return "dou_" + uuid.uuid4().hex
+
+
+@dataclass
+class Call:
+    id: str
+    started: float  # epoch seconds, when the request arrived
+    provider: ProviderSpec
+    host: str
+    method: str
+    path: str  # without the query string
+    endpoint: str | None
+    client: str = "anonymous"
+    team: str | None = None
+    request: CanonicalRequest | None = None
+    model_requested: str | None = None
+    model: str | None = None
+    stream: bool = False
+    upstream: str | None = None
+    decision: str = "allowed"
+    reasons: list[str] = field(default_factory=list)
+    pii_entities: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    strip_usage_chunk: bool = False
+    body_changed: bool = False
+    error: str | None = None
+    request_body: str | None = None
+    response_body: str | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    ttfb_ms: float | None = None
+    latency_ms: float | None = None
+    status: int | None = None
+    recorded: bool = False
+
+    def note(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def to_record(self, mode: str) -> AuditRecord:
+        return AuditRecord(
+            id=self.id,
+            ts=datetime.fromtimestamp(self.started, UTC),
+            client=self.client,
+            team=self.team,
+            provider=self.provider.name,
+            endpoint=self.endpoint or "other",
+            method=self.method,
+            path=self.path,
+            host=self.host,
+            upstream=self.upstream,
+            model_requested=self.model_requested,
+            model=self.model or self.model_requested,
+            stream=self.stream,
+            status=self.status,
+            decision=self.decision,
+            reason="; ".join(self.reasons) or None,
+            mode=mode,
+            pii_entities=sorted(set(self.pii_entities)),
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cached_tokens=self.usage.cached_tokens,
+            reasoning_tokens=self.usage.reasoning_tokens,
+            latency_ms=self.latency_ms,
+            ttfb_ms=self.ttfb_ms,
+            request_bytes=self.request_bytes,
+            response_bytes=self.response_bytes,
+            error=self.error,
+            request_body=self.request_body,
+            response_body=self.response_body,
+        )

@@ -1,0 +1,227 @@
+"""The `douane` command: run the proxy, manage the CA, check policies, query the audit store."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from douane import __version__
+from douane.policy import Policy, PolicyError, load_policy
+
+err = Console(stderr=True)
+out = Console()
+
+DEFAULT_POLICY = "policies/default.yaml"
+
+
+def _policy_path(policy: str | None) -> str:
+    return policy or os.environ.get("DOUANE_POLICY") or DEFAULT_POLICY
+
+
+def _certs_path(certs: str | None) -> str:
+    return certs or os.environ.get("DOUANE_CERTS") or "certs"
+
+
+def _db_path(db: str | None, policy: Policy | None = None) -> str:
+    return db or os.environ.get("DOUANE_DB") or (policy.audit.db if policy and policy.audit.db else None) \
+        or "douane.duckdb"
+
+
+def _load_or_exit(path: str) -> Policy:
+    try:
+        return load_policy(path)
+    except PolicyError as e:
+        err.print(f"[bold red]policy error[/]: {len(e.issues)} problem(s) in {path}", highlight=False)
+        for issue in e.issues:
+            err.print(f"  {issue}", highlight=False, markup=False)
+        err.print("fix the file(s) above, then check again with: douane policy check " + path, highlight=False)
+        sys.exit(1)
+
+
+def policy_summary(policy: Policy) -> str:
+    clients = f"{len(policy.clients)} clients" if policy.clients is not None else "anonymous callers"
+    return (f"mode {policy.mode}, fail {policy.fail}, pii {policy.pii.action} "
+            f"({len(policy.pii.entities)} entities), {clients}, {len(policy.teams)} teams, "
+            f"{len(policy.routes)} routes, {len(policy.fallbacks)} fallbacks, audit bodies {policy.audit.bodies}")
+
+
+@click.group()
+@click.version_option(package_name="douane")
+def main() -> None:
+    """douane: a transparent LLM gateway."""
+
+
+@main.command()
+@click.option("--policy", "policy_path", help="YAML file or folder [env DOUANE_POLICY; policies/default.yaml]")
+@click.option("--listen-host", default="127.0.0.1", show_default=True)
+@click.option("--listen-port", default=8080, show_default=True, type=int)
+@click.option("--db", help="audit store [env DOUANE_DB; the policy's audit.db; ./douane.duckdb]")
+@click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
+@click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
+def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
+        sets: tuple[str, ...]) -> None:
+    """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
+    from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
+    from douane.gateway import ConfigError, Gateway, unenforced_sections
+    from douane.runner import ListenConfig, serve
+
+    path = _policy_path(policy_path)
+    policy = _load_or_exit(path)
+    certs_dir = _certs_path(certs)
+    db_path = Path(_db_path(db, policy)).absolute()
+    try:
+        ca = ensure_ca(certs_dir)
+        bundle = write_bundle(certs_dir, Path(certs_dir) / BUNDLE_NAME)
+        gw = Gateway(policy, db_path)
+        gw.writer.start()
+    except ConfigError as e:
+        err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
+        sys.exit(1)
+    except OSError as e:
+        err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
+        sys.exit(1)
+    hosts = ", ".join(h for spec in gw.providers.specs for h in spec.hosts)
+    creds = "CLIENT:KEY@" if policy.clients is not None else ""
+    proxy_host = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
+    lines = [
+        f"[bold]listening[/]  http://{listen_host}:{listen_port}",
+        f"[bold]policy[/]     {path}: {policy_summary(policy)}",
+        f"[bold]intercepts[/] {hosts} (everything else is tunnelled untouched)",
+        f"[bold]audit[/]      {db_path}",
+        f"[bold]CA[/]         {ca}",
+    ]
+    unenforced = unenforced_sections(policy)
+    if unenforced:
+        lines.append(f"[yellow]validated but not enforced yet:[/] {', '.join(unenforced)}")
+    exports = "\n".join([
+        "# workloads: point at the proxy and trust its CA",
+        f"export HTTPS_PROXY=http://{creds}{proxy_host}:{listen_port}",
+        f"export SSL_CERT_FILE={bundle}",
+        f"export REQUESTS_CA_BUNDLE={bundle}",
+        f"export CURL_CA_BUNDLE={bundle}",
+        f"export NODE_EXTRA_CA_CERTS={ca}",
+    ])
+
+    def banner() -> None:
+        err.print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False), highlight=False)
+        err.print(exports, highlight=False, markup=False, soft_wrap=True)
+    listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
+    try:
+        asyncio.run(serve(gw, listen, on_ready=banner))
+    except ValueError as e:
+        err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
+        sys.exit(2)
+    finally:
+        gw.writer.close()
+    err.print(f"douane stopped; audit records written to {db_path}", highlight=False)
+
+
+@main.command()
+@click.option("--path", "show_path", is_flag=True, help="print the CA certificate path (last line)")
+@click.option("--bundle", "bundle", type=click.Path(dir_okay=False), help="write system CAs + douane CA here")
+@click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
+def ca(show_path: bool, bundle: str | None, certs: str | None) -> None:
+    """Create the CA if missing; print its path or write a trust bundle."""
+    from douane.ca import ensure_ca, write_bundle
+
+    certs_dir = _certs_path(certs)
+    if not show_path and not bundle:
+        raise click.UsageError("say --path or --bundle FILE")
+    if bundle:
+        written = write_bundle(certs_dir, bundle)
+        err.print(f"wrote {written}: system CAs plus the douane CA", highlight=False)
+    if show_path:
+        click.echo(str(ensure_ca(certs_dir)))
+
+
+@main.group()
+def policy() -> None:
+    """Policy files."""
+
+
+@policy.command("check")
+@click.argument("path", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def policy_check(path: str, fmt: str) -> None:
+    """Validate a policy file or folder: exit 0 with a summary, or 1 with every error."""
+    try:
+        loaded = load_policy(path)
+    except PolicyError as e:
+        if fmt == "json":
+            click.echo(json.dumps({"valid": False, "errors": [vars(i) for i in e.issues]}))
+        else:
+            for issue in e.issues:
+                click.echo(str(issue), err=True)
+            click.echo(f"{path}: {len(e.issues)} error(s)", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps({"valid": True, "summary": policy_summary(loaded)}))
+    else:
+        click.echo(f"{path}: valid: {policy_summary(loaded)}")
+
+
+@main.group()
+def audit() -> None:
+    """The audit store."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+@audit.command("query")
+@click.argument("sql")
+@click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+def audit_query(sql: str, db: str | None, fmt: str) -> None:
+    """Run SQL against the audit store (table `requests`); works while the proxy runs."""
+    import duckdb
+
+    from douane.audit import query
+
+    db_path = _db_path(db)
+    try:
+        columns, rows = query(db_path, sql)
+    except FileNotFoundError as e:
+        err.print(f"[bold red]error[/]: {e}", highlight=False)
+        sys.exit(1)
+    except duckdb.Error as e:
+        err.print(f"[bold red]query failed[/]: {e}", highlight=False, markup=False)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows([_jsonable(v) for v in row] for row in rows)
+    else:
+        table = Table(*columns, title=f"{len(rows)} row(s)")
+        for row in rows:
+            table.add_row(*("" if v is None else str(_jsonable(v)) for v in row))
+        out.print(table)
+
+
+if __name__ == "__main__":
+    main()

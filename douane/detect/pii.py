@@ -1,0 +1,226 @@
+"""PII findings in text, with Presidio's recognizers as the reference.
+
+Presidio's engine runs every recognizer over the whole text (the phone recognizer alone costs ~2 ms
+per 2 KB). Here each entity first gets a cheap candidate regex; Presidio's recognizer (its patterns,
+checksums and validators) then runs only on the windows around candidates. Findings are cached per
+text digest, since chat clients resend the whole history every turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# tldextract (used by the email and URL recognizers) would fetch the public suffix list over the
+# network on first use; point it at its bundled snapshot before presidio imports it.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+import tldextract  # noqa: E402
+import tldextract.tldextract  # noqa: E402
+
+tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
+                                                            fallback_to_snapshot=True)
+
+from presidio_analyzer import EntityRecognizer, RecognizerRegistry, RecognizerResult  # noqa: E402
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NoOpNlpEngine  # noqa: E402
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer  # noqa: E402
+
+log = logging.getLogger(__name__)
+logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # one INFO line per recognizer otherwise
+
+# Cheap candidates per entity; a window around each goes to Presidio's recognizer. Entities not
+# listed here are scanned over the whole text.
+_CANDIDATES: dict[str, re.Pattern[str]] = {
+    "EMAIL_ADDRESS": re.compile(r"@"),
+    "CREDIT_CARD": re.compile(r"\d(?:[ -]?\d){11,18}"),
+    "US_SSN": re.compile(r"\d{3}[- .]?\d{2}[- .]?\d{4}"),
+    "PHONE_NUMBER": re.compile(r"\d(?:[\s().-]{0,3}\d){6,}"),
+    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}"),
+    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:"),
+    "URL": re.compile(r"://|www\.|\.[a-z]{2,}\b"),
+}
+_WINDOW = 64  # characters of context kept on each side of a candidate
+# Phone parsing is the dear part (one pass per region): keep its windows tight.
+_WINDOW_BY_ENTITY = {"PHONE_NUMBER": 3}
+_NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"}
+_SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
+
+
+@dataclass(frozen=True)
+class Finding:
+    entity: str
+    start: int
+    end: int
+    score: float
+
+
+def _installed_spacy_model() -> str | None:
+    try:
+        import spacy.util
+    except ImportError:
+        return None
+    for name in _SPACY_MODELS:
+        if spacy.util.is_package(name):
+            return name
+    return None
+
+
+class FirstRegionPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer, but it stops at the first region that matches a window.
+
+    The stock one runs a full PhoneNumberMatcher pass for each of eight regions and then drops
+    duplicates: ~0.6 ms per candidate, against ~0.05 ms when the first region already matches.
+    """
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        import phonenumbers
+
+        for region in self.supported_regions:
+            results = [self._get_recognizer_result(m, text, region, nlp_artifacts)
+                       for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency)]
+            if results:
+                return results
+        return []
+
+
+class PiiDetector:
+    """Text in, findings out. Thread-safe: guards call it from worker threads."""
+
+    def __init__(self, entities: Iterable[str], threshold: float = 0.3, cache_size: int = 8192):
+        self.threshold = threshold
+        self.entities = list(dict.fromkeys(entities))
+        self._nlp: NlpEngine | None = None
+        ner_model = _installed_spacy_model() if _NER_ENTITIES & set(self.entities) else None
+        if ner_model:
+            from presidio_analyzer.nlp_engine import SpacyNlpEngine
+            self._nlp = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": ner_model}])
+        else:
+            self._nlp = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
+        self._nlp.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        presidio_log.setLevel(logging.ERROR)  # it logs one line per recognizer, and other languages'
+        try:
+            registry.load_predefined_recognizers(languages=["en"], nlp_engine=self._nlp)
+        finally:
+            presidio_log.setLevel(level)
+        self._recognizers: dict[str, list[EntityRecognizer]] = {}
+        for entity in self.entities:
+            recs = [_quiet(FirstRegionPhoneRecognizer) if isinstance(r, PhoneRecognizer) else r
+                    for r in registry.get_recognizers("en", entities=[entity])]
+            if not ner_model:
+                recs = [r for r in recs if not _needs_nlp(r)]
+            if recs:
+                self._recognizers[entity] = recs
+        self.unsupported = [e for e in self.entities if e not in self._recognizers]
+        self._cache: OrderedDict[bytes, tuple[Finding, ...]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.ner_model = ner_model
+
+    def scan(self, text: str) -> list[Finding]:
+        if not text:
+            return []
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return list(hit)
+        found = tuple(self._scan(text))
+        with self._lock:
+            self._cache[key] = found
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return list(found)
+
+    def _scan(self, text: str) -> list[Finding]:
+        results: list[Finding] = []
+        artifacts = self._nlp.process_text(text, "en") if self.ner_model else None
+        # Phones last: a digit run already read as a card, SSN or IBAN is not parsed again as a phone.
+        for entity, recognizers in sorted(self._recognizers.items(), key=lambda kv: kv[0] == "PHONE_NUMBER"):
+            candidate = _CANDIDATES.get(entity)
+            if candidate is None or artifacts is not None:
+                windows = [(0, len(text))]
+            else:
+                windows = _windows(text, candidate, _WINDOW_BY_ENTITY.get(entity, _WINDOW))
+            if entity == "PHONE_NUMBER":
+                taken = [(f.start, f.end) for f in results]
+                windows = [w for w in windows if not any(s <= w[0] + 3 and w[1] - 3 <= e for s, e in taken)]
+            for start, end in windows:
+                chunk = text[start:end]
+                for rec in recognizers:
+                    for r in rec.analyze(chunk, [entity], artifacts if start == 0 and end == len(text)
+                                         else _EMPTY_ARTIFACTS):
+                        if r.score >= self.threshold and r.entity_type == entity:
+                            results.append(Finding(entity, r.start + start, r.end + start, r.score))
+        return _resolve_overlaps(results)
+
+
+def _quiet(cls: type[EntityRecognizer]) -> EntityRecognizer:
+    presidio_log = logging.getLogger("presidio-analyzer")
+    level = presidio_log.level
+    presidio_log.setLevel(logging.ERROR)
+    try:
+        return cls()
+    finally:
+        presidio_log.setLevel(level)
+
+
+_EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[], nlp_engine=None,
+                                language="en")
+
+
+def _needs_nlp(rec: EntityRecognizer) -> bool:
+    return type(rec).__name__ in ("SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer")
+
+
+def _windows(text: str, candidate: re.Pattern[str], margin: int) -> list[tuple[int, int]]:
+    """Merged windows around candidate matches, widened to whitespace so word boundaries hold."""
+    spans: list[tuple[int, int]] = []
+    for m in candidate.finditer(text):
+        start = max(0, m.start() - margin)
+        end = min(len(text), m.end() + margin)
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def _resolve_overlaps(results: list[Finding]) -> list[Finding]:
+    """Where findings overlap keep the stronger (score, then length); e.g. a URL inside an email."""
+    ordered = sorted(set(results), key=lambda f: (-f.score, -(f.end - f.start), f.start))
+    kept: list[Finding] = []
+    for f in ordered:
+        if all(f.end <= k.start or f.start >= k.end for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: f.start)
+
+
+def redact(text: str, findings: list[Finding]) -> str:
+    """Replace each finding with a typed placeholder such as <EMAIL_ADDRESS>."""
+    out = []
+    last = 0
+    for f in sorted(findings, key=lambda f: f.start):
+        if f.start < last:
+            continue
+        out.append(text[last:f.start])
+        out.append(f"<{f.entity}>")
+        last = f.end
+    out.append(text[last:])
+    return "".join(out)
+
+
+__all__ = ["Finding", "PiiDetector", "RecognizerResult", "redact"]

@@ -1,0 +1,101 @@
+"""The running gateway's shared parts, built once from a policy and handed to every addon."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from douane.audit import AuditStore, AuditWriter
+from douane.detect.pii import PiiDetector
+from douane.policy import Policy
+from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
+
+log = logging.getLogger(__name__)
+
+
+def provider_specs(policy: Policy) -> list[ProviderSpec]:
+    """Built-in providers with the policy's overrides, plus the policy's custom providers."""
+    specs = []
+    for name, (fmt, hosts) in BUILTIN_PROVIDERS.items():
+        cfg = policy.providers.get(name)
+        if cfg is None:
+            specs.append(ProviderSpec(name, fmt, hosts))
+        else:
+            specs.append(ProviderSpec(name, cfg.format or fmt, tuple(cfg.hosts or hosts), cfg.upstream,
+                                      cfg.api_key_env, cfg.api_key_file))
+    for name, cfg in policy.providers.items():
+        if name not in BUILTIN_PROVIDERS:
+            assert cfg.format and cfg.hosts, "checked by the policy loader"
+            specs.append(ProviderSpec(name, cfg.format, tuple(cfg.hosts), cfg.upstream, cfg.api_key_env,
+                                      cfg.api_key_file))
+    return specs
+
+
+# Keys the policy accepts whose enforcement is not built yet: said at start-up, never silently ignored.
+def unenforced_sections(policy: Policy) -> list[str]:
+    out = []
+    if policy.injection is not None:
+        out.append("injection")
+    if policy.output is not None:
+        out.append("output")
+    if policy.routes:
+        out.append("routes")
+    if policy.fallbacks:
+        out.append("fallbacks")
+    if any(t.budget_usd_per_day or t.budget_usd_per_month or t.requests_per_minute or t.tokens_per_minute
+           for t in policy.teams.values()):
+        out.append("teams.* budgets and rate limits")
+    if policy.state.backend != "memory":
+        out.append("state.backend: redis")
+    return out
+
+
+class ConfigError(Exception):
+    """The policy is valid but the environment cannot serve it (a missing key, say)."""
+
+
+def central_keys(specs: list[ProviderSpec]) -> dict[str, str]:
+    """Provider keys the proxy injects, read once at start-up from the environment or a file."""
+    keys = {}
+    for spec in specs:
+        if spec.api_key_env:
+            value = os.environ.get(spec.api_key_env, "").strip()
+            if not value:
+                raise ConfigError(f"providers.{spec.name}.api_key_env: environment variable "
+                                  f"{spec.api_key_env} is empty or not set; export it before douane run")
+            keys[spec.name] = value
+        elif spec.api_key_file:
+            try:
+                value = Path(spec.api_key_file).read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ConfigError(f"providers.{spec.name}.api_key_file: cannot read {spec.api_key_file}: "
+                                  f"{e.strerror}") from None
+            if not value:
+                raise ConfigError(f"providers.{spec.name}.api_key_file: {spec.api_key_file} is empty")
+            keys[spec.name] = value
+    return keys
+
+
+@dataclass
+class Gateway:
+    policy: Policy
+    db_path: Path
+    providers: ProviderTable = field(init=False)
+    pii: PiiDetector = field(init=False)
+    writer: AuditWriter = field(init=False)
+    provider_keys: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.providers = ProviderTable(provider_specs(self.policy))
+        self.pii = PiiDetector(self.policy.pii.entities, self.policy.pii.score_threshold)
+        if self.pii.unsupported:
+            log.warning("pii: no recognizer for %s (NER entities need an installed spaCy model); "
+                        "they are not detected", ", ".join(self.pii.unsupported))
+        self.writer = AuditWriter(AuditStore(self.db_path))
+        self.provider_keys = central_keys(self.providers.specs)
+
+    @property
+    def enforcing(self) -> bool:
+        return self.policy.mode == "enforce"

@@ -1,0 +1,141 @@
+"""The policy as pydantic models: the YAML keys of CONTRACT.md, unknown keys rejected."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Format = Literal["openai", "anthropic", "gemini"]
+
+DEFAULT_PII_ENTITIES = ["EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER", "IBAN_CODE"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(Strict):
+    hosts: list[str] | None = None
+    format: Format | None = None
+    upstream: str | None = None
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_is_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", v):
+            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:9000")
+        return v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_names(cls, v: list[str] | None) -> list[str] | None:
+        for host in v or []:
+            if not re.match(r"^[A-Za-z0-9.-]+(:\d+)?$", host):
+                raise ValueError(f"{host!r} is not a host name (no scheme, no path)")
+        return v
+
+
+class PiiPolicy(Strict):
+    action: Literal["redact", "pseudonymize", "block", "monitor"] = "redact"
+    entities: list[str] = Field(default_factory=lambda: list(DEFAULT_PII_ENTITIES))
+    score_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+
+
+class InjectionPolicy(Strict):
+    action: Literal["block", "monitor"] = "block"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class OutputPolicy(Strict):
+    secrets: Literal["redact", "block", "monitor"] = "redact"
+    pii: Literal["redact", "monitor"] = "monitor"
+
+
+class Client(Strict):
+    name: str = Field(min_length=1)
+    team: str = Field(min_length=1)
+    key_sha256: str
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _is_hex_digest(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("must be the 64 hex digits of sha256(proxy password)")
+        return v.lower()
+
+
+class Team(Strict):
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    providers: list[str] | None = None
+    budget_usd_per_day: float | None = Field(default=None, ge=0)
+    budget_usd_per_month: float | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    tokens_per_minute: int | None = Field(default=None, ge=0)
+
+
+class Match(Strict):
+    team: str | None = None
+    client: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    min_input_tokens: int | None = None
+    max_input_tokens: int | None = None
+
+
+class Route(Strict):
+    when: Match = Field(default_factory=Match)
+    set_model: str | None = None
+    set_provider: str | None = None
+    set_upstream: str | None = None
+
+
+class FallbackTarget(Strict):
+    provider: str
+    model: str | None = None
+
+
+class Fallback(Strict):
+    when: Match = Field(default_factory=Match)
+    on: list[str] = Field(default_factory=lambda: ["429", "5xx", "timeout"])
+    to: list[FallbackTarget]
+
+
+class StatePolicy(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class AuditPolicy(Strict):
+    db: str | None = None
+    bodies: Literal["redacted", "none"] = "redacted"
+    max_body_chars: int = Field(default=256_000, ge=0)
+
+
+class Limits(Strict):
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+
+class Policy(Strict):
+    version: Literal[1] = 1
+    mode: Literal["enforce", "monitor"] = "enforce"
+    fail: Literal["closed", "open"] = "closed"
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    pii: PiiPolicy = Field(default_factory=PiiPolicy)
+    injection: InjectionPolicy | None = None
+    output: OutputPolicy | None = None
+    clients: list[Client] | None = None
+    teams: dict[str, Team] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    fallbacks: list[Fallback] = Field(default_factory=list)
+    state: StatePolicy = Field(default_factory=StatePolicy)
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def enforcing(self) -> bool:
+        return self.mode == "enforce"

@@ -1,0 +1,59 @@
+"""Which provider a target host belongs to, and the adapter for its wire format."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from douane.providers.anthropic import AnthropicAdapter
+from douane.providers.base import Adapter
+from douane.providers.gemini import GeminiAdapter
+from douane.providers.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, Adapter] = {a.format: a for a in (OpenAIAdapter(), AnthropicAdapter(), GeminiAdapter())}
+
+# name -> (format, default hosts)
+BUILTIN_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "openai": ("openai", ("api.openai.com",)),
+    "anthropic": ("anthropic", ("api.anthropic.com",)),
+    "gemini": ("gemini", ("generativelanguage.googleapis.com",)),
+}
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    format: str
+    hosts: tuple[str, ...]
+    upstream: str | None = None
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    adapter: Adapter = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", ADAPTERS[self.format])
+
+
+class ProviderTable:
+    """Maps the real target (CONNECT host and port) to a provider; never the client's Host header."""
+
+    def __init__(self, specs: list[ProviderSpec]):
+        self.specs = specs
+        self._exact: dict[tuple[str, int | None], ProviderSpec] = {}
+        for spec in specs:
+            for host in spec.hosts:
+                name, _, port = host.lower().partition(":")
+                self._exact[(name, int(port) if port else None)] = spec
+
+    def match(self, host: str, port: int) -> ProviderSpec | None:
+        host = host.lower().rstrip(".")
+        return self._exact.get((host, port)) or self._exact.get((host, None))
+
+    def allow_hosts(self) -> list[str]:
+        """Regexes for mitmproxy's allow_hosts: intercept these, tunnel everything else untouched."""
+        out = []
+        for spec in self.specs:
+            for host in spec.hosts:
+                name, _, port = host.partition(":")
+                out.append(f"^{re.escape(name)}:{port or '[0-9]+'}$")
+        return out

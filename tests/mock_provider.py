@@ -1,0 +1,248 @@
+"""A mock LLM provider speaking OpenAI, Anthropic and Gemini wire formats, plain and SSE.
+
+It answers "echo: <last user text>" so that tests see what reached the upstream, and keeps every
+request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches, by model name:
+  fail-500 / fail-429   answer that status in the provider's error shape
+  drop-mid-stream       send two events, then cut the connection
+  gzip-reply            gzip the reply body (plain and SSE)
+Run: python tests/mock_provider.py --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+RECEIVED: list[dict[str, Any]] = []
+LOCK = threading.Lock()
+
+
+def last_user_text(fmt: str, body: dict, path: str) -> str:
+    if fmt == "openai":
+        if "messages" in body:
+            content = body["messages"][-1].get("content")
+        else:
+            content = body.get("input")
+            if isinstance(content, list):
+                content = content[-1].get("content") if isinstance(content[-1], dict) else content[-1]
+    elif fmt == "anthropic":
+        content = body["messages"][-1]["content"]
+    else:
+        content = body["contents"][-1]["parts"]
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*", text) or [text]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/_mock/requests"):
+            with LOCK:
+                self._json(200, RECEIVED)
+            return
+        self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.startswith("/_mock/reset"):
+            with LOCK:
+                RECEIVED.clear()
+            self._json(200, {"ok": True})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        with LOCK:
+            RECEIVED.append({"path": self.path, "headers": dict(self.headers.items()),
+                             "body": body, "raw": raw.decode("utf-8", "replace")})
+        if "/v1/messages" in self.path:
+            fmt = "anthropic"
+        elif ":generateContent" in self.path or ":streamGenerateContent" in self.path:
+            fmt = "gemini"
+        else:
+            fmt = "openai"
+        if body is None:
+            self._json(400, {"error": {"message": "mock: body is not JSON"}})
+            return
+        model = body.get("model") or re.search(r"models/([^:]+):", self.path).group(1)  # type: ignore[union-attr]
+        if model.startswith("fail-"):
+            status = int(model.split("-")[1])
+            self._json(status, self._error(fmt, status))
+            return
+        if self.path.endswith("/embeddings"):
+            self._json(200, {"object": "list", "model": model, "data": [
+                {"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                "usage": {"prompt_tokens": 5, "total_tokens": 5}})
+            return
+        reply = "echo: " + last_user_text(fmt, body, self.path)
+        stream = body.get("stream") is True or "alt=sse" in self.path
+        gz = model == "gzip-reply"
+        if stream:
+            self._sse(fmt, model, reply, body, drop=model == "drop-mid-stream", gz=gz)
+        else:
+            self._json(200, self._plain(fmt, model, reply, body), gz=gz)
+
+    def _error(self, fmt: str, status: int) -> dict:
+        msg = f"mock upstream error {status}"
+        if fmt == "anthropic":
+            return {"type": "error", "error": {"type": "api_error", "message": msg}}
+        if fmt == "gemini":
+            return {"error": {"code": status, "message": msg, "status": "UNAVAILABLE"}}
+        return {"error": {"message": msg, "type": "server_error", "code": None}}
+
+    def _plain(self, fmt: str, model: str, reply: str, body: dict) -> dict:
+        n_in, n_out = 11, len(words(reply))
+        if fmt == "anthropic":
+            return {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
+                    "stop_sequence": None, "usage": {"input_tokens": n_in, "output_tokens": n_out}}
+        if fmt == "gemini":
+            return {"candidates": [{"content": {"role": "model", "parts": [{"text": reply}]},
+                                    "finishReason": "STOP", "index": 0}],
+                    "usageMetadata": {"promptTokenCount": n_in, "candidatesTokenCount": n_out,
+                                      "totalTokenCount": n_in + n_out}, "modelVersion": model}
+        if self.path.endswith("/responses"):
+            return {"id": "resp_mock", "object": "response", "created_at": int(time.time()), "model": model,
+                    "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant",
+                                                       "status": "completed", "content": [
+                                                           {"type": "output_text", "text": reply, "annotations": []}]}],
+                    "usage": {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}}
+        return {"id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+
+    def _events(self, fmt: str, model: str, reply: str, body: dict) -> list[str]:
+        pieces = words(reply)
+        n_in, n_out = 11, len(pieces)
+        if fmt == "anthropic":
+            ev = [("message_start", {"type": "message_start", "message": {
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": n_in, "output_tokens": 1}}}),
+                  ("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}})]
+            ev += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+            ev += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                   ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                                          "stop_sequence": None},
+                                      "usage": {"output_tokens": n_out}}),
+                   ("message_stop", {"type": "message_stop"})]
+            return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in ev]
+        if fmt == "gemini":
+            out = []
+            for i, p in enumerate(pieces):
+                chunk: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": [{"text": p}]},
+                                                         "index": 0}], "modelVersion": model}
+                if i == len(pieces) - 1:
+                    chunk["candidates"][0]["finishReason"] = "STOP"
+                    chunk["usageMetadata"] = {"promptTokenCount": n_in, "candidatesTokenCount": n_out,
+                                              "totalTokenCount": n_in + n_out}
+                out.append(f"data: {json.dumps(chunk)}\r\n\r\n")
+            return out
+        if self.path.endswith("/responses"):
+            ev = [{"type": "response.created", "response": {"id": "resp_mock", "model": model,
+                                                            "status": "in_progress", "output": []}}]
+            ev += [{"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+                    "content_index": 0, "delta": p} for p in pieces]
+            ev += [{"type": "response.completed", "response": {
+                "id": "resp_mock", "object": "response", "created_at": int(time.time()), "model": model,
+                "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant",
+                                                   "status": "completed", "content": [
+                                                       {"type": "output_text", "text": reply,
+                                                        "annotations": []}]}],
+                "usage": {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}}}]
+            return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in ev]
+        base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model}
+        out = [json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                "finish_reason": None}]})]
+        out += [json.dumps({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
+                for p in pieces]
+        out.append(json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            out.append(json.dumps({**base, "choices": [], "usage": {
+                "prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}))
+        return [f"data: {o}\n\n" for o in out] + ["data: [DONE]\n\n"]
+
+    def _sse(self, fmt: str, model: str, reply: str, body: dict, drop: bool, gz: bool) -> None:
+        events = self._events(fmt, model, reply, body)
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        if gz:
+            self.send_header("content-encoding", "gzip")
+        self.end_headers()
+        compressor = gzip.zlib.compressobj(wbits=31) if gz else None  # type: ignore[attr-defined]
+
+        def send(data: bytes) -> None:
+            if compressor is not None:
+                data = compressor.compress(data) + compressor.flush(gzip.zlib.Z_SYNC_FLUSH)  # type: ignore
+            if data:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        for i, event in enumerate(events):
+            if drop and i == 2:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            raw = event.encode()
+            # split each event at an awkward place so the proxy must re-frame
+            cut = max(1, len(raw) // 3)
+            send(raw[:cut])
+            send(raw[cut:])
+        if compressor is not None:
+            tail = compressor.flush()
+            if tail:
+                self.wfile.write(f"{len(tail):x}\r\n".encode() + tail + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _json(self, status: int, payload: Any, gz: bool = False) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        if gz:
+            data = gzip.compress(data)
+            self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=9000)
+    args = ap.parse_args()
+    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    srv.daemon_threads = True
+    print(f"mock provider on http://127.0.0.1:{args.port}", flush=True)
+    srv.serve_forever()
