@@ -44,7 +44,7 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
         try:
             opts.set(*listen.sets)
         except exceptions.OptionsError as e:
-            raise ValueError(f"--set: {e}") from None
+            raise ValueError(f"--set: {e} (list the options with: .venv/bin/mitmdump --options)") from None
         if opts.deferred:
             raise ValueError(f"--set: unknown mitmproxy option(s): {', '.join(opts.deferred)}")
     return master

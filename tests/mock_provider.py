@@ -73,6 +73,9 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             RECEIVED.append({"path": self.path, "headers": dict(self.headers.items()),
                              "body": body, "raw": raw.decode("utf-8", "replace")})
+        if "/files" in self.path:
+            self._json(200, {"id": "file-mock", "object": "file", "bytes": length})
+            return
         if "/v1/messages" in self.path:
             fmt = "anthropic"
         elif ":generateContent" in self.path or ":streamGenerateContent" in self.path:
