@@ -90,6 +90,9 @@ class Gateway:
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
         self.pii = PiiDetector(self.policy.pii.entities, self.policy.pii.score_threshold)
+        if self.pii.unknown:
+            raise ConfigError(f"pii.entities: unknown entity {', '.join(self.pii.unknown)}; "
+                              f"known: {', '.join(self.pii.known_entities)}")
         if self.pii.unsupported:
             log.warning("pii: no recognizer for %s (NER entities need an installed spaCy model); "
                         "they are not detected", ", ".join(self.pii.unsupported))

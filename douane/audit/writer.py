@@ -37,6 +37,7 @@ class AuditWriter:
         self._submitted = 0
         self._written = 0
         self._closing = False
+        self._abandoned = False
         self._seq = 0
         self._thread = threading.Thread(target=self._run, name="douane-audit-writer", daemon=True)
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -70,9 +71,12 @@ class AuditWriter:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self._pending:
-            self._spill(list(self._pending))
+        with self._cond:
+            left = list(self._pending)
             self._pending.clear()
+            self._abandoned = True  # a writer thread still busy must not pop what was spilled
+        if left:
+            self._spill(left)
 
     def _run(self) -> None:
         self._con = duckdb.connect()
@@ -98,6 +102,8 @@ class AuditWriter:
                 continue
             backoff = 0.05
             with self._cond:
+                if self._abandoned:
+                    break
                 for _ in batch:
                     self._pending.popleft()
                 self._written += len(batch)

@@ -112,14 +112,20 @@ class PiiDetector:
         finally:
             presidio_log.setLevel(level)
         self._recognizers: dict[str, list[EntityRecognizer]] = {}
+        known = set(registry.get_supported_entities(["en"])) | _NER_ENTITIES
+        self.unknown = [e for e in self.entities if e not in known]
         for entity in self.entities:
+            if entity in self.unknown or (entity in _NER_ENTITIES and not ner_model):
+                continue
             recs = [_quiet(FirstRegionPhoneRecognizer) if isinstance(r, PhoneRecognizer) else r
                     for r in registry.get_recognizers("en", entities=[entity])]
             if not ner_model:
                 recs = [r for r in recs if not _needs_nlp(r)]
             if recs:
                 self._recognizers[entity] = recs
-        self.unsupported = [e for e in self.entities if e not in self._recognizers]
+        self.known_entities = sorted(known)
+        # Known to Presidio, but needing what is not installed here (a spaCy model for NER entities).
+        self.unsupported = [e for e in self.entities if e not in self._recognizers and e not in self.unknown]
         self._cache: OrderedDict[bytes, tuple[Finding, ...]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from douane.policy import PolicyError, load_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_policies_are_valid() -> None:
+    files = [ROOT / "policies" / "default.yaml", *sorted((ROOT / "policies" / "examples").glob("*.yaml"))]
+    assert len(files) >= 5
+    for f in files:
+        load_policy(f)
+
+
+def test_default_policy_is_sensible() -> None:
+    p = load_policy(ROOT / "policies" / "default.yaml")
+    assert p.mode == "enforce" and p.fail == "closed" and p.pii.action == "redact"
+    assert p.clients is None and p.audit.bodies == "redacted"
+
+
+def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    f = write(tmp_path, "p.yaml", "version: 1\nmode: enforce\npii:\n  action: erase\n  colour: red\nteams:\n"
+                                  "  support:\n    models: [a]\n    requests_per_minute: -3\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    got = {(i.line, i.field) for i in e.value.issues}
+    assert (4, "pii.action") in got
+    assert (5, "pii.colour") in got
+    assert (9, "teams.support.requests_per_minute") in got
+    assert all(i.file == str(f) for i in e.value.issues)
+    text = str(e.value)
+    assert f"{f}:5: pii.colour: unknown key" in text
+    assert "'erase'" in text
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    f = write(tmp_path, "p.yaml", "version: 1\npii:\n  action: [redact\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    assert e.value.issues[0].line >= 3 and "YAML syntax" in e.value.issues[0].message
+
+
+def test_cross_references_are_checked(tmp_path: Path) -> None:
+    f = write(tmp_path, "p.yaml", "version: 1\nclients:\n  - name: bot\n    team: ghost\n"
+                                  f"    key_sha256: \"{'a' * 64}\"\nproviders:\n  local:\n    hosts: [x.internal]\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    messages = {i.field: (i.line, i.message) for i in e.value.issues}
+    assert messages["clients[0].team"] == (4, "team 'ghost' is not defined under teams:")
+    assert "format" in messages["providers.local.format"][1]
+
+
+def test_folder_merges_files_and_reports_clashes(tmp_path: Path) -> None:
+    write(tmp_path, "10-base.yaml", "version: 1\npii:\n  action: block\nteams:\n  a: {models: ['*']}\n")
+    write(tmp_path, "20-teams.yaml", "teams:\n  b: {models: [gpt-4o]}\nroutes:\n  - set_model: m\n")
+    p = load_policy(tmp_path)
+    assert set(p.teams) == {"a", "b"} and p.pii.action == "block" and len(p.routes) == 1
+    write(tmp_path, "30-clash.yaml", "pii:\n  action: redact\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(tmp_path)
+    issue = e.value.issues[0]
+    assert issue.file.endswith("30-clash.yaml") and issue.line == 2 and "10-base.yaml:3" in issue.message
+
+
+def test_errors_in_appended_lists_point_at_the_right_file(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "version: 1\nroutes:\n  - set_model: m\n")
+    write(tmp_path, "b.yaml", "routes:\n  - set_model: n\n    sett_model: typo\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(tmp_path)
+    issue = e.value.issues[0]
+    assert issue.file.endswith("b.yaml") and issue.line == 3 and issue.field == "routes[1].sett_model"
+
+
+def test_missing_path_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="no such file"):
+        load_policy(tmp_path / "nope.yaml")
