@@ -4,13 +4,18 @@ DuckDB lets one process hold a database file read-write, and while it does no ot
 open it at all. So the proxy never keeps the .duckdb file open: its writer thread appends immutable
 Parquet segments (written to a temporary name, then renamed into place), and the .duckdb file holds
 only a view over them. Any number of auditors can open it read-only at any time, with
-`douane audit query` or stock DuckDB, and see every row written so far.
+`douane audit query` or stock DuckDB, and see every row written so far. Which segments are live is
+said by `manifest.json` beside them (see compaction.py): that is what lets segments be merged
+without a reader ever counting a row twice or missing one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from douane.audit.record import COLUMNS
 log = logging.getLogger(__name__)
 
 SCHEMA_SEGMENT = "00000000000000000000-schema.parquet"
+MANIFEST = "manifest.json"
 VIEW = "requests"
 
 
@@ -56,8 +62,13 @@ class AuditStore:
             os.replace(tmp, schema)
         finally:
             con.close()
-        view = (f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM "
-                f"read_parquet({_sql_str(self.glob)}, union_by_name = true)")
+        manifest = self.segments / MANIFEST
+        if not manifest.exists():
+            manifest.write_text('{"live": ["%s"]}' % SCHEMA_SEGMENT)
+        view = (f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * EXCLUDE (filename) FROM "
+                f"read_parquet({_sql_str(self.glob)}, union_by_name = true, filename = true) "
+                f"WHERE parse_filename(filename) IN "
+                f"(SELECT unnest(live) FROM read_json({_sql_str(str(manifest))}, columns = {{'live': 'VARCHAR[]'}}))")
         for attempt in range(50):
             try:
                 db = duckdb.connect(str(self.db_path))
@@ -75,6 +86,33 @@ class AuditStore:
             finally:
                 db.close()
             return
+
+
+@contextmanager
+def no_reader_connected(db_path: Path) -> Iterator[bool]:
+    """Hold the .duckdb file's lock, if no DuckDB connection has it, for the length of the block.
+
+    DuckDB takes a POSIX lock on the database file for as long as a connection is open (shared
+    for readers). Taking it exclusively here, without waiting, tells that nobody is reading now
+    and keeps new readers out for the few microseconds the caller needs.
+    """
+    try:
+        fd = os.open(db_path, os.O_RDWR)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def open_reader(db_path: str | Path, attempts: int = 50) -> duckdb.DuckDBPyConnection:

@@ -1,7 +1,10 @@
 """The batched background writer: records queue in memory, one thread turns them into segments.
 
-A record is written as soon as the thread is free (group commit): at low load every call lands
-within a few milliseconds, under load batches grow by themselves. Nothing is dropped: a failed
+A record is written as soon as the thread is free and the last segment is older than
+`min_interval` (group commit): at low load every call lands within a few milliseconds, under load
+one segment per interval carries every record that arrived meanwhile, so the per-segment cost
+(a Parquet file) does not grow with traffic. Rows reach DuckDB as JSON lines read by its own C++
+reader, which keeps Python (and the GIL) out of the per-value work. Nothing is dropped: a failed
 write is retried, and at close whatever still cannot be written goes to a JSON-lines file.
 """
 
@@ -20,27 +23,32 @@ from pathlib import Path
 import duckdb
 
 from douane.audit.record import COLUMNS, AuditRecord
+from douane.audit.compaction import SegmentSet
 from douane.audit.store import AuditStore, _sql_str
 
 log = logging.getLogger(__name__)
 
-_ROWS_PER_INSERT = 256
+_COLUMN_STRUCT = "{" + ", ".join(f"{name!r}: {sql_type!r}" for name, sql_type in COLUMNS) + "}"
 
 
 class AuditWriter:
-    def __init__(self, store: AuditStore, compact_at: int = 64, max_batch: int = 5000):
+    def __init__(self, store: AuditStore, compact_at: int = 64, max_batch: int = 20000,
+                 min_interval: float = 0.05, fanout: int = 16, commit_delay: float = 1.0):
         self.store = store
         self.compact_at = compact_at
+        self.fanout = fanout
+        self.commit_delay = commit_delay
         self.max_batch = max_batch
+        self.min_interval = min_interval
         self._pending: deque[AuditRecord] = deque()
         self._cond = threading.Condition()
         self._submitted = 0
         self._written = 0
         self._closing = False
         self._abandoned = False
-        self._seq = 0
         self._thread = threading.Thread(target=self._run, name="douane-audit-writer", daemon=True)
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._segments: SegmentSet
         self.failures = 0
 
     def start(self) -> None:
@@ -80,15 +88,32 @@ class AuditWriter:
 
     def _run(self) -> None:
         self._con = duckdb.connect()
-        self._con.execute(self.store.create_table_sql("buf"))
+        self._segments = SegmentSet(self.store, self._con, fanout0=self.compact_at, fanout=self.fanout,
+                                    commit_delay=self.commit_delay)
+        self._segments.start()
         backoff = 0.05
+        last_write = 0.0
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
-                    self._cond.wait()
+                    deadline = self._segments.next_deadline()
+                    if deadline is None:
+                        self._cond.wait()
+                        continue
+                    if deadline <= time.monotonic():
+                        break
+                    self._cond.wait(deadline - time.monotonic())
                 if not self._pending and self._closing:
                     break
+            if not self._pending:  # woken for a merge to commit or a merged file to delete
+                self._maintain()
+                continue
+            with self._cond:
+                wait = last_write + self.min_interval - time.monotonic()
+                if wait > 0 and not self._closing:
+                    self._cond.wait(wait)  # let the batch grow; close() cuts this short
                 batch = [self._pending[i] for i in range(min(len(self._pending), self.max_batch))]
+            last_write = time.monotonic()
             try:
                 self._write(batch)
             except Exception:
@@ -108,49 +133,37 @@ class AuditWriter:
                     self._pending.popleft()
                 self._written += len(batch)
                 self._cond.notify_all()
-            try:
-                self._maybe_compact()
-            except Exception:
-                log.exception("audit: compaction failed; segments are left as they are")
+            self._maintain()
         try:
-            self._maybe_compact(force=True)
+            self._segments.commit_all()
         except Exception:
-            log.exception("audit: final compaction failed")
+            log.exception("audit: committing merged segments failed; the next start cleans up")
         self._con.close()
+
+    def _maintain(self) -> None:
+        try:
+            self._segments.tick()
+        except Exception:
+            log.exception("audit: merging segments failed; they are left as they are")
 
     def _write(self, batch: list[AuditRecord]) -> None:
         assert self._con is not None
-        con = self._con
-        con.execute("DELETE FROM buf")
-        width = len(COLUMNS)
-        row_sql = "(" + ",".join("?" * width) + ")"
-        for i in range(0, len(batch), _ROWS_PER_INSERT):
-            chunk = batch[i:i + _ROWS_PER_INSERT]
-            params = [value for rec in chunk for value in rec.row()]
-            con.execute(f"INSERT INTO buf VALUES {','.join([row_sql] * len(chunk))}", params)
-        self._seq += 1
-        final = self.store.segments / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.parquet"
-        tmp = final.with_suffix(".tmp")
-        con.execute(f"COPY buf TO {_sql_str(str(tmp))} (FORMAT parquet)")
+        final = self._segments.allocate()
+        tmp = final.with_name(final.name + ".tmp")
+        lines = final.with_name(final.name + ".jsonl.tmp")
+        names = [name for name, _ in COLUMNS]
+        with open(lines, "w", encoding="utf-8") as fh:
+            for rec in batch:
+                fh.write(json.dumps(dict(zip(names, rec.row(), strict=True)), default=_json_default,
+                                    ensure_ascii=False) + "\n")
+        try:
+            self._con.execute(
+                f"COPY (SELECT * FROM read_json({_sql_str(str(lines))}, format = 'newline_delimited', "
+                f"columns = {_COLUMN_STRUCT})) TO {_sql_str(str(tmp))} (FORMAT parquet)")
+        finally:
+            lines.unlink(missing_ok=True)
         os.replace(tmp, final)
-
-    def _maybe_compact(self, force: bool = False) -> None:
-        """Merge small segments into one so a long-running proxy does not leave thousands of files."""
-        files = self.store.segment_files()
-        if len(files) < (2 if force else self.compact_at):
-            return
-        assert self._con is not None
-        merged = files[0].with_name(files[0].stem + "-m.parquet")
-        if merged in files:
-            merged = files[0].with_name(files[0].stem + f"-m{self._seq}.parquet")
-        tmp = merged.with_suffix(".tmp")
-        listing = "[" + ",".join(_sql_str(str(f)) for f in files) + "]"
-        self._con.execute(f"COPY (SELECT * FROM read_parquet({listing}, union_by_name = true)) "
-                          f"TO {_sql_str(str(tmp))} (FORMAT parquet)")
-        os.replace(tmp, merged)
-        for f in files:
-            if f != merged:
-                f.unlink(missing_ok=True)
+        self._segments.add(final)
 
     def _spill(self, records: list[AuditRecord]) -> None:
         path = self.store.segments / f"unwritten-{time.time_ns()}.jsonl"

@@ -1,0 +1,208 @@
+"""Benchmark: douane (default policy) vs the floor (mitmdump + host rewrite), same mock upstream.
+
+Measures, on ~2 KB prompts that differ per request (fresh PII each time, so no cache helps):
+added p50/p99 latency at concurrency 1, requests/s at concurrency 16, streamed time to first byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+URL = "https://api.openai.com/v1/chat/completions"
+WORDS = ("the customer reports that the invoice for last month was charged twice and asks for a refund "
+         "of the duplicate amount while the support agent checks the order history and shipping status").split()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port}")
+
+
+def prompt(rng: random.Random, i: int) -> str:
+    """~2 KB of ticket text with fresh PII on every request."""
+    body = " ".join(rng.choice(WORDS) for _ in range(300))[:1850]
+    return (f"Ticket {i}-{rng.randrange(10**9)}: {body} Contact: user{i}.{rng.randrange(10**6)}@example.com, "
+            f"phone 212-555-{rng.randrange(10000):04d}.")
+
+
+def payload(rng: random.Random, i: int, stream: bool = False) -> dict:
+    return {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": prompt(rng, i)}]}
+
+
+async def latencies(proxy: str, verify: ssl.SSLContext, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    out = []
+    async with httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30) as client:
+        for i in range(n):
+            body = payload(rng, i)
+            t = time.perf_counter()
+            r = await client.post(URL, json=body)
+            out.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text
+    return out
+
+
+async def throughput(proxy: str, verify: ssl.SSLContext, seconds: float, concurrency: int) -> float:
+    rng = random.Random(99)
+    bodies = [payload(rng, i) for i in range(500)]
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30, limits=limits) as client:
+        async def worker(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < deadline:
+                r = await client.post(URL, json=bodies[i % len(bodies)])
+                assert r.status_code == 200, r.text
+                done += 1
+                i += concurrency
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+async def ttfb(proxy: str, verify: ssl.SSLContext, n: int) -> list[float]:
+    rng = random.Random(7)
+    out = []
+    async with httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30) as client:
+        for i in range(n):
+            t = time.perf_counter()
+            async with client.stream("POST", URL, json=payload(rng, i, stream=True)) as r:
+                first = True
+                async for _ in r.aiter_raw():
+                    if first:
+                        out.append((time.perf_counter() - t) * 1000)
+                        first = False
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def measure(name: str, proxy: str, verify: ssl.SSLContext, args: argparse.Namespace) -> dict:
+    asyncio.run(latencies(proxy, verify, 30, seed=1))  # warm-up: connections, caches, JIT-free but lazy imports
+    lat = asyncio.run(latencies(proxy, verify, args.requests, seed=2))
+    rps = asyncio.run(throughput(proxy, verify, args.seconds, 16))
+    first = asyncio.run(ttfb(proxy, verify, max(50, args.requests // 4)))
+    result = {"name": name, "p50": statistics.median(lat), "p99": pct(lat, 99), "rps": rps,
+              "ttfb": statistics.median(first)}
+    print(f"{name:8} p50 {result['p50']:.2f} ms  p99 {result['p99']:.2f} ms  {rps:.0f} req/s @16  "
+          f"stream TTFB p50 {result['ttfb']:.2f} ms", flush=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="douane-bench-"))
+    certs = tmp / "certs"
+    subprocess.run([VENV_BIN / "douane", "ca", "--path", "--certs", certs], check=True, capture_output=True)
+    subprocess.run([VENV_BIN / "douane", "ca", "--bundle", tmp / "bundle.pem", "--certs", certs], check=True,
+                   capture_output=True)
+    verify = ssl.create_default_context(cafile=str(tmp / "bundle.pem"))
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    mock_port, floor_port, douane_port = free_port(), free_port(), free_port()
+    procs = []
+    try:
+        mock = subprocess.Popen([sys.executable, ROOT / "tests" / "mock_provider.py", "--port", str(mock_port)],
+                                stdout=subprocess.DEVNULL)
+        procs.append(mock)
+        wait_port(mock_port, mock, "mock")
+        floor = subprocess.Popen([VENV_BIN / "mitmdump", "-q", "-s", ROOT / "scripts" / "bench_floor_addon.py",
+                                  "--listen-host", "127.0.0.1", "--listen-port", str(floor_port),
+                                  "--set", f"confdir={certs}", "--set", "connection_strategy=lazy"],
+                                 env={**env, "BENCH_MOCK_PORT": str(mock_port)}, stdout=subprocess.DEVNULL)
+        procs.append(floor)
+        wait_port(floor_port, floor, "mitmdump")
+        policy = yaml.safe_load((ROOT / "policies" / "default.yaml").read_text())
+        policy["providers"] = {p: {"upstream": f"http://127.0.0.1:{mock_port}"}
+                               for p in ("openai", "anthropic", "gemini")}
+        (tmp / "policy.yaml").write_text(yaml.safe_dump(policy))
+        douane = subprocess.Popen([VENV_BIN / "douane", "run", "--policy", tmp / "policy.yaml", "--listen-port",
+                                   str(douane_port), "--db", tmp / "bench.duckdb", "--certs", certs],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(douane)
+        wait_port(douane_port, douane, "douane")
+        floor_r = measure("floor", f"http://127.0.0.1:{floor_port}", verify, args)
+        douane_r = measure("douane", f"http://127.0.0.1:{douane_port}", verify, args)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(30)
+    added_p50 = douane_r["p50"] - floor_r["p50"]
+    added_p99 = douane_r["p99"] - floor_r["p99"]
+    ratio = douane_r["rps"] / floor_r["rps"]
+    added_ttfb = douane_r["ttfb"] - floor_r["ttfb"]
+    verdicts = [
+        ("added p50 at concurrency 1", f"{added_p50:+.2f} ms", "<= 3 ms", added_p50 <= 3),
+        ("added p99 at concurrency 1", f"{added_p99:+.2f} ms", "(reported)", True),
+        ("requests/s at concurrency 16", f"{douane_r['rps']:.0f} vs {floor_r['rps']:.0f} ({ratio:.0%})",
+         ">= 70% of floor", ratio >= 0.7),
+        ("added streamed TTFB p50", f"{added_ttfb:+.2f} ms", "<= 5 ms", added_ttfb <= 5),
+    ]
+    lines = ["| measure | result | goal | met |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {'yes' if ok else 'NO'} |" for a, b, c, ok in verdicts]
+    raw = ["| run | p50 ms | p99 ms | req/s @16 | stream TTFB p50 ms |", "| --- | --- | --- | --- | --- |"]
+    raw += [f"| {r['name']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | {r['ttfb']:.2f} |"
+            for r in (floor_r, douane_r)]
+    report = "\n".join(lines + [""] + raw)
+    print("\n" + report)
+    if not args.no_write:
+        write_section(report, args)
+
+
+def write_section(report: str, args: argparse.Namespace) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# douane benchmarks\n"
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    cpu = os.cpu_count()
+    section = (f"{start}\n## scripts/bench (foundation)\n\nRun {time.strftime('%Y-%m-%d')}, {cpu} cores, "
+               f"{args.requests} sequential requests, {args.seconds:.0f} s at concurrency 16; ~2 KB prompts with "
+               f"fresh PII per request; default policy (PII redact) against mitmdump with only a host rewrite; "
+               f"same mock upstream, same CA, HTTP/1.1 keep-alive.\n\n{report}\n{end}")
+    if start in text and end in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
