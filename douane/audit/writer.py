@@ -33,7 +33,7 @@ _COLUMN_STRUCT = "{" + ", ".join(f"{name!r}: {sql_type!r}" for name, sql_type in
 
 class AuditWriter:
     def __init__(self, store: AuditStore, compact_at: int = 64, max_batch: int = 20000,
-                 min_interval: float = 0.05, fanout: int = 16, commit_delay: float = 1.0):
+                 min_interval: float = 0.25, fanout: int = 16, commit_delay: float = 1.0):
         self.store = store
         self.compact_at = compact_at
         self.fanout = fanout
@@ -46,6 +46,8 @@ class AuditWriter:
         self._written = 0
         self._closing = False
         self._abandoned = False
+        self._idle = False
+        self._flushing = 0
         self._thread = threading.Thread(target=self._run, name="douane-audit-writer", daemon=True)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._segments: SegmentSet
@@ -59,11 +61,22 @@ class AuditWriter:
         with self._cond:
             self._pending.append(record)
             self._submitted += 1
-            self._cond.notify_all()
+            if self._idle:  # wake the writer only when it waits for work, not while a batch grows
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is on disk."""
         deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+        try:
+            return self._wait_written(deadline)
+        finally:
+            with self._cond:
+                self._flushing -= 1
+
+    def _wait_written(self, deadline: float) -> bool:
         with self._cond:
             target = self._submitted
             while self._written < target:
@@ -87,7 +100,8 @@ class AuditWriter:
             self._spill(left)
 
     def _run(self) -> None:
-        self._con = duckdb.connect()
+        # one thread: a batch is small, and a pool of worker threads costs more than it saves
+        self._con = duckdb.connect(config={"threads": 1})
         self._segments = SegmentSet(self.store, self._con, fanout0=self.compact_at, fanout=self.fanout,
                                     commit_delay=self.commit_delay)
         self._segments.start()
@@ -95,6 +109,7 @@ class AuditWriter:
         last_write = 0.0
         while True:
             with self._cond:
+                self._idle = True
                 while not self._pending and not self._closing:
                     deadline = self._segments.next_deadline()
                     if deadline is None:
@@ -103,15 +118,16 @@ class AuditWriter:
                     if deadline <= time.monotonic():
                         break
                     self._cond.wait(deadline - time.monotonic())
+                self._idle = False
                 if not self._pending and self._closing:
                     break
             if not self._pending:  # woken for a merge to commit or a merged file to delete
                 self._maintain()
                 continue
             with self._cond:
-                wait = last_write + self.min_interval - time.monotonic()
-                if wait > 0 and not self._closing:
-                    self._cond.wait(wait)  # let the batch grow; close() cuts this short
+                ready_at = last_write + self.min_interval
+                while not self._closing and not self._flushing and (wait := ready_at - time.monotonic()) > 0:
+                    self._cond.wait(wait)  # let the batch grow; close() and flush() cut this short
                 batch = [self._pending[i] for i in range(min(len(self._pending), self.max_batch))]
             last_write = time.monotonic()
             try:
