@@ -26,10 +26,9 @@ class RouterAddon:
         if call is None or flow.response or flow.error:
             return
         req = flow.request
-        if call.request is not None and self.gw.enforcing:
-            if call.provider.adapter.prepare_upstream(call.request):
-                call.strip_usage_chunk = True
-                call.body_changed = True
+        if call.request is not None and self.gw.enforcing and call.provider.adapter.prepare_upstream(call.request):
+            call.strip_usage_chunk = True
+            call.body_changed = True
         if call.body_changed and call.request is not None:
             req.headers.pop("content-encoding", None)
             req.content = json.dumps(call.request.body, ensure_ascii=False, separators=(",", ":")).encode()

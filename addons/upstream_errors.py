@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 _original = layers_http.HttpStream.handle_protocol_error
 
 
-def _handle_protocol_error(self, event):  # type: ignore[no-untyped-def]
+def _handle_protocol_error(self, event):
     flow = self.flow
     answered_upstream_failure = (
         isinstance(event, layers_http.ResponseProtocolError)

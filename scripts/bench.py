@@ -25,8 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 URL = "https://api.openai.com/v1/chat/completions"
-WORDS = ("the customer reports that the invoice for last month was charged twice and asks for a refund "
-         "of the duplicate amount while the support agent checks the order history and shipping status").split()
+TICKET = ("the customer reports that the invoice for last month was charged twice and asks for a refund "
+         "of the duplicate amount while the support agent checks the order history and shipping status")
+WORDS = TICKET.split()
 
 
 def free_port() -> int:

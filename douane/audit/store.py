@@ -12,11 +12,12 @@ without a reader ever counting a row twice or missing one.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class AuditStore:
             con.close()
         manifest = self.segments / MANIFEST
         if not manifest.exists():
-            manifest.write_text('{"live": ["%s"]}' % SCHEMA_SEGMENT)
+            manifest.write_text(json.dumps({"live": [SCHEMA_SEGMENT]}))
         view = (f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * EXCLUDE (filename) FROM "
                 f"read_parquet({_sql_str(self.glob)}, union_by_name = true, filename = true) "
                 f"WHERE parse_filename(filename) IN "

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from douane.audit.record import COLUMNS, AuditRecord
 from douane.audit.compaction import SegmentSet
+from douane.audit.record import COLUMNS, AuditRecord
 from douane.audit.store import AuditStore, _sql_str
 
 log = logging.getLogger(__name__)

@@ -83,7 +83,7 @@ class FirstRegionPhoneRecognizer(PhoneRecognizer):
 
         for region in self.supported_regions:
             results = [self._get_recognizer_result(m, text, region, nlp_artifacts)
-                       for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency)]
+                       for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency or 0)]
             if results:
                 return results
         return []
@@ -95,7 +95,7 @@ class PiiDetector:
     def __init__(self, entities: Iterable[str], threshold: float = 0.3, cache_size: int = 8192):
         self.threshold = threshold
         self.entities = list(dict.fromkeys(entities))
-        self._nlp: NlpEngine | None = None
+        self._nlp: NlpEngine
         ner_model = _installed_spacy_model() if _NER_ENTITIES & set(self.entities) else None
         if ner_model:
             from presidio_analyzer.nlp_engine import SpacyNlpEngine
@@ -163,14 +163,14 @@ class PiiDetector:
             for start, end in windows:
                 chunk = text[start:end]
                 for rec in recognizers:
-                    for r in rec.analyze(chunk, [entity], artifacts if start == 0 and end == len(text)
-                                         else _EMPTY_ARTIFACTS):
+                    whole = artifacts is not None and start == 0 and end == len(text)
+                    for r in rec.analyze(chunk, [entity], artifacts if whole else _EMPTY_ARTIFACTS):  # type: ignore[arg-type]
                         if r.score >= self.threshold and r.entity_type == entity:
                             results.append(Finding(entity, r.start + start, r.end + start, r.score))
         return _resolve_overlaps(results)
 
 
-def _quiet(cls: type[EntityRecognizer]) -> EntityRecognizer:
+def _quiet(cls: type[PhoneRecognizer]) -> EntityRecognizer:
     presidio_log = logging.getLogger("presidio-analyzer")
     level = presidio_log.level
     presidio_log.setLevel(logging.ERROR)
@@ -180,8 +180,8 @@ def _quiet(cls: type[EntityRecognizer]) -> EntityRecognizer:
         presidio_log.setLevel(level)
 
 
-_EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[], nlp_engine=None,
-                                language="en")
+_EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[],  # type: ignore[arg-type]
+                                nlp_engine=None, language="en")
 
 
 def _needs_nlp(rec: EntityRecognizer) -> bool:

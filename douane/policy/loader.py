@@ -54,7 +54,8 @@ def _construct(node: yaml.Node, path: Path_, file: str, where: dict[Path_, Where
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            is_str = key_node.tag == "tag:yaml.org,2002:str"
+            key = key_node.value if is_str else yaml.safe_load(yaml.serialize(key_node))
             if key in out:
                 raise PolicyError([PolicyIssue(file, key_node.start_mark.line + 1, _dotted((*path, key)),
                                                "key appears twice")])
@@ -83,8 +84,9 @@ def _merge(acc: dict, new: dict, path: Path_, acc_where: dict[Path_, Where],
             offset = len(acc[key])
             acc[key].extend(value)
             for p, w in new_where.items():
-                if p[: len(sub)] == sub and len(p) > len(sub) and isinstance(p[len(sub)], int):
-                    acc_where[(*sub, p[len(sub)] + offset, *p[len(sub) + 1:])] = w
+                index = p[len(sub)] if p[: len(sub)] == sub and len(p) > len(sub) else None
+                if isinstance(index, int):
+                    acc_where[(*sub, index + offset, *p[len(sub) + 1:])] = w
         else:
             first = acc_where.get(sub, ("?", 0))
             file, line = new_where.get(sub, ("?", 0))

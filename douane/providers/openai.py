@@ -78,15 +78,15 @@ class OpenAIAdapter(Adapter):
             for item in items if isinstance(items, list) else []:
                 if not isinstance(item, dict):
                     continue
-                kind = item.get("type")
-                if kind == "function_call" and isinstance(item.get("arguments"), str):
+                item_type = item.get("type")
+                if item_type == "function_call" and isinstance(item.get("arguments"), str):
                     messages.append(Message("assistant", [TextPart(item, "arguments", "tool_call")]))
-                elif kind == "function_call_output" and isinstance(item.get("output"), str):
+                elif item_type == "function_call_output" and isinstance(item.get("output"), str):
                     messages.append(Message("tool", [TextPart(item, "output", "tool_result")]))
                 elif "content" in item:
                     role = str(item.get("role", "user"))
-                    messages.append(Message(role, _content_parts(item, "content",
-                                                                 "system" if role in ("system", "developer") else "text")))
+                    kind = "system" if role in ("system", "developer") else "text"
+                    messages.append(Message(role, _content_parts(item, "content", kind)))
         elif endpoint in ("embeddings", "completions"):
             key = "input" if endpoint == "embeddings" else "prompt"
             value = body.get(key)

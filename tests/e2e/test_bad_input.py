@@ -18,7 +18,7 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 
-from tests.e2e.conftest import ROOT, Douane, body_of, free_port
+from tests.e2e.conftest import ROOT, Douane, free_port
 from tests.e2e.test_sdks import EMAIL, client_env
 
 CHAT = "https://api.openai.com/v1/chat/completions"
@@ -37,7 +37,8 @@ def row_for(d: Douane, response: httpx.Response) -> dict:
 
 def test_malformed_json_is_refused_in_provider_shape(douane: Douane, received: list) -> None:
     with douane.http() as http:
-        r = http.post(CHAT, content=b'{"model": "gpt-4o-mini", "messages": [', headers={"content-type": "application/json"})
+        r = http.post(CHAT, content=b'{"model": "gpt-4o-mini", "messages": [',
+                      headers={"content-type": "application/json"})
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["code"] == "unreadable_body" and "could not be read as JSON" in err["message"]
