@@ -20,7 +20,7 @@ from rich.table import Table
 from douane import __version__
 from douane.policy import Policy, PolicyError, load_policy
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # errors carry paths: never fold them
 out = Console()
 
 DEFAULT_POLICY = "policies/default.yaml"

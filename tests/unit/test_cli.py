@@ -1,0 +1,70 @@
+import json
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from douane.audit import AuditRecord, AuditStore, AuditWriter
+from douane.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ca_path_creates_the_ca_with_a_private_key(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ca", "--path", "--certs", str(tmp_path / "certs")])
+    assert result.exit_code == 0, result.output
+    cert = Path(result.output.strip().splitlines()[-1])
+    assert cert.is_absolute() and cert.exists() and b"BEGIN CERTIFICATE" in cert.read_bytes()
+    key = tmp_path / "certs" / "mitmproxy-ca.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    again = CliRunner().invoke(main, ["ca", "--path", "--certs", str(tmp_path / "certs")])
+    assert again.output.strip().splitlines()[-1] == str(cert), "an existing CA is kept"
+
+
+def test_ca_bundle_has_system_cas_and_ours(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    result = CliRunner().invoke(main, ["ca", "--bundle", str(bundle), "--certs", str(tmp_path / "certs")])
+    assert result.exit_code == 0, result.output
+    text = bundle.read_text()
+    ours = (tmp_path / "certs" / "mitmproxy-ca-cert.pem").read_text()
+    assert text.rstrip().endswith(ours.rstrip())
+    assert text.count("BEGIN CERTIFICATE") > 10
+
+
+def test_ca_without_a_flag_says_what_to_do(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ca", "--certs", str(tmp_path)])
+    assert result.exit_code == 2 and "--path or --bundle" in result.output
+
+
+def test_policy_check_exit_codes(tmp_path: Path) -> None:
+    ok = CliRunner().invoke(main, ["policy", "check", str(ROOT / "policies" / "default.yaml")])
+    assert ok.exit_code == 0 and "valid: mode enforce" in ok.output and len(ok.output.splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nmode: strict\nfail: maybe\n")
+    result = CliRunner().invoke(main, ["policy", "check", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:2: mode" in result.output and f"{bad}:3: fail" in result.output
+    as_json = CliRunner().invoke(main, ["policy", "check", "--format", "json", str(bad)])
+    assert json.loads(as_json.output)["valid"] is False
+
+
+def test_audit_query_formats(tmp_path: Path) -> None:
+    db = tmp_path / "a.duckdb"
+    w = AuditWriter(AuditStore(db))
+    w.start()
+    w.submit(AuditRecord(id="dou_1", ts=datetime(2026, 1, 2, tzinfo=UTC), provider="openai", status=200,
+                         pii_entities=["EMAIL_ADDRESS"]))
+    w.close()
+    sql = "SELECT id, ts, status, pii_entities FROM requests"
+    rows = json.loads(CliRunner().invoke(main, ["audit", "query", "--db", str(db), "--format", "json", sql]).output)
+    assert rows == [{"id": "dou_1", "ts": "2026-01-02T00:00:00+00:00", "status": 200,
+                     "pii_entities": ["EMAIL_ADDRESS"]}]
+    csv_out = CliRunner().invoke(main, ["audit", "query", "--db", str(db), "--format", "csv", sql]).output
+    assert csv_out.splitlines()[0] == "id,ts,status,pii_entities"
+    table = CliRunner().invoke(main, ["audit", "query", "--db", str(db), sql])
+    assert table.exit_code == 0 and "dou_1" in table.output and "1 row(s)" in table.output
+    bad = CliRunner().invoke(main, ["audit", "query", "--db", str(db), "SELECT nope FROM requests"])
+    assert bad.exit_code == 1 and "query failed" in bad.output
+    missing = CliRunner().invoke(main, ["audit", "query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"])
+    assert missing.exit_code == 1 and "start the proxy once" in missing.output
