@@ -27,7 +27,7 @@ def error_response(call: Call, status: int, code: str, message: str,
 
 
 def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, status: int, code: str, message: str,
-           always: bool = False) -> bool:
+           always: bool = False, headers: dict[str, str] | None = None) -> bool:
     """Block the call with `status` in the provider's shape, naming the rule; in monitor mode only
     record what would have happened (unless `always`). True when the call was blocked."""
     if not gw.enforcing and not always:
@@ -35,5 +35,6 @@ def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, status: int, code: str,
         return False
     call.decision = "blocked"
     call.note(code)
-    flow.response = error_response(call, status, code, f"douane blocked this request: {message} [rule: {code}]")
+    flow.response = error_response(call, status, code, f"douane blocked this request: {message} [rule: {code}]",
+                                   headers)
     return True

@@ -32,6 +32,7 @@ class IdentityAddon:
             self._challenge(flow)
             return
         self.known[flow.client_conn] = who
+        flow.metadata[IDENTITY_KEY] = who
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from douane.audit.record import AuditRecord
+from douane.meter.limits import Reservation
 from douane.providers import CanonicalRequest, ProviderSpec, Usage
 
 METADATA_KEY = "douane"
@@ -47,6 +48,10 @@ class Call:
     latency_ms: float | None = None
     status: int | None = None
     recorded: bool = False
+    estimated_tokens: int | None = None
+    cost_usd: float | None = None
+    price_source: str | None = None
+    reservation: Reservation | None = None
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:
@@ -76,6 +81,8 @@ class Call:
             output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cached_tokens,
             reasoning_tokens=self.usage.reasoning_tokens,
+            cost_usd=self.cost_usd,
+            price_source=self.price_source,
             latency_ms=self.latency_ms,
             ttfb_ms=self.ttfb_ms,
             request_bytes=self.request_bytes,

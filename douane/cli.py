@@ -191,25 +191,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@audit.command("query")
-@click.argument("sql")
-@click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-def audit_query(sql: str, db: str | None, fmt: str) -> None:
-    """Run SQL against the audit store (table `requests`); works while the proxy runs."""
+def _run_sql(db: str | None, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     import duckdb
 
     from douane.audit import query
 
-    db_path = _db_path(db)
     try:
-        columns, rows = query(db_path, sql)
+        return query(_db_path(db), sql, params)
     except FileNotFoundError as e:
         err.print(f"[bold red]error[/]: {e}", highlight=False)
         sys.exit(1)
     except duckdb.Error as e:
         err.print(f"[bold red]query failed[/]: {e}", highlight=False, markup=False)
         sys.exit(1)
+
+
+def _emit(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str | None = None) -> None:
+    """Rows as a rich table for people, or JSON (one array of row objects) / CSV for scripts."""
     if fmt == "json":
         click.echo(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]))
     elif fmt == "csv":
@@ -217,10 +215,78 @@ def audit_query(sql: str, db: str | None, fmt: str) -> None:
         writer.writerow(columns)
         writer.writerows([_jsonable(v) for v in row] for row in rows)
     else:
-        table = Table(*columns, title=f"{len(rows)} row(s)")
+        table = Table(*columns, title=title or f"{len(rows)} row(s)")
         for row in rows:
             table.add_row(*("" if v is None else str(_jsonable(v)) for v in row))
         out.print(table)
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+DB = click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
+
+
+@audit.command("query")
+@click.argument("sql")
+@DB
+@FORMAT
+def audit_query(sql: str, db: str | None, fmt: str) -> None:
+    """Run SQL against the audit store (table `requests`); works while the proxy runs."""
+    columns, rows = _run_sql(db, sql)
+    _emit(columns, rows, fmt)
+
+
+@audit.group()
+def report() -> None:
+    """Ready-made reports over the audit store."""
+
+
+def _since(value: str) -> str:
+    """`7d`, `24h`, `30m` -> a DuckDB interval literal."""
+    import re
+
+    m = re.fullmatch(r"(\d+)\s*([dhm])", value.strip())
+    if not m:
+        raise click.BadParameter("use a number and d, h or m, e.g. 7d, 24h, 30m")
+    return f"{m.group(1)} {dict(d='days', h='hours', m='minutes')[m.group(2)]}"
+
+
+SINCE = click.option("--since", default="30d", show_default=True, help="how far back: 7d, 24h, 30m")
+
+
+@report.command("cost")
+@click.option("--by", "by", type=click.Choice(["team", "client", "model", "provider"]), default="team",
+              show_default=True)
+@SINCE
+@DB
+@FORMAT
+def report_cost(by: str, since: str, db: str | None, fmt: str) -> None:
+    """Spend and tokens per team, client, model or provider. Unpriced calls are counted apart."""
+    interval = _since(since)
+    sql = f"""
+        SELECT coalesce({by}, '(none)') AS {by}, count(*) AS calls,
+               round(sum(cost_usd), 6) AS cost_usd,
+               count(*) FILTER (WHERE cost_usd IS NULL AND status < 400) AS unpriced_calls,
+               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+               count(*) FILTER (WHERE decision = 'blocked') AS blocked
+        FROM requests WHERE ts >= now() - INTERVAL '{interval}' AND provider <> 'shadow'
+        GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST, calls DESC"""
+    columns, rows = _run_sql(db, sql)
+    _emit(columns, rows, fmt, f"cost by {by}, last {since}")
+
+
+@report.command("blocked")
+@SINCE
+@DB
+@FORMAT
+def report_blocked(since: str, db: str | None, fmt: str) -> None:
+    """Blocked calls by rule, team and client."""
+    sql = f"""
+        SELECT reason AS rule, coalesce(team, '(none)') AS team, client, count(*) AS calls,
+               max(ts) AS last_seen, any_value(status) AS status
+        FROM requests WHERE decision = 'blocked' AND ts >= now() - INTERVAL '{_since(since)}'
+        GROUP BY ALL ORDER BY calls DESC, last_seen DESC"""
+    columns, rows = _run_sql(db, sql)
+    _emit(columns, rows, fmt, f"blocked calls, last {since}")
 
 
 if __name__ == "__main__":

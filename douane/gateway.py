@@ -9,6 +9,9 @@ from pathlib import Path
 
 from douane.audit import AuditStore, AuditWriter
 from douane.detect.pii import PiiDetector
+from douane.meter.limits import Limits
+from douane.meter.pricing import Pricer
+from douane.meter.state import MemoryState, RedisState, State
 from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
 
@@ -44,12 +47,13 @@ def unenforced_sections(policy: Policy) -> list[str]:
         out.append("routes")
     if policy.fallbacks:
         out.append("fallbacks")
-    if any(t.budget_usd_per_day or t.budget_usd_per_month or t.requests_per_minute or t.tokens_per_minute
-           for t in policy.teams.values()):
-        out.append("teams.* budgets and rate limits")
-    if policy.state.backend != "memory":
-        out.append("state.backend: redis")
     return out
+
+
+def make_state(policy: Policy) -> State:
+    if policy.state.backend == "redis":
+        return RedisState(policy.state.url)
+    return MemoryState()
 
 
 class ConfigError(Exception):
@@ -86,6 +90,8 @@ class Gateway:
     pii: PiiDetector = field(init=False)
     writer: AuditWriter = field(init=False)
     provider_keys: dict[str, str] = field(init=False)
+    pricer: Pricer = field(init=False)
+    limits: Limits = field(init=False)
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -98,6 +104,8 @@ class Gateway:
                         "they are not detected", ", ".join(self.pii.unsupported))
         self.writer = AuditWriter(AuditStore(self.db_path))
         self.provider_keys = central_keys(self.providers.specs)
+        self.pricer = Pricer(self.policy.prices)
+        self.limits = Limits(self.policy, make_state(self.policy))
 
     @property
     def enforcing(self) -> bool:

@@ -5,6 +5,7 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   fail-500 / fail-429   answer that status in the provider's error shape
   drop-mid-stream       send two events, then cut the connection
   gzip-reply            gzip the reply body (plain and SSE)
+  *slow*                wait half a second before answering
 Run: python tests/mock_provider.py --port 9000
 """
 
@@ -91,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": {"message": "mock: body is not JSON"}})
             return
         model = body.get("model") or re.search(r"models/([^:]+):", self.path).group(1)  # type: ignore[union-attr]
+        if "slow" in model:
+            time.sleep(0.5)
         if model.startswith("fail-"):
             status = int(model.split("-")[1])
             self._json(status, self._error(fmt, status))
@@ -101,6 +104,10 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 5, "total_tokens": 5}})
             return
         reply = "echo: " + last_user_text(fmt, body, self.path)
+        cap = body.get("max_tokens") or body.get("max_completion_tokens") or \
+            (body.get("generationConfig") or {}).get("maxOutputTokens")
+        if isinstance(cap, int):  # like a real provider: never more output tokens (words here) than asked
+            reply = "".join(words(reply)[:cap])
         stream = body.get("stream") is True or "alt=sse" in self.path
         gz = model == "gzip-reply"
         if stream:

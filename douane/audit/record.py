@@ -30,6 +30,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("cached_tokens", "BIGINT"),
     ("reasoning_tokens", "BIGINT"),
     ("cost_usd", "DOUBLE"),
+    ("price_source", "VARCHAR"),
     ("latency_ms", "DOUBLE"),
     ("ttfb_ms", "DOUBLE"),
     ("request_bytes", "BIGINT"),
@@ -65,6 +66,7 @@ class AuditRecord:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     cost_usd: float | None = None
+    price_source: str | None = None
     latency_ms: float | None = None
     ttfb_ms: float | None = None
     request_bytes: int | None = None

@@ -131,12 +131,12 @@ def open_reader(db_path: str | Path, attempts: int = 50) -> duckdb.DuckDBPyConne
     raise AssertionError("unreachable")
 
 
-def query(db_path: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def query(db_path: str | Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run SQL against the store; retried once if a compaction removed a segment mid-read."""
     for attempt in range(3):
         con = open_reader(db_path)
         try:
-            cur = con.execute(sql)
+            cur = con.execute(sql, params)
             columns = [d[0] for d in cur.description or []]
             return columns, cur.fetchall()
         except duckdb.IOException as e:

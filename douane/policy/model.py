@@ -55,7 +55,21 @@ class OutputPolicy(Strict):
     pii: Literal["redact", "monitor"] = "monitor"
 
 
-class Client(Strict):
+class Quota(Strict):
+    """Limits shared by teams and clients; None means no limit."""
+
+    budget_usd_per_day: float | None = Field(default=None, ge=0)
+    budget_usd_per_month: float | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    tokens_per_minute: int | None = Field(default=None, ge=0)
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.budget_usd_per_day, self.budget_usd_per_month,
+                                           self.requests_per_minute, self.tokens_per_minute))
+
+
+class Client(Quota):
     name: str = Field(min_length=1)
     team: str = Field(min_length=1)
     key_sha256: str
@@ -68,13 +82,30 @@ class Client(Strict):
         return v.lower()
 
 
-class Team(Strict):
+class Team(Quota):
     models: list[str] = Field(default_factory=lambda: ["*"])
     providers: list[str] | None = None
-    budget_usd_per_day: float | None = Field(default=None, ge=0)
-    budget_usd_per_month: float | None = Field(default=None, ge=0)
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    tokens_per_minute: int | None = Field(default=None, ge=0)
+
+
+class Price(Strict):
+    """USD per million tokens; overrides or adds to genai-prices for the models it matches."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+
+class ShadowAI(Strict):
+    """AI hosts that the policy does not name as providers: tunnelled, and blocked or recorded."""
+
+    action: Literal["block", "monitor", "allow"] = "monitor"
+    hosts: list[str] = Field(default_factory=list)
+
+
+class Metering(Strict):
+    # Output tokens assumed for a budget reservation when the request sets no max_tokens.
+    default_max_output_tokens: int = Field(default=4096, gt=0)
 
 
 class Match(Strict):
@@ -133,6 +164,9 @@ class Policy(Strict):
     routes: list[Route] = Field(default_factory=list)
     fallbacks: list[Fallback] = Field(default_factory=list)
     state: StatePolicy = Field(default_factory=StatePolicy)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    shadow_ai: ShadowAI = Field(default_factory=ShadowAI)
+    metering: Metering = Field(default_factory=Metering)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     limits: Limits = Field(default_factory=Limits)
 

@@ -68,3 +68,35 @@ def test_audit_query_formats(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "query failed" in bad.output
     missing = CliRunner().invoke(main, ["audit", "query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"])
     assert missing.exit_code == 1 and "start the proxy once" in missing.output
+
+
+def test_reports(tmp_path: Path) -> None:
+    db = tmp_path / "a.duckdb"
+    w = AuditWriter(AuditStore(db))
+    w.start()
+    now = datetime.now(UTC)
+    for i, (team, model, cost, decision) in enumerate([
+            ("support", "gpt-4o-mini", 0.5, "allowed"), ("support", "gpt-4o-mini", 0.25, "allowed"),
+            ("research", "claude-haiku-4-5", 2.0, "allowed"), ("support", "mystery", None, "allowed"),
+            ("support", "gpt-4o", None, "blocked")]):
+        w.submit(AuditRecord(id=f"r{i}", ts=now, client=f"{team}-bot", team=team, provider="openai", model=model,
+                             cost_usd=cost, status=200 if decision == "allowed" else 403, decision=decision,
+                             reason="teams.support.models" if decision == "blocked" else None,
+                             input_tokens=10, output_tokens=5))
+    w.close()
+    by_team = json.loads(CliRunner().invoke(main, ["audit", "report", "cost", "--by", "team", "--db", str(db),
+                                                   "--format", "json"]).output)
+    assert by_team[0] == {"team": "research", "calls": 1, "cost_usd": 2.0, "unpriced_calls": 0,
+                          "input_tokens": 10, "output_tokens": 5, "blocked": 0}
+    assert by_team[1]["team"] == "support" and by_team[1]["cost_usd"] == 0.75
+    assert by_team[1]["unpriced_calls"] == 1 and by_team[1]["blocked"] == 1
+    by_model = CliRunner().invoke(main, ["audit", "report", "cost", "--by", "model", "--since", "7d",
+                                         "--db", str(db), "--format", "csv"]).output.splitlines()
+    assert by_model[0].startswith("model,calls,cost_usd") and by_model[1].startswith("claude-haiku-4-5,1,2.0")
+    blocked = json.loads(CliRunner().invoke(main, ["audit", "report", "blocked", "--db", str(db),
+                                                   "--format", "json"]).output)
+    assert [(b["rule"], b["team"], b["calls"]) for b in blocked] == [("teams.support.models", "support", 1)]
+    table = CliRunner().invoke(main, ["audit", "report", "cost", "--db", str(db)])
+    assert table.exit_code == 0 and "cost by team" in table.output
+    bad = CliRunner().invoke(main, ["audit", "report", "cost", "--since", "a week", "--db", str(db)])
+    assert bad.exit_code == 2 and "7d, 24h, 30m" in bad.output

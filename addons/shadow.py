@@ -1,0 +1,40 @@
+"""Shadow AI: CONNECTs to AI services the policy does not name. Blocked or recorded, never intercepted."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from mitmproxy import http
+
+from addons.identity import IDENTITY_KEY
+from douane.audit import AuditRecord
+from douane.call import new_call_id
+from douane.gateway import Gateway
+from douane.shadow import is_ai_host
+
+
+class ShadowAIAddon:
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        rule = self.gw.policy.shadow_ai
+        host, port = flow.request.host, flow.request.port
+        if rule.action == "allow" or (flow.response and flow.response.status_code == 407):
+            return
+        if self.gw.providers.match(host, port) is not None or not is_ai_host(host, rule.hosts):
+            return
+        blocked = rule.action == "block" and self.gw.enforcing
+        who = flow.metadata.get(IDENTITY_KEY)
+        call_id = new_call_id()
+        if blocked:
+            flow.response = http.Response.make(
+                403, f"douane: {host} is an AI service this policy does not allow (shadow_ai.block)\n".encode(),
+                {"content-type": "text/plain", "x-douane-request-id": call_id})
+        self.gw.writer.submit(AuditRecord(
+            id=call_id, ts=datetime.fromtimestamp(flow.request.timestamp_start or time.time(), UTC),
+            client=who.client if who else "anonymous", team=who.team if who else None,
+            provider="shadow", endpoint="connect", method="CONNECT", host=host, stream=False,
+            status=403 if blocked else 200, decision="blocked" if blocked else "allowed",
+            reason=f"shadow_ai.{rule.action}", mode=self.gw.policy.mode))

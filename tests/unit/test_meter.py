@@ -1,0 +1,77 @@
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from douane.meter.limits import Limits
+from douane.meter.pricing import Pricer
+from douane.meter.state import MemoryState
+from douane.meter.tokens import estimate_input_tokens
+from douane.policy.model import Client, Policy, Price, Team
+from douane.providers import ADAPTERS, Usage
+
+
+def limits(**team: object) -> Limits:
+    policy = Policy(teams={"t": Team(**team)},  # type: ignore[arg-type]
+                    clients=[Client(name="c", team="t", key_sha256="0" * 64, requests_per_minute=3)])
+    return Limits(policy, MemoryState())
+
+
+def test_reservations_hold_and_say_when_to_retry() -> None:
+    lim = limits(requests_per_minute=2)
+    now = datetime(2026, 1, 1, 12, 0, 45, tzinfo=UTC)
+
+    async def go() -> list:
+        return [await lim.reserve("t", "c", 10, None, now) for _ in range(3)]
+
+    results = asyncio.run(go())
+    assert [r is not None for r, _ in results] == [True, True, False]
+    refusal = results[2][1]
+    assert refusal.rule == "teams.t.requests_per_minute" and refusal.retry_after == 15
+    # a new minute is a new window
+    later = datetime(2026, 1, 1, 12, 1, 1, tzinfo=UTC)
+    assert asyncio.run(lim.reserve("t", "c", 10, None, later))[1] is None
+
+
+def test_client_quota_applies_with_team_quota() -> None:
+    lim = limits()  # the team has no limits, the client 3 rpm
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    outcomes = [asyncio.run(lim.reserve("t", "c", 1, None, now))[1] for _ in range(4)]
+    assert outcomes[3] is not None and outcomes[3].rule == "clients[0].requests_per_minute"
+    assert asyncio.run(lim.reserve("t", "someone-else", 1, None, now)) == (None, None)
+
+
+def test_budget_settles_to_actual_cost() -> None:
+    lim = limits(budget_usd_per_day=1.0)
+    now = datetime(2026, 1, 1, 23, 0, 0, tzinfo=UTC)
+
+    async def go() -> None:
+        res, refusal = await lim.reserve("t", "c", 10, 0.6, now)
+        assert refusal is None and res is not None
+        _, refusal = await lim.reserve("t", "c", 10, 0.6, now)
+        assert refusal is not None and refusal.retry_after == 3600
+        assert "budget_usd_per_day of $1.00" in refusal.message
+        await lim.settle(res, 20, 0.1)  # the call cost far less than its worst case
+        res2, refusal = await lim.reserve("t", "c", 10, 0.6, now)
+        assert refusal is None
+
+    asyncio.run(go())
+
+
+def test_pricing_known_unknown_and_overrides() -> None:
+    p = Pricer({"my-local-*": Price(input_per_mtok=1.0, output_per_mtok=2.0)})
+    known = p.cost("openai", "gpt-4o-mini", Usage(input_tokens=1_000_000, output_tokens=0))
+    assert known is not None and known.usd == pytest.approx(0.15) and known.source.startswith("genai-prices")
+    assert p.cost("openai", "no-such-model-xyz", Usage(input_tokens=10, output_tokens=10)) is None
+    local = p.cost("openai", "my-local-7b", Usage(input_tokens=1_000_000, output_tokens=1_000_000))
+    assert local is not None and local.usd == pytest.approx(3.0) and local.source == "policy prices.my-local-*"
+    worst = p.worst_case("anthropic", "claude-haiku-4-5", 1000, None, 4096)
+    capped = p.worst_case("anthropic", "claude-haiku-4-5", 1000, 10, 4096)
+    assert worst is not None and capped is not None and worst.usd > capped.usd > 0
+
+
+def test_token_estimate_counts_every_message() -> None:
+    req = ADAPTERS["openai"].parse_request("chat.completions", "/", {
+        "model": "m", "messages": [{"role": "system", "content": "x" * 40}, {"role": "user", "content": "y" * 400}]})
+    assert estimate_input_tokens(req) == 110 + 8
+    assert estimate_input_tokens(None, body_bytes=4000) == 1000
