@@ -70,8 +70,8 @@ class MeterAddon:
 
     async def _settle(self, call: Call) -> None:
         if call.cost_usd is None and call.usage.input_tokens is not None:
-            cost = self.gw.pricer.cost(call.provider.name, call.model, call.usage,
-                                       datetime.fromtimestamp(call.started, UTC))
+            cost = self.gw.pricer.cost(call.served_by or call.provider.name, call.served_model or call.model,
+                                       call.usage, datetime.fromtimestamp(call.started, UTC))
             if cost is not None:
                 call.cost_usd, call.price_source = cost.usd, cost.source
         if call.reservation is None:

@@ -52,6 +52,8 @@ class Call:
     cost_usd: float | None = None
     price_source: str | None = None
     reservation: Reservation | None = None
+    served_by: str | None = None  # the provider that answered (a route or fallback may change it)
+    served_model: str | None = None
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:
@@ -70,7 +72,8 @@ class Call:
             host=self.host,
             upstream=self.upstream,
             model_requested=self.model_requested,
-            model=self.model or self.model_requested,
+            model=self.served_model or self.model or self.model_requested,
+            served_by=self.served_by,
             stream=self.stream,
             status=self.status,
             decision=self.decision,

@@ -14,6 +14,7 @@ from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
 from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
+from douane.relay import Breakers, Relay
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ def unenforced_sections(policy: Policy) -> list[str]:
         out.append("injection")
     if policy.output is not None:
         out.append("output")
-    if policy.routes:
-        out.append("routes")
-    if policy.fallbacks:
-        out.append("fallbacks")
     return out
 
 
@@ -92,6 +89,7 @@ class Gateway:
     provider_keys: dict[str, str] = field(init=False)
     pricer: Pricer = field(init=False)
     limits: Limits = field(init=False)
+    relay: Relay = field(init=False)
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -106,6 +104,7 @@ class Gateway:
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy))
+        self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
 
     @property
     def enforcing(self) -> bool:

@@ -8,10 +8,12 @@ query fails on a missing or changed file, counts a row twice, or misses a commit
 - a merge writes its output the same way, waits `commit_delay` (every query that listed files
   before the output existed has read the manifest by then), then swaps sources for output in one
   manifest replace;
-- merged sources are deleted only while no reader is connected: a DuckDB reader holds a shared
-  lock on the .duckdb file for as long as it is connected, so the writer takes that file's lock
-  for the few microseconds of the deletions. With an auditor connected for hours, merged files
-  wait on disk (the manifest keeps them out of every result) until it disconnects.
+- merged sources are deleted only when no reader is connected: a DuckDB reader holds a shared
+  lock on the .duckdb file for as long as it is connected, which the writer can see (F_GETLK)
+  without taking the lock. A reader connecting right after that check lists files only after
+  opening the database and binding its query, by which time the deletions are done. With an
+  auditor connected for hours, merged files wait on disk (the manifest keeps them out of every
+  result) until it disconnects.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from douane.audit.store import MANIFEST, SCHEMA_SEGMENT, AuditStore, _sql_str, no_reader_connected
+from douane.audit.store import MANIFEST, SCHEMA_SEGMENT, AuditStore, _sql_str, reader_connected
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +112,10 @@ class SegmentSet:
         """Delete merged-away files if no reader is connected (else try again later)."""
         if not self.doomed:
             return True
-        with no_reader_connected(self.store.db_path) as free:
-            if not free:
-                return False
-            for name in self.doomed:
-                self._path(name).unlink(missing_ok=True)
+        if reader_connected(self.store.db_path):
+            return False
+        for name in self.doomed:
+            self._path(name).unlink(missing_ok=True)
         self.doomed.clear()
         return True
 

@@ -19,6 +19,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("upstream", "VARCHAR"),
     ("model_requested", "VARCHAR"),
     ("model", "VARCHAR"),
+    ("served_by", "VARCHAR"),
     ("stream", "BOOLEAN"),
     ("status", "INTEGER"),
     ("decision", "VARCHAR"),
@@ -55,6 +56,7 @@ class AuditRecord:
     upstream: str | None = None
     model_requested: str | None = None
     model: str | None = None
+    served_by: str | None = None
     stream: bool = False
     status: int | None = None
     decision: str = "allowed"

@@ -15,9 +15,8 @@ import fcntl
 import json
 import logging
 import os
+import struct
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,29 +88,25 @@ class AuditStore:
             return
 
 
-@contextmanager
-def no_reader_connected(db_path: Path) -> Iterator[bool]:
-    """Hold the .duckdb file's lock, if no DuckDB connection has it, for the length of the block.
+_FLOCK = "hh4xqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
 
-    DuckDB takes a POSIX lock on the database file for as long as a connection is open (shared
-    for readers). Taking it exclusively here, without waiting, tells that nobody is reading now
-    and keeps new readers out for the few microseconds the caller needs.
+
+def reader_connected(db_path: Path) -> bool:
+    """Whether any process holds DuckDB's lock on the .duckdb file, i.e. has a connection open.
+
+    Asks the kernel (F_GETLK) without taking the lock: taking it, even for microseconds, would
+    make a reader that connects at that instant fail with a lock error.
     """
     try:
-        fd = os.open(db_path, os.O_RDWR)
+        fd = os.open(db_path, os.O_RDONLY)
     except OSError:
-        yield False
-        return
+        return True  # cannot tell: assume someone reads
     try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN)
+        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        result = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
+        return struct.unpack(_FLOCK, result)[0] != fcntl.F_UNLCK
+    except OSError:
+        return True
     finally:
         os.close(fd)
 

@@ -120,9 +120,15 @@ class Match(Strict):
 
 class Route(Strict):
     when: Match = Field(default_factory=Match)
-    set_model: str | None = None
+    set_model: str | None = None  # a model, or "cheapest" (with `among`)
+    among: list[str] | None = None  # candidates for set_model: cheapest
     set_provider: str | None = None
     set_upstream: str | None = None
+
+    @field_validator("set_upstream")
+    @classmethod
+    def _upstream_is_url(cls, v: str | None) -> str | None:
+        return ProviderConfig._upstream_is_url(v)
 
 
 class FallbackTarget(Strict):
@@ -134,6 +140,24 @@ class Fallback(Strict):
     when: Match = Field(default_factory=Match)
     on: list[str] = Field(default_factory=lambda: ["429", "5xx", "timeout"])
     to: list[FallbackTarget]
+    retries: int = Field(default=1, ge=0, le=5)  # more tries of the same target before the next one
+    backoff_ms: int = Field(default=200, ge=0)
+    first_byte_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("on")
+    @classmethod
+    def _known_conditions(cls, v: list[str]) -> list[str]:
+        for cond in v:
+            if not re.fullmatch(r"[1-5]xx|[1-5]\d\d|timeout|error", cond):
+                raise ValueError(f"{cond!r}: use status codes (429), classes (5xx), timeout or error")
+        return v
+
+
+class Breaker(Strict):
+    """A target failing this many times in a row is skipped for `cooldown_s`, then probed again."""
+
+    failures: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
 
 
 class StatePolicy(Strict):
@@ -163,6 +187,7 @@ class Policy(Strict):
     teams: dict[str, Team] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     fallbacks: list[Fallback] = Field(default_factory=list)
+    breaker: Breaker = Field(default_factory=Breaker)
     state: StatePolicy = Field(default_factory=StatePolicy)
     prices: dict[str, Price] = Field(default_factory=dict)
     shadow_ai: ShadowAI = Field(default_factory=ShadowAI)

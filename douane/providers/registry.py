@@ -45,6 +45,9 @@ class ProviderTable:
                 name, _, port = host.lower().partition(":")
                 self._exact[(name, int(port) if port else None)] = spec
 
+    def by_name(self, name: str) -> ProviderSpec:
+        return next(s for s in self.specs if s.name == name)
+
     def match(self, host: str, port: int) -> ProviderSpec | None:
         host = host.lower().rstrip(".")
         return self._exact.get((host, port)) or self._exact.get((host, None))

@@ -1,0 +1,132 @@
+"""Routing decisions: which route and fallback rule a call matches, and the attempts they make.
+
+Pure logic over the policy and the canonical request; addons/router.py applies it to flows.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from douane import translate
+from douane.meter.pricing import Pricer
+from douane.policy.model import Fallback, Match, Policy, Route
+from douane.providers import ProviderSpec
+from douane.relay import Attempt
+
+# Endpoints whose requests and replies translate between formats.
+CHAT_ENDPOINTS = {"chat.completions", "messages", "generateContent", "streamGenerateContent"}
+KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+
+
+@dataclass(frozen=True)
+class Facts:
+    team: str | None
+    client: str
+    provider: str
+    model: str | None
+    endpoint: str | None
+    input_tokens: int
+
+
+def matches(when: Match, f: Facts) -> bool:
+    if when.team is not None and when.team != f.team:
+        return False
+    if when.client is not None and when.client != f.client:
+        return False
+    if when.provider is not None and when.provider != f.provider:
+        return False
+    if when.endpoint is not None and when.endpoint != f.endpoint:
+        return False
+    if when.model is not None and (f.model is None or not fnmatch.fnmatchcase(f.model, when.model)):
+        return False
+    if when.min_input_tokens is not None and f.input_tokens < when.min_input_tokens:
+        return False
+    return not (when.max_input_tokens is not None and f.input_tokens > when.max_input_tokens)
+
+
+def first_route(policy: Policy, f: Facts) -> tuple[int, Route] | None:
+    for i, route in enumerate(policy.routes):
+        if matches(route.when, f):
+            return i, route
+    return None
+
+
+def first_fallback(policy: Policy, f: Facts) -> tuple[int, Fallback] | None:
+    for i, rule in enumerate(policy.fallbacks):
+        if matches(rule.when, f):
+            return i, rule
+    return None
+
+
+def cheapest(candidates: list[str], allowed: list[str] | None, pricer: Pricer, provider: str,
+             input_tokens: int, max_output: int | None, default_output: int) -> str | None:
+    """The candidate with the lowest worst-case cost that the team may use; unpriced ones are skipped."""
+    best: tuple[float, str] | None = None
+    for model in candidates:
+        if allowed is not None and not any(fnmatch.fnmatchcase(model, g) for g in allowed):
+            continue
+        cost = pricer.worst_case(provider, model, input_tokens, max_output, default_output)
+        if cost is not None and (best is None or cost.usd < best[0]):
+            best = (cost.usd, model)
+    return best[1] if best else None
+
+
+_GEMINI_MODEL = re.compile(r"(/(?:models|tunedModels)/)([^/:?]+)(:)")
+
+
+def set_model(fmt: str, body: dict[str, Any], path: str, model: str) -> str:
+    """Put `model` in the body (OpenAI, Anthropic) or the path (Gemini); the new path."""
+    if fmt == "gemini":
+        return _GEMINI_MODEL.sub(lambda m: m.group(1) + model + m.group(3), path, count=1)
+    body["model"] = model
+    return path
+
+
+def target_url(spec: ProviderSpec, path: str, upstream: str | None = None) -> str:
+    base = upstream or spec.upstream or f"https://{spec.hosts[0]}"
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
+
+
+def attempt_for(spec: ProviderSpec, model: str | None, client_fmt: str, endpoint: str, body: dict[str, Any],
+                path: str, client_headers: dict[str, str], key: str | None, same_provider: bool,
+                upstream: str | None = None) -> Attempt | None:
+    """The request one target gets: the client's own when formats agree, else a translation."""
+    stream = endpoint == "streamGenerateContent" or body.get("stream") is True
+    if spec.format == client_fmt:
+        new_body = json.loads(json.dumps(body))
+        new_path = set_model(spec.format, new_body, path, model) if model else path
+        headers = dict(client_headers)
+        if not same_provider or key is not None:  # the client's key belongs to the provider it called
+            for h in KEY_HEADERS:
+                headers.pop(h, None)
+            new_path = re.sub(r"([?&])key=[^&]*&?", r"\1", new_path).rstrip("?&")
+        translate_from = None
+    else:
+        if endpoint not in CHAT_ENDPOINTS or model is None:
+            return None
+        chat = translate.read_request(client_fmt, body, body.get("model") or model, stream)
+        new_body, new_path = translate.write_request(spec.format, chat, model)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        translate_from = client_fmt
+    headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "accept-encoding")}
+    headers["accept-encoding"] = "identity"
+    if spec.format == "anthropic":
+        headers.setdefault("anthropic-version", "2023-06-01")
+    if key is not None:
+        headers.update(key_headers(spec.format, key))
+    return Attempt(spec.name, spec.format, model, target_url(spec, new_path, upstream), headers,
+                   json.dumps(new_body, ensure_ascii=False, separators=(",", ":")).encode(), translate_from)
+
+
+def key_headers(fmt: str, key: str) -> dict[str, str]:
+    if fmt == "openai":
+        return {"authorization": f"Bearer {key}"}
+    if fmt == "anthropic":
+        return {"x-api-key": key}
+    return {"x-goog-api-key": key}
