@@ -9,11 +9,13 @@ import fnmatch
 import logging
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from importlib.metadata import version
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
+from genai_prices.types import PriceCalculation
 
 from douane.policy.model import Price
 from douane.providers import Usage
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 # douane provider name (or wire format, for custom providers) -> genai-prices provider id
 PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 GENAI_PRICES = f"genai-prices {version('genai-prices')}"
+MTOK = Decimal(1_000_000)
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,20 @@ class Cost:
     source: str  # "genai-prices 0.2.3" or "policy prices.<glob>"
 
 
+@dataclass(frozen=True)
+class _FlatRate:
+    """USD per million tokens of a model whose price has no tiers or conditions."""
+
+    input: Decimal
+    output: Decimal
+    cached: Decimal
+
+
 class Pricer:
     def __init__(self, overrides: dict[str, Price] | None = None):
         self.overrides = overrides or {}
+        # (provider id, model, day) -> flat rate, or None where genai-prices must compute each call
+        self._flat: dict[tuple[str | None, str, str], _FlatRate | None] = {}
 
     def _override(self, model: str) -> tuple[str, Price] | None:
         for pattern, price in self.overrides.items():
@@ -67,13 +81,36 @@ class Pricer:
             usd = ((input_tokens - cached) * p.input_per_mtok + cached * cached_rate
                    + output_tokens * p.output_per_mtok) / 1_000_000
             return Cost(usd, f"policy prices.{pattern}")
+        provider_id = PROVIDER_IDS.get(provider)
+        key = (provider_id, model, (when or datetime.now(UTC)).strftime("%Y-%m-%d"))
+        if key in self._flat and self._flat[key] is not None:
+            rate = self._flat[key]
+            assert rate is not None
+            flat = ((input_tokens - cached) * rate.input + cached * rate.cached + output_tokens * rate.output) / MTOK
+            return Cost(float(flat), GENAI_PRICES)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 usage = PriceUsage(input_tokens=input_tokens, output_tokens=output_tokens,
                                    cache_read_tokens=cached or None)
-                calc = calc_price(usage, model_ref=model, provider_id=PROVIDER_IDS.get(provider),
-                                  genai_request_timestamp=when)
+                calc = calc_price(usage, model_ref=model, provider_id=provider_id, genai_request_timestamp=when)
         except LookupError:
             return None
+        if key not in self._flat:
+            self._flat[key] = _flat_rate(calc, input_tokens, output_tokens, cached)
         return Cost(float(calc.total_price), GENAI_PRICES)
+
+
+def _flat_rate(calc: PriceCalculation, input_tokens: int, output_tokens: int, cached: int) -> _FlatRate | None:
+    """The per-token rates, when genai-prices only multiplies for this model (no tiers, no fees).
+
+    Checked against the price genai-prices just computed, so a model with anything more to its
+    price (tiers, per-request fees) keeps going through genai-prices on every call.
+    """
+    price = calc.model_price
+    values = (price.input_mtok, price.output_mtok, price.cache_read_mtok or price.input_mtok)
+    if not all(isinstance(v, Decimal) for v in values) or input_tokens < 1:
+        return None
+    rate = _FlatRate(*values)  # type: ignore[arg-type]
+    flat = ((input_tokens - cached) * rate.input + cached * rate.cached + output_tokens * rate.output) / MTOK
+    return rate if flat == calc.total_price else None

@@ -30,7 +30,9 @@ def router(tmp_path_factory: pytest.TempPathFactory, mock: str, certs) -> Iterat
         {"when": {"model": f"fail-*-to-{name}"}, "on": ["429", "5xx"], "retries": 0,
          "to": [{"provider": name, "model": model}]} for name, model in TARGETS.items()
     ] + [{"when": {"model": "fail-*-nowhere"}, "on": ["429", "5xx"], "retries": 1, "backoff_ms": 10,
-          "to": [{"provider": "anthropic", "model": "fail-503-too"}]}]
+          "to": [{"provider": "anthropic", "model": "fail-503-too"}]},
+         {"when": {"model": "slow-upstream"}, "on": ["timeout"], "retries": 0, "first_byte_timeout_s": 0.2,
+          "to": [{"provider": "gemini", "model": "gemini-2.0-flash"}]}]
     # every provider is the same mock here: keep its circuit closed (the breaker has tests of its own)
     policy["breaker"] = {"failures": 1000}
     d = Douane(tmp_path_factory.mktemp("router"), policy, certs).start()
@@ -145,3 +147,12 @@ def test_every_target_failing_gives_502_in_the_clients_shape(router: Douane, rec
     row = only_row(router, oe.value.response.headers["x-douane-request-id"])
     assert row["status"] == 502 and "every upstream failed" in row["error"]
     assert "openai/fail-500-nowhere: 500" in row["reason"]
+
+
+def test_first_byte_timeout_falls_back(router: Douane, received: list) -> None:
+    """The mock answers `slow-upstream` after 0.5 s; the rule gives it 0.2 s to start answering."""
+    text, call_id = ask("openai", router, "slow-upstream", "quick", stream=True)
+    assert text == "echo: quick"
+    row = only_row(router, call_id)
+    assert row["served_by"] == "gemini" and "no answer within 0.2 s" in row["reason"]
+    assert row["ttfb_ms"] < 450

@@ -75,3 +75,20 @@ def test_token_estimate_counts_every_message() -> None:
         "model": "m", "messages": [{"role": "system", "content": "x" * 40}, {"role": "user", "content": "y" * 400}]})
     assert estimate_input_tokens(req) == 110 + 8
     assert estimate_input_tokens(None, body_bytes=4000) == 1000
+
+
+@pytest.mark.parametrize(("provider", "model"), [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5"),
+                                                 ("gemini", "gemini-2.0-flash"), ("gemini", "gemini-2.5-pro")])
+def test_flat_rate_shortcut_equals_genai_prices(provider: str, model: str) -> None:
+    """The cached flat rate must give exactly what genai-prices computes, tiers excepted."""
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    from douane.meter.pricing import PROVIDER_IDS
+
+    p = Pricer()
+    for n_in, n_out, cached in [(1000, 500, 0), (12345, 678, 1000), (250_000, 10, 0), (7, 3, 0)]:
+        got = p.cost(provider, model, Usage(input_tokens=n_in, output_tokens=n_out, cached_tokens=cached))
+        want = calc_price(PriceUsage(input_tokens=n_in, output_tokens=n_out, cache_read_tokens=cached or None),
+                          model_ref=model, provider_id=PROVIDER_IDS[provider]).total_price
+        assert got is not None and got.usd == pytest.approx(float(want), rel=1e-12)
