@@ -54,8 +54,8 @@ def _construct(node: yaml.Node, path: Path_, file: str, where: dict[Path_, Where
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            is_str = key_node.tag == "tag:yaml.org,2002:str"
-            key = key_node.value if is_str else yaml.safe_load(yaml.serialize(key_node))
+            # Policy keys are names: `on:` (fallbacks) must not become True, as YAML 1.1 would have it.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else yaml.safe_load(yaml.serialize(key_node))
             if key in out:
                 raise PolicyError([PolicyIssue(file, key_node.start_mark.line + 1, _dotted((*path, key)),
                                                "key appears twice")])

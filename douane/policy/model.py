@@ -144,6 +144,12 @@ class Fallback(Strict):
     backoff_ms: int = Field(default=200, ge=0)
     first_byte_timeout_s: float = Field(default=30.0, gt=0)
 
+    @field_validator("on", mode="before")
+    @classmethod
+    def _statuses_as_text(cls, v: object) -> object:
+        return [str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in v] \
+            if isinstance(v, list) else v
+
     @field_validator("on")
     @classmethod
     def _known_conditions(cls, v: list[str]) -> list[str]:

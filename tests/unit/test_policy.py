@@ -82,3 +82,15 @@ def test_errors_in_appended_lists_point_at_the_right_file(tmp_path: Path) -> Non
 def test_missing_path_is_explained(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="no such file"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_fallback_on_key_and_numeric_statuses(tmp_path: Path) -> None:
+    """YAML 1.1 reads a bare `on` key as True; the contract's `on: [429, 5xx, timeout]` must work."""
+    f = write(tmp_path, "p.yaml", "version: 1\nfallbacks:\n  - when: {model: gpt-4o}\n    on: [429, 5xx, timeout]\n"
+                                  "    to: [{provider: anthropic, model: claude-sonnet-4-5}]\n")
+    p = load_policy(f)
+    assert p.fallbacks[0].on == ["429", "5xx", "timeout"]
+    bad = write(tmp_path, "b.yaml", "version: 1\nfallbacks:\n  - on: [42x]\n    to: [{provider: anthropic}]\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(bad)
+    assert e.value.issues[0].line == 3 and e.value.issues[0].field == "fallbacks[0].on"
