@@ -7,13 +7,17 @@ import logging
 
 from mitmproxy import http
 
-from addons.flows import REQUEST_ID_HEADER, call_of
+from addons.flows import REQUEST_ID_HEADER, call_of, refuse
+from douane.call import Call
 from douane.gateway import Gateway
+from douane.providers import TextPart
+from douane.rewrite import Blocked, OutputGuard, Stage
 from douane.streaming import StreamTap, make_decoder
 
 log = logging.getLogger(__name__)
 
 TAP_KEY = "douane.tap"
+STAGES_KEY = "douane.stages"
 
 
 class AnswerAddon:
@@ -40,8 +44,10 @@ class AnswerAddon:
         if decoder is not None:
             del resp.headers["content-encoding"]  # the client gets identity; inspection sees text
         resp.headers.pop("content-length", None)
+        stages, audited = self.gw.answer_stages(call.pseudonyms)
         tap = StreamTap(adapter, call.endpoint or "", call.request, strip_internal=call.strip_usage_chunk,
-                        decoder=decoder)
+                        decoder=decoder, stages=stages, audit_after=audited)
+        flow.metadata[STAGES_KEY] = stages
         flow.metadata[TAP_KEY] = tap
         resp.stream = tap
 
@@ -60,6 +66,10 @@ class AnswerAddon:
             call.response_body = tap.assembled
             if tap.error:
                 call.error = f"upstream stream error: {tap.error}"
+            self._findings(call, tap.stages)
+            if tap.blocked is not None:
+                call.decision = "blocked"
+                call.note(tap.blocked.rule)
             return
         if resp.stream:  # streamed without a tap (unknown encoding)
             return
@@ -81,3 +91,43 @@ class AnswerAddon:
         call.model = parsed.model or call.model
         if resp.status_code >= 400 and call.error is None:
             call.error = f"upstream answered {resp.status_code}"
+            return
+        stages, audited = self.gw.answer_stages(call.pseudonyms)
+        if not stages or not parsed.parts:
+            return
+        try:
+            audited_text = self._rewrite(parsed.parts, stages, audited)
+        except Blocked as b:
+            self._findings(call, stages)
+            call.response_body = None
+            refuse(self.gw, flow, call, 403, b.rule, str(b), always=True)
+            call.status = 403
+            return
+        self._findings(call, stages)
+        if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
+            resp.content = json.dumps(body, ensure_ascii=False).encode()
+            call.response_body = audited_text
+
+    @staticmethod
+    def _rewrite(parts: list[TextPart], stages: list[Stage], audited: int) -> str:
+        """Every text of a plain answer through the stages; returns the body as the audit keeps it."""
+        kept = []
+        for part in parts:
+            text = part.text
+            for i, stage in enumerate(stages):
+                if i == audited:
+                    kept.append(text)
+                text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text)
+            if audited >= len(stages):
+                kept.append(text)
+            part.replace(text)
+        return "\n".join(kept)
+
+    @staticmethod
+    def _findings(call: Call, stages: list[Stage]) -> None:
+        for stage in stages:
+            if isinstance(stage, OutputGuard):
+                call.output_findings.extend(f"{f.kind}:{f.name}" for f in stage.findings)
+                if stage.findings and call.decision != "blocked":
+                    kinds = sorted({f"{f.kind}:{f.name}" for f in stage.findings})
+                    call.note(f"output: {', '.join(kinds)} ({stage.secrets_action}/{stage.pii_action})")

@@ -9,7 +9,7 @@ from collections import Counter
 from mitmproxy import http
 
 from addons.flows import call_of, refuse
-from douane.detect.pii import redact
+from douane.detect.pii import Pseudonyms, redact
 from douane.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,11 @@ class PromptGuardAddon:
         elif not self.gw.enforcing:
             call.note(f"monitor: would {action} {summary}")
         else:
+            pseudonyms = Pseudonyms() if action == "pseudonymize" else None
             for part, found in zip(parts, findings, strict=True):
                 if found:
-                    part.replace(redact(part.text, found))
+                    part.replace(pseudonyms.apply(part.text, found) if pseudonyms else redact(part.text, found))
+            if pseudonyms is not None:
+                call.pseudonyms = pseudonyms.mapping
             call.body_changed = True
             call.note(f"pii.{action}: {summary}")

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from douane.audit import AuditStore, AuditWriter
 from douane.detect.pii import PiiDetector
+from douane.detect.secrets import SecretsDetector
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
 from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
 from douane.relay import Breakers, Relay
+from douane.rewrite import OutputGuard, PseudonymRestorer, Stage
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def unenforced_sections(policy: Policy) -> list[str]:
     out = []
     if policy.injection is not None:
         out.append("injection")
-    if policy.output is not None:
-        out.append("output")
     return out
 
 
@@ -90,6 +90,7 @@ class Gateway:
     pricer: Pricer = field(init=False)
     limits: Limits = field(init=False)
     relay: Relay = field(init=False)
+    secrets: SecretsDetector | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -104,8 +105,27 @@ class Gateway:
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy))
+        self.secrets = SecretsDetector() if self.policy.output is not None else None
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
 
     @property
     def enforcing(self) -> bool:
         return self.policy.mode == "enforce"
+
+    def answer_stages(self, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
+        """The rewriting stages for one answer, and how many of them the audited text has passed.
+
+        The output guard reads what the provider produced; the pseudonym restorer then puts the
+        user's values back. The audit keeps the text between the two: no user PII in the store.
+        """
+        stages: list[Stage] = []
+        out = self.policy.output
+        if out is not None:
+            monitor = not self.enforcing
+            stages.append(OutputGuard(self.secrets, self.pii,
+                                      secrets_action="monitor" if monitor else out.secrets,
+                                      pii_action="monitor" if monitor else out.pii))
+        audited = len(stages)
+        if pseudonyms:
+            stages.append(PseudonymRestorer(pseudonyms))
+        return stages, audited

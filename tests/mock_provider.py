@@ -6,6 +6,7 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   drop-mid-stream       send two events, then cut the connection
   gzip-reply            gzip the reply body (plain and SSE)
   *slow*                wait half a second before answering
+  *chars3*              stream three characters per event instead of a word
 Run: python tests/mock_provider.py --port 9000
 """
 
@@ -146,7 +147,7 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
 
     def _events(self, fmt: str, model: str, reply: str, body: dict) -> list[str]:
-        pieces = words(reply)
+        pieces = [reply[i:i + 3] for i in range(0, len(reply), 3)] if "chars3" in model else words(reply)
         n_in, n_out = 11, len(pieces)
         if fmt == "anthropic":
             ev = [("message_start", {"type": "message_start", "message": {

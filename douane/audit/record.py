@@ -26,6 +26,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("reason", "VARCHAR"),
     ("mode", "VARCHAR"),
     ("pii_entities", "VARCHAR[]"),
+    ("output_findings", "VARCHAR[]"),
     ("input_tokens", "BIGINT"),
     ("output_tokens", "BIGINT"),
     ("cached_tokens", "BIGINT"),
@@ -63,6 +64,7 @@ class AuditRecord:
     reason: str | None = None
     mode: str | None = None
     pii_entities: list[str] = field(default_factory=list)
+    output_findings: list[str] = field(default_factory=list)
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int | None = None

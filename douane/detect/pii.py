@@ -229,4 +229,36 @@ def redact(text: str, findings: list[Finding]) -> str:
     return "".join(out)
 
 
-__all__ = ["Finding", "PiiDetector", "RecognizerResult", "redact"]
+class Pseudonyms:
+    """Stable typed placeholders for one conversation: the same value gets the same placeholder in
+    every message, numbered by first appearance, so a history resent each turn maps the same way."""
+
+    def __init__(self) -> None:
+        self.by_value: dict[tuple[str, str], str] = {}
+        self.counts: dict[str, int] = {}
+
+    def placeholder(self, entity: str, value: str) -> str:
+        key = (entity, value)
+        if key not in self.by_value:
+            self.counts[entity] = self.counts.get(entity, 0) + 1
+            self.by_value[key] = f"<{entity}_{self.counts[entity]}>"
+        return self.by_value[key]
+
+    def apply(self, text: str, findings: list[Finding]) -> str:
+        out, last = [], 0
+        for f in sorted(findings, key=lambda f: f.start):
+            if f.start < last:
+                continue
+            out.append(text[last:f.start])
+            out.append(self.placeholder(f.entity, text[f.start:f.end]))
+            last = f.end
+        out.append(text[last:])
+        return "".join(out)
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        """placeholder -> original value"""
+        return {ph: value for (_, value), ph in self.by_value.items()}
+
+
+__all__ = ["Finding", "PiiDetector", "Pseudonyms", "RecognizerResult", "redact"]

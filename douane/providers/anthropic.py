@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from douane.providers.base import (
@@ -116,3 +117,6 @@ class AnthropicAdapter(Adapter):
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:
         return {"type": "error", "error": {"type": self.error_type(status), "message": message}}
+
+    def error_event(self, status: int, message: str, code: str) -> bytes:
+        return b"event: error\ndata: " + json.dumps(self.error_body(status, message, code)).encode() + b"\n\n"

@@ -6,6 +6,7 @@ adapter's body is re-serialized with nothing else disturbed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -79,6 +80,8 @@ class StreamEvent:
     model: str | None = None
     error: str | None = None
     internal: bool = False  # added by douane upstream (e.g. a usage chunk the client did not ask for)
+    final: bool = False  # the last event that carries text: anything held back must go out with it
+    snapshots: list[TextPart] = field(default_factory=list)  # whole texts repeated (Responses API)
 
 
 class Adapter:
@@ -107,6 +110,10 @@ class Adapter:
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    def error_event(self, status: int, message: str, code: str) -> bytes:
+        """An SSE event that ends a stream with an error the provider's SDK understands."""
+        return b"data: " + json.dumps(self.error_body(status, message, code)).encode() + b"\n\n"
 
     def error_type(self, status: int) -> str:
         if status in self.error_types:

@@ -113,9 +113,10 @@ class GeminiAdapter(Adapter):
         if not isinstance(data, dict):
             return StreamEvent()
         err = data.get("error")
+        final = any(isinstance(c, dict) and c.get("finishReason") for c in data.get("candidates") or [])
         return StreamEvent(parts=self._candidate_parts(data), usage=self._usage(data.get("usageMetadata")),
                            model=data.get("modelVersion") if isinstance(data.get("modelVersion"), str) else None,
-                           error=str(err.get("message")) if isinstance(err, dict) else None)
+                           error=str(err.get("message")) if isinstance(err, dict) else None, final=final)
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:
         return {"error": {"code": status, "message": message, "status": self.error_type(status)}}

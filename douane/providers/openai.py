@@ -172,8 +172,17 @@ class OpenAIAdapter(Adapter):
             if kind in ("response.output_text.delta", "response.function_call_arguments.delta") \
                     and isinstance(data.get("delta"), str):
                 out.parts.append(TextPart(data, "delta", "text" if "text" in kind else "tool_call"))
+            if kind == "response.output_text.done" and isinstance(data.get("text"), str):
+                out.snapshots.append(TextPart(data, "text"))
+            part = data.get("part")
+            if kind == "response.content_part.done" and isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.snapshots.append(TextPart(part, "text"))
+            item = data.get("item")
+            if kind == "response.output_item.done" and isinstance(item, dict):
+                out.snapshots.extend(self._response_output_parts({"output": [item]}))
             response = data.get("response")
             if isinstance(response, dict):
+                out.snapshots.extend(self._response_output_parts(response))
                 out.model = response.get("model") if isinstance(response.get("model"), str) else None
                 if response.get("usage"):
                     out.usage = self._usage(response["usage"])
@@ -185,6 +194,8 @@ class OpenAIAdapter(Adapter):
         out.model = data.get("model") if isinstance(data.get("model"), str) else None
         choices = data.get("choices")
         for choice in choices or []:
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                out.final = True
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 if isinstance(delta.get("content"), str):

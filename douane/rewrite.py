@@ -1,0 +1,148 @@
+"""Text rewriting that holds on streams: each stage sees text as it arrives, emits what is safe now,
+and holds back a bounded tail that could still change (half a placeholder, half a secret).
+
+Stages: OutputGuard (secrets and PII the provider produced: redact, block or record) and
+PseudonymRestorer (the user's own values back in place of `<EMAIL_ADDRESS_1>` placeholders).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from douane.detect.pii import PiiDetector
+from douane.detect.secrets import SecretsDetector
+
+
+class Blocked(Exception):
+    """The answer must not reach the client; the message names the rule."""
+
+    def __init__(self, rule: str, message: str):
+        self.rule = rule
+        super().__init__(message)
+
+
+class PseudonymRestorer:
+    """`<EMAIL_ADDRESS_1>` -> the value it stands for; holds back at most one partial placeholder."""
+
+    _PARTIAL = re.compile(r"<[A-Z_]*(?:_\d*)?$")
+
+    def __init__(self, mapping: dict[str, str]):
+        self.mapping = mapping
+        self.longest = max((len(k) for k in mapping), default=0)
+        self.pattern = re.compile("|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))) \
+            if mapping else None
+        self.held = ""
+
+    def restore(self, text: str) -> str:
+        return self.pattern.sub(lambda m: self.mapping[m.group()], text) if self.pattern else text
+
+    def push(self, text: str) -> str:
+        buf = self.held + text
+        tail = self._PARTIAL.search(buf, max(0, len(buf) - self.longest))
+        if tail is not None and len(buf) - tail.start() < self.longest:
+            self.held = buf[tail.start():]
+            buf = buf[:tail.start()]
+        else:
+            self.held = ""
+        return self.restore(buf)
+
+    def drain(self) -> str:
+        out, self.held = self.restore(self.held), ""
+        return out
+
+
+@dataclass
+class Finding:
+    kind: str  # "secret" | "pii"
+    name: str  # e.g. "AWS Access Key", "EMAIL_ADDRESS"
+
+
+@dataclass
+class OutputGuard:
+    """Secrets and PII in the provider's answer. Actions: redact | block | monitor (per kind)."""
+
+    secrets: SecretsDetector | None
+    pii: PiiDetector | None
+    secrets_action: str = "redact"
+    pii_action: str = "monitor"
+    window: int = 256  # characters held back on streams: longer than any single-line secret
+    max_block: int = 16384  # an unterminated private key longer than this is cut off
+    findings: list[Finding] = field(default_factory=list)
+    held: str = ""
+    _seen: str = ""  # emitted text kept for context in monitor mode
+
+    def _spans(self, text: str) -> list[tuple[int, int, Finding]]:
+        spans: list[tuple[int, int, Finding]] = []
+        if self.secrets is not None and self.secrets_action != "off":
+            spans += [(s.start, s.end, Finding("secret", s.kind)) for s in self.secrets.scan(text)]
+        if self.pii is not None and self.pii_action != "off":
+            spans += [(f.start, f.end, Finding("pii", f.entity)) for f in self.pii.scan(text)]
+        return sorted(spans, key=lambda s: s[0])
+
+    def _apply(self, text: str, spans: list[tuple[int, int, Finding]]) -> str:
+        out, last = [], 0
+        for start, end, finding in spans:
+            self.findings.append(finding)
+            action = self.secrets_action if finding.kind == "secret" else self.pii_action
+            if action == "block":
+                raise Blocked(f"output.{finding.kind}s.block" if finding.kind == "secret" else "output.pii.block",
+                              f"the answer contains a {finding.name}")
+            if action != "redact" or start < last:
+                continue
+            out.append(text[last:start])
+            out.append(f"<SECRET:{finding.name}>" if finding.kind == "secret" else f"<{finding.name}>")
+            last = end
+        out.append(text[last:])
+        return "".join(out)
+
+    def check(self, text: str) -> str:
+        """A whole text at once (a plain answer, a tool call's arguments)."""
+        return self._apply(text, self._spans(text))
+
+    @property
+    def rewrites(self) -> bool:
+        return "redact" in (self.secrets_action, self.pii_action) or "block" in (self.secrets_action,
+                                                                                 self.pii_action)
+
+    def push(self, text: str) -> str:
+        if not self.rewrites:  # monitor: record, change nothing, hold nothing
+            context = self._seen[-self.window:]
+            spans = [s for s in self._spans(context + text) if s[1] > len(context)]
+            self.findings += [f for _, _, f in spans]
+            self._seen = (context + text)[-self.window:]
+            return text
+        buf = self.held + text
+        cut = max(0, len(buf) - self.window)
+        if self.secrets is not None:
+            start = self.secrets.open_block(buf)
+            if start is not None and len(buf) - start <= self.max_block:
+                cut = min(cut, start)
+        spans = self._spans(buf)
+        for start, end, _ in spans:
+            if start < cut < end:
+                cut = start
+        self.held = buf[cut:]
+        return self._apply(buf[:cut], [s for s in spans if s[1] <= cut])
+
+    def drain(self) -> str:
+        buf, self.held = self.held, ""
+        if not buf:
+            return ""
+        return self._apply(buf, self._spans(buf))
+
+
+Stage = PseudonymRestorer | OutputGuard
+
+
+def run_stages(stages: list[Stage], text: str, final: bool, tap: Callable[[str], None] | None = None,
+               tap_after: int = 0) -> str:
+    """Text through every stage in order; `tap` sees it after the first `tap_after` stages."""
+    for i, stage in enumerate(stages):
+        if tap is not None and i == tap_after:
+            tap(text)
+        text = stage.push(text) + (stage.drain() if final else "")
+    if tap is not None and tap_after >= len(stages):
+        tap(text)
+    return text

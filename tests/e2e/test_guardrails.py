@@ -1,0 +1,98 @@
+"""Pseudonymization round trips and output controls through the real proxy and the official SDKs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import openai
+import pytest
+from google import genai
+
+from tests.e2e.conftest import Douane, body_of, routed_policy
+from tests.e2e.test_routing import ask
+from tests.e2e.test_sdks import EMAIL, PHONE, client_env, only_row
+
+AWS = "AKIAIOSFODNN7EXAMPLE"
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.0-flash"}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory, mock: str, certs) -> Iterator[Douane]:
+    policy = routed_policy(mock, pii={"action": "pseudonymize"}, output={"secrets": "redact", "pii": "monitor"})
+    d = Douane(tmp_path_factory.mktemp("guarded"), policy, certs).start()
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("stream", ["plain", "words", "chars3"])
+@pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini"])
+def test_pseudonyms_round_trip(guarded: Douane, received: list, fmt: str, stream: str) -> None:
+    model = MODELS[fmt] + ("-chars3" if stream == "chars3" else "")
+    prompt = f"mail {EMAIL} or call {PHONE}, again {EMAIL}"
+    text, call_id = ask(fmt, guarded, model, prompt, stream != "plain")
+    assert text == f"echo: {prompt}", "the client gets its own values back"
+    raw = received[-1]["raw"]
+    assert EMAIL not in raw and PHONE not in raw, "the provider never sees them"
+    assert "<EMAIL_ADDRESS_1>" in raw and raw.count("<EMAIL_ADDRESS_1>") == 2 and "<PHONE_NUMBER_1>" in raw
+    row = only_row(guarded, call_id)
+    stored = (row["request_body"] or "") + (row["response_body"] or "")
+    assert EMAIL not in stored and PHONE not in stored, "the audit keeps only what left the proxy"
+    assert "<EMAIL_ADDRESS_1>" in row["response_body"]
+    assert "pii.pseudonymize" in row["reason"]
+
+
+def test_pseudonyms_are_stable_across_turns(guarded: Douane, received: list) -> None:
+    with client_env(guarded):
+        client = openai.OpenAI(api_key="sk-x")
+        history = [{"role": "user", "content": f"I am {EMAIL}"}]
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=history)
+        history += [{"role": "assistant", "content": first.choices[0].message.content},
+                    {"role": "user", "content": f"and {PHONE}, still {EMAIL}"}]
+        client.chat.completions.create(model="gpt-4o-mini", messages=history)
+    second = body_of(received[-1])["messages"]
+    assert second[0]["content"] == "I am <EMAIL_ADDRESS_1>"
+    assert second[1]["content"] == "echo: I am <EMAIL_ADDRESS_1>"
+    assert second[2]["content"] == "and <PHONE_NUMBER_1>, still <EMAIL_ADDRESS_1>"
+
+
+@pytest.mark.parametrize("stream", ["plain", "words", "chars3"])
+@pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini"])
+def test_secrets_in_answers_never_reach_the_client(guarded: Douane, fmt: str, stream: str) -> None:
+    model = MODELS[fmt] + ("-chars3" if stream == "chars3" else "")
+    text, call_id = ask(fmt, guarded, model, f"the key is {AWS} ok", stream != "plain")
+    assert AWS not in text and "<SECRET:AWS Access Key>" in text
+    row = only_row(guarded, call_id)
+    assert row["output_findings"] == ["secret:AWS Access Key"]
+    assert AWS not in (row["response_body"] or "")
+
+
+def test_output_block_stops_the_stream_with_an_sdk_error(make_douane, mock: str) -> None:
+    d = make_douane(routed_policy(mock, output={"secrets": "block"}))
+    with client_env(d):
+        with pytest.raises(openai.APIError) as e:
+            list(openai.OpenAI(api_key="sk-x", max_retries=0).chat.completions.create(
+                model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": f"x {AWS} y"}]))
+        assert "output.secrets.block" in str(e.value)
+        with pytest.raises(anthropic.PermissionDeniedError):
+            anthropic.Anthropic(api_key="sk-x", max_retries=0).messages.create(
+                model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": f"x {AWS} y"}])
+        g = genai.Client(api_key="x", http_options={"retry_options": {"attempts": 1}})
+        got = ""
+        with pytest.raises(Exception):  # noqa: B017 - the SDK raises on the error event, type varies
+            for chunk in g.models.generate_content_stream(model="gemini-2.0-flash", contents=f"x {AWS} y"):
+                got += chunk.text or ""
+        assert AWS not in got
+    rows = d.rows(expect=3)
+    assert all(r["decision"] == "blocked" and "output.secrets.block" in r["reason"] for r in rows)
+
+
+def test_monitor_mode_changes_nothing_but_records(make_douane, mock: str, received: list) -> None:
+    d = make_douane(routed_policy(mock, mode="monitor", pii={"action": "pseudonymize"},
+                                  output={"secrets": "block", "pii": "redact"}))
+    text, call_id = ask("anthropic", d, "claude-haiku-4-5-chars3", f"{EMAIL} {AWS}", stream=True)
+    assert text == f"echo: {EMAIL} {AWS}"
+    assert EMAIL in received[-1]["raw"]
+    row = only_row(d, call_id)
+    assert row["decision"] == "allowed" and "secret:AWS Access Key" in row["output_findings"]
+    assert "pii:EMAIL_ADDRESS" in row["output_findings"] and row["pii_entities"] == ["EMAIL_ADDRESS"]
