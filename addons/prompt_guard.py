@@ -1,4 +1,7 @@
-"""Inspect the prompt on its way out: PII in every text part of every message, scanned off the loop."""
+"""Inspect the prompt on its way out: prompt injection, and PII in every text part of every message.
+
+Small prompts are scanned on the loop (about a millisecond); large ones in a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ from collections import Counter
 from mitmproxy import http
 
 from addons.flows import call_of, refuse
-from douane.detect.pii import Pseudonyms, redact
+from douane.call import Call
+from douane.detect.injection import Verdict
+from douane.detect.pii import Finding, Pseudonyms, redact
 from douane.gateway import Gateway
+from douane.providers import TextPart
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +37,49 @@ class PromptGuardAddon:
         parts = [p for p in call.request.text_parts() if p.text]
         if not parts:
             return
-        texts = [p.text for p in parts]
+        # The model's own earlier answers are not instructions from anyone: not scanned for injection.
+        untrusted = [p.text for m in call.request.messages if m.role not in ("assistant", "model")
+                     for p in m.parts if p.text]
         try:
-            if sum(map(len, texts)) <= INLINE_SCAN_CHARS:
-                findings = [self.gw.pii.scan(t) for t in texts]
+            if sum(len(p.text) for p in parts) <= INLINE_SCAN_CHARS:
+                verdict, findings = self._scan(parts, untrusted)
             else:
-                findings = await asyncio.to_thread(lambda: [self.gw.pii.scan(t) for t in texts])
+                verdict, findings = await asyncio.to_thread(self._scan, parts, untrusted)
         except Exception as e:  # a guard that fails follows the policy's `fail`
-            log.exception("pii: scan failed for %s", call.id)
-            call.error = f"pii scan failed: {e}"
+            log.exception("guard: prompt scan failed for %s", call.id)
+            call.error = f"prompt scan failed: {e}"
             if self.gw.policy.fail == "closed":
-                refuse(self.gw, flow, call, 503, "fail.closed", "the PII scanner failed; try again later")
+                refuse(self.gw, flow, call, 503, "fail.closed", "the prompt scanners failed; try again later",
+                       always=True)
             else:
-                call.note("fail.open: pii scan failed, forwarded unscanned")
+                call.note("fail.open: prompt scan failed, forwarded unscanned")
             return
+        if verdict is not None and self._injection(flow, call, verdict):
+            return
+        self._pii(flow, call, parts, findings)
+
+    def _scan(self, parts: list[TextPart], untrusted: list[str]) -> tuple[Verdict | None, list[list[Finding]]]:
+        verdict = None
+        if self.gw.injection is not None:
+            verdicts = [self.gw.injection.score(t) for t in untrusted]
+            verdict = max(verdicts, key=lambda v: v.score, default=None)
+        return verdict, [self.gw.pii.scan(p.text) for p in parts]
+
+    def _injection(self, flow: http.HTTPFlow, call: Call, verdict: Verdict) -> bool:
+        """Record the score; block above the threshold. True when the call was blocked."""
+        policy = self.gw.policy.injection
+        assert policy is not None
+        call.injection_score = verdict.score
+        call.injection_rule = verdict.rule
+        if verdict.score < policy.threshold:
+            return False
+        what = f"prompt injection ({', '.join(verdict.rules)}; score {verdict.score:.2f} >= {policy.threshold})"
+        if policy.action == "monitor":
+            call.note(f"injection.monitor: {what}")
+            return False
+        return refuse(self.gw, flow, call, 403, "injection.block", f"the prompt looks like {what}")
+
+    def _pii(self, flow: http.HTTPFlow, call: Call, parts: list[TextPart], findings: list[list[Finding]]) -> None:
         counts = Counter(f.entity for found in findings for f in found)
         if not counts:
             return

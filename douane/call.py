@@ -52,6 +52,8 @@ class Call:
     cost_usd: float | None = None
     price_source: str | None = None
     reservation: Reservation | None = None
+    injection_score: float | None = None
+    injection_rule: str | None = None
     pseudonyms: dict[str, str] = field(default_factory=dict)  # placeholder -> original, to restore
     output_findings: list[str] = field(default_factory=list)  # e.g. "secret:AWS Access Key"
     served_by: str | None = None  # the provider that answered (a route or fallback may change it)
@@ -83,6 +85,8 @@ class Call:
             mode=mode,
             pii_entities=sorted(set(self.pii_entities)),
             output_findings=sorted(set(self.output_findings)),
+            injection_score=self.injection_score,
+            injection_rule=self.injection_rule,
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cached_tokens,

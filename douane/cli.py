@@ -74,7 +74,7 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         sets: tuple[str, ...]) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
-    from douane.gateway import ConfigError, Gateway, unenforced_sections
+    from douane.gateway import ConfigError, Gateway
     from douane.runner import ListenConfig, serve
 
     path = _policy_path(policy_path)
@@ -102,9 +102,6 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         f"[bold]audit[/]      {db_path}",
         f"[bold]CA[/]         {ca}",
     ]
-    unenforced = unenforced_sections(policy)
-    if unenforced:
-        lines.append(f"[yellow]validated but not enforced yet:[/] {', '.join(unenforced)}")
     exports = "\n".join([
         "# workloads: point at the proxy and trust its CA",
         f"export HTTPS_PROXY=http://{creds}{proxy_host}:{listen_port}",

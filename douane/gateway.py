@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from douane.audit import AuditStore, AuditWriter
+from douane.detect.injection import InjectionDetector
 from douane.detect.pii import PiiDetector
 from douane.detect.secrets import SecretsDetector
 from douane.meter.limits import Limits
@@ -37,14 +38,6 @@ def provider_specs(policy: Policy) -> list[ProviderSpec]:
             specs.append(ProviderSpec(name, cfg.format, tuple(cfg.hosts), cfg.upstream, cfg.api_key_env,
                                       cfg.api_key_file))
     return specs
-
-
-# Keys the policy accepts whose enforcement is not built yet: said at start-up, never silently ignored.
-def unenforced_sections(policy: Policy) -> list[str]:
-    out = []
-    if policy.injection is not None:
-        out.append("injection")
-    return out
 
 
 def make_state(policy: Policy) -> State:
@@ -91,6 +84,7 @@ class Gateway:
     limits: Limits = field(init=False)
     relay: Relay = field(init=False)
     secrets: SecretsDetector | None = field(init=False)
+    injection: InjectionDetector | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -106,6 +100,7 @@ class Gateway:
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy))
         self.secrets = SecretsDetector() if self.policy.output is not None else None
+        self.injection = InjectionDetector() if self.policy.injection is not None else None
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
 
     @property

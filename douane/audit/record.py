@@ -27,6 +27,8 @@ COLUMNS: list[tuple[str, str]] = [
     ("mode", "VARCHAR"),
     ("pii_entities", "VARCHAR[]"),
     ("output_findings", "VARCHAR[]"),
+    ("injection_score", "DOUBLE"),
+    ("injection_rule", "VARCHAR"),
     ("input_tokens", "BIGINT"),
     ("output_tokens", "BIGINT"),
     ("cached_tokens", "BIGINT"),
@@ -65,6 +67,8 @@ class AuditRecord:
     mode: str | None = None
     pii_entities: list[str] = field(default_factory=list)
     output_findings: list[str] = field(default_factory=list)
+    injection_score: float | None = None
+    injection_rule: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int | None = None

@@ -1,0 +1,215 @@
+"""Prompt-injection detection: a scored rule set over normalised text.
+
+Normalisation defeats the usual disguises before any rule runs: Unicode compatibility forms and
+confusable letters (Cyrillic/Greek look-alikes), zero-width and other invisible characters,
+leetspeak, letter-spaced words ("i g n o r e"), and base64 chunks (decoded and scanned too).
+Each rule that fires adds evidence (noisy-OR of its weight); text that talks *about* prompt
+injection (asks what it is, how to defend) is damped, so the topic is not mistaken for the act.
+The indirect-injection rules (notes addressed to "the AI" inside documents and tool results) run
+on every text: retrieved documents often arrive inside user messages.
+Measured on tests/data (scripts/eval_injection.py): see BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import threading
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufeff\uffa0\U000e0000-\U000e007f]")
+_CONFUSABLES = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
+    "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "һ": "h", "ӏ": "l", "ԛ": "q",
+    "ԝ": "w", "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "ѡ": "w", "ɑ": "a", "ı": "i", "ȷ": "j",
+})
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i",
+                       "|": "l", "+": "t"})
+_SPACED = re.compile(r"\b(?:[a-z][ .\-_*]){3,}[a-z]\b")
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+
+_NOUNS = (r"(?:instructions?|rules?|directions?|guidelines?|guidance|prompts?|context|constraints?|polic(?:y|ies)"
+          r"|programming|directives?|restrictions?|safeguards?|training|orders|commands?|system message)")
+_ALL = r"(?:all|any|every|each|the|your|my|these|those|previous|prior|above|earlier|preceding|foregoing|initial|" \
+       r"original|system|developer|safety|content|openai|anthropic|google)"
+
+# (rule, weight, pattern) over the normalised text. Weights are evidence, combined by noisy-OR.
+RULES: list[tuple[str, float, str]] = [
+    ("override", 0.9, rf"\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|discard|neglect)\b"
+                      rf"(?:\s+\w+){{0,3}}?\s+{_ALL}(?:\s+\w+){{0,3}}?\s+{_NOUNS}"),
+    ("override", 0.75, rf"\b(?:do not|don't|dont|never|stop)\s+(?:follow(?:ing)?|obey(?:ing)?|listen(?:ing)? to|"
+                       rf"comply(?:ing)? with|adhering to|adhere to)"
+                       rf"(?:\s+\w+){{0,3}}\s+{_NOUNS}"),
+    ("override", 0.7, r"\b(?:new|updated|real|actual|true|secret|hidden|revised)\s+(?:instructions?|rules|"
+                      r"system prompt|directives?|orders)\s*(?::|follow|are|is)"),
+    ("override", 0.45, r"\bfrom now on\b.{0,60}\b(?:you (?:will|must|are|shall)|respond|answer|act|ignore|only)"),
+    ("override", 0.6, r"\b(?:instead|rather),? (?:you (?:must|will|should)|do (?:the following|this))\b"),
+    ("persona", 0.9, r"\b(?:dan|do anything now|stan|dude|aim|jailbreak(?:ed)?|evil ?bot|developer mode|god mode|"
+                     r"sudo mode|unrestricted mode|dev mode)\b.{0,120}\b(?:enabled|activated|output|responses?|"
+                     r"you (?:will|are|must|can)|respond as|answer as|"
+                     r"without (?:any )?(?:restrictions|limits|rules))\b"),
+    ("persona", 0.8, r"\bdo anything now\b|\b(?:role|persona|character) of (?:\w+\s+){0,4}(?:known as |called )?"
+                     r"(?:dan|stan|dude|aim|evil ?bot)\b"),
+    ("persona", 0.8, r"\b(?:you are|you're|act as|pretend (?:to be|you are)|roleplay as|role-play as|become|"
+                     r"behave like|simulate)\b.{0,80}\b(?:no|without|free (?:of|from)|not bound by|unbound by|"
+                     r"ignores?|beyond)\b.{0,20}\b(?:restrictions?|limitations?|limits|filters?|guidelines|rules|"
+                     r"censorship|ethics|morals|policies|constraints|boundaries)"),
+    ("persona", 0.6, r"\b(?:unfiltered|uncensored|unrestricted|amoral|unethical|jailbroken)\b.{0,60}"
+                     r"\b(?:ai|assistant|model|chatbot|version|mode|response|answers?)\b"),
+    ("persona", 0.5, r"\b(?:stay in character|never break character|two responses|dual responses?|"
+                     r"\[?(?:classic|jailbreak)\]?\s*(?:response|:))"),
+    ("extraction", 0.85, r"\b(?:reveal|show|print|output|repeat|display|dump|leak|disclose|give me|tell me|share|"
+                         r"recite|write out|spell out)\b(?:\s+\w+){0,4}\s+(?:system prompt|system message|initial "
+                         r"(?:prompt|instructions)|hidden (?:prompt|instructions)|your (?:prompt|instructions|rules|"
+                         r"guidelines|configuration)|the (?:prompt|instructions) (?:above|you)|(?:pre-?prompt)|"
+                         r"instructions (?:above|you were given))"),
+    ("extraction", 0.75, r"\b(?:repeat|print|output|copy)\b.{0,30}\b(?:everything|all|the (?:text|words|content))"
+                         r"\b.{0,30}\b(?:above|before|preceding|so far|verbatim)"),
+    ("extraction", 0.6, r"\bwhat (?:is|are|were) (?:your|the) (?:system prompt|initial instructions|hidden "
+                        r"instructions|original instructions)"),
+    ("delimiter", 0.8, r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:system|developer|admin(?:istrator)?|root)\s*(?:prompt|"
+                       r"message|override|instruction)?\s*:\s*\S"),
+    ("delimiter", 0.85, r"<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|\[/?inst\]|"
+                        r"<</?sys>>|</?system>|\[system\]|</s>"),
+    ("delimiter", 0.7, r"\b(?:end of (?:context|input|document|user input|prompt)|begin (?:new|system) "
+                       r"(?:instructions|prompt))\b|(?:-{3,}|={3,}|\*{3,})\s*(?:new|system|admin)\s+"
+                       r"(?:instructions|prompt|message)"),
+    ("exfiltration", 0.85, r"!\[[^\]]*\]\(\s*https?://[^)\s]*[?&=][^)\s]*\)"),
+    ("exfiltration", 0.75, r"\b(?:send|post|upload|forward|transmit|exfiltrate|leak|email|submit)\b.{0,60}"
+                           r"\b(?:conversation|chat history|user(?:'s)? data|personal data|credentials|api keys?|"
+                           r"passwords?|secrets?|tokens?|system prompt|messages|this data|the data|everything)\b"
+                           r".{0,60}(?:https?://|\bto (?:this|my|the following) (?:url|address|server|endpoint|email)"
+                           r"|@[a-z0-9-]+\.)"),
+    ("exfiltration", 0.6, r"\b(?:curl|wget|fetch|requests\.(?:get|post))\b.{0,40}https?://\S+.{0,60}\b(?:key|token|"
+                          r"secret|password|history|conversation)"),
+    ("indirect", 0.75, r"\b(?:note|message|instruction|attention|important)\s+(?:to|for)\s+(?:the\s+)?(?:ai|assistant|"
+                       r"llm|language model|chatbot|model|agent)\b"),
+    ("indirect", 0.7, r"\b(?:ai|assistant|llm|language model|chatbot|agent)s?\b.{0,30}\b(?:reading|processing|"
+                      r"summari[sz]ing) this\b.{0,60}\b(?:must|should|will|need to|are instructed)"),
+    ("indirect", 0.55, r"\bwhen (?:you|the (?:ai|assistant|model)) (?:read|see|process|summari[sz]e) this\b"),
+]
+_TOPIC = re.compile(r"\b(?:what is|what are|explain|how (?:do|does|can|to)|defend|detect|prevent|mitigate|protect|"
+                    r"examples? of|classify|research|paper|article|blog|course|training on)\b.{0,80}\b(?:prompt "
+                    r"injection|jailbreak)")
+_QUOTED_EXAMPLE = re.compile(r"\b(?:for example|e\.g\.|such as|e\.g|the phrase|the sentence)\b\s*[\"'“‘]|"
+                             r"[\"'“‘][^\"'”’]{3,80}[\"'”’]\s+(?:attacks?|prompts?|techniques?|exploits?|jailbreaks?)\b")
+
+# A cheap trigger per rule: a word it cannot match without (its rarest one), or a substring. The
+# full pattern runs only on views that have one; most text runs none. Views are lower case.
+_TRIGGERS: list[tuple[str, ...]] = [
+    ("ignore", "disregard", "forget", "override", "bypass", "skip", "drop", "abandon", "discard", "neglect"),
+    ("not", "don't", "dont", "never", "stop"),
+    ("instruction", "instructions", "rules", "prompt", "directive", "directives", "orders"),
+    ("now",),
+    ("instead", "rather"),
+    ("dan", "anything", "stan", "dude", "aim", "jailbreak", "jailbroken", "evil", "evilbot", "developer", "god",
+     "sudo", "unrestricted", "dev"),
+    ("anything", "role", "persona", "character"),
+    ("restrictions", "restriction", "limitations", "limitation", "limits", "filters", "filter", "guidelines",
+     "rules", "censorship", "ethics", "morals", "policies", "constraints", "boundaries"),
+    ("unfiltered", "uncensored", "unrestricted", "amoral", "unethical", "jailbroken"),
+    ("character", "responses", "response", "classic", "jailbreak"),
+    ("prompt", "instructions", "rules", "guidelines", "configuration", "preprompt", "pre", "message"),
+    ("above", "before", "preceding", "far", "verbatim"),
+    ("what",),
+    ("system", "developer", "admin", "administrator", "root"),
+    ("<|", "[inst", "[/inst", "<<sys", "<system", "</system", "[system]", "</s>", "|>"),
+    ("end", "begin", "new"),
+    ("![",),
+    ("conversation", "history", "data", "credentials", "keys", "key", "passwords", "password", "secrets", "secret",
+     "tokens", "token", "prompt", "messages", "everything"),
+    ("curl", "wget", "fetch", "requests"),
+    ("ai", "assistant", "llm", "model", "chatbot", "agent"),
+    ("reading", "processing", "summarizing", "summarising"),
+    ("when",),
+]
+assert len(_TRIGGERS) == len(RULES)
+_WORD = re.compile(r"[a-z][a-z'\-]*")
+_COMPILED = [(name, weight, frozenset(w for w in trig if w.isalpha() or "'" in w),
+              tuple(w for w in trig if not (w.isalpha() or "'" in w)), re.compile(p, re.IGNORECASE | re.DOTALL))
+             for (name, weight, p), trig in zip(RULES, _TRIGGERS, strict=True)]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score: float
+    rules: tuple[str, ...]  # names of the rules that fired, strongest first
+
+    @property
+    def rule(self) -> str | None:
+        return self.rules[0] if self.rules else None
+
+
+def views(text: str) -> list[str]:
+    """The text as a reader would see it past the disguises; several views, scanned together."""
+    base = unicodedata.normalize("NFKC", text)
+    base = _INVISIBLE.sub("", base).translate(_CONFUSABLES).lower()
+    base = re.sub(r"\s+", " ", base)
+    out = [base]
+    leet = base.translate(_LEET)
+    if leet != base:
+        out.append(leet)
+    despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), leet)
+    if despaced != leet:
+        out.append(despaced)
+    for chunk in _B64.findall(text):
+        try:
+            decoded = base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if sum(c.isprintable() or c.isspace() for c in decoded) / max(1, len(decoded)) > 0.9:
+            out.append(views(decoded)[0])
+    return out
+
+
+class InjectionDetector:
+    def __init__(self, cache_size: int = 8192):
+        self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def score(self, text: str) -> Verdict:
+        """Evidence of injection in one text, 0 to 1, with the rules that fired."""
+        if not text.strip():
+            return Verdict(0.0, ())
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        verdict = self._score(text)
+        with self._lock:
+            self._cache[key] = verdict
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return verdict
+
+    @staticmethod
+    def _score(text: str) -> Verdict:
+        fired: dict[str, float] = {}
+        seen = [(v, set(_WORD.findall(v))) for v in views(text)]
+        for name, weight, words, marks, regex in _COMPILED:
+            if weight <= fired.get(name, 0.0):
+                continue
+            for view, tokens in seen:
+                if (words.isdisjoint(tokens) and not any(m in view for m in marks)) or not regex.search(view):
+                    continue
+                fired[name] = weight
+                break
+        if not fired:
+            return Verdict(0.0, ())
+        miss = 1.0
+        for weight in fired.values():
+            miss *= 1.0 - weight
+        score = 1.0 - miss
+        base = seen[0][0]
+        if _TOPIC.search(base) or _QUOTED_EXAMPLE.search(base):
+            score *= 0.45  # talking about injection, or quoting an example, is not doing it
+        rules = tuple(sorted(fired, key=lambda n: -fired[n]))
+        return Verdict(round(score, 4), rules)
