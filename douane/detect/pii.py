@@ -89,6 +89,62 @@ class FirstRegionPhoneRecognizer(PhoneRecognizer):
         return []
 
 
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return total % 10 == 0
+
+
+# (issuer prefix ranges, allowed lengths): what Presidio's card pattern misses among them is
+# Mastercard's 2221-2720 range and 19-digit Visa.
+_CARD_IIN = [((4, 4), (13, 16, 19)), ((51, 55), (16,)), ((2221, 2720), (16,)), ((34, 34), (15,)), ((37, 37), (15,)),
+             ((6011, 6011), (16, 17, 18, 19)), ((644, 649), (16, 19)), ((65, 65), (16, 19)),
+             ((3528, 3589), (16, 17, 18, 19)), ((300, 305), (14,)), ((36, 36), (14,)), ((38, 39), (14,))]
+
+
+def card_number_ok(digits: str) -> bool:
+    """Luhn, and a length that the issuer of the prefix uses."""
+    if not _luhn(digits):
+        return False
+    for (low, high), lengths in _CARD_IIN:
+        width = len(str(low))
+        if low <= int(digits[:width]) <= high and len(digits) in lengths:
+            return True
+    return False
+
+
+class CardRecognizer(EntityRecognizer):
+    """Card numbers of every major issuer and length, validated by Luhn and issuer ranges."""
+
+    _PATTERN = re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d.-]|[ -]\d)")
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["CREDIT_CARD"], name="CardRecognizer", supported_language="en")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        out = []
+        for m in self._PATTERN.finditer(text):
+            digits = re.sub(r"\D", "", m.group())
+            if card_number_ok(digits):
+                out.append(RecognizerResult("CREDIT_CARD", m.start(), m.end(), 1.0))
+        return out
+
+
+# A digit run with no separators and no "+" is a phone number only when the words around say so:
+# bare 10-digit runs are more often timestamps and order numbers.
+_PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|call|mobile|cell|whatsapp|sms|text me|number|reach|fax|"
+                            r"contact)\b", re.IGNORECASE)
+
+
 class PiiDetector:
     """Text in, findings out. Thread-safe: guards call it from worker threads."""
 
@@ -119,6 +175,8 @@ class PiiDetector:
                 continue
             recs = [_quiet(FirstRegionPhoneRecognizer) if isinstance(r, PhoneRecognizer) else r
                     for r in registry.get_recognizers("en", entities=[entity])]
+            if entity == "CREDIT_CARD":
+                recs.append(CardRecognizer())
             if not ner_model:
                 recs = [r for r in recs if not _needs_nlp(r)]
             if recs:
@@ -165,8 +223,11 @@ class PiiDetector:
                 for rec in recognizers:
                     whole = artifacts is not None and start == 0 and end == len(text)
                     for r in rec.analyze(chunk, [entity], artifacts if whole else _EMPTY_ARTIFACTS):  # type: ignore[arg-type]
-                        if r.score >= self.threshold and r.entity_type == entity:
-                            results.append(Finding(entity, r.start + start, r.end + start, r.score))
+                        if r.score < self.threshold or r.entity_type != entity:
+                            continue
+                        if entity == "PHONE_NUMBER" and not _phone_plausible(text, r.start + start, r.end + start):
+                            continue
+                        results.append(Finding(entity, r.start + start, r.end + start, r.score))
         return _resolve_overlaps(results)
 
 
@@ -182,6 +243,13 @@ def _quiet(cls: type[PhoneRecognizer]) -> EntityRecognizer:
 
 _EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[],  # type: ignore[arg-type]
                                 nlp_engine=None, language="en")
+
+
+def _phone_plausible(text: str, start: int, end: int) -> bool:
+    value = text[start:end]
+    if value.startswith("+") or re.search(r"[\s().-]", value):
+        return True
+    return bool(_PHONE_CONTEXT.search(text, max(0, start - 40), min(len(text), end + 20)))
 
 
 def _needs_nlp(rec: EntityRecognizer) -> bool:
