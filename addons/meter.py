@@ -25,13 +25,15 @@ class MeterAddon:
         if call is None or flow.response or flow.error:
             return
         req = call.request
-        call.estimated_tokens = estimate_input_tokens(req, call.request_bytes or 0)
         quotas = self.gw.limits.quotas(call.team, call.client)
         if not quotas:
             return
+        if call.estimated_tokens is None:
+            call.estimated_tokens = estimate_input_tokens(req, call.request_bytes or 0)
         max_out = req.max_tokens if req is not None else None
         budgets = any(q.budget_usd_per_day is not None or q.budget_usd_per_month is not None for _, q in quotas)
-        worst = self.gw.pricer.worst_case(call.provider.name, call.model, call.estimated_tokens, max_out,
+        worst = self.gw.pricer.worst_case(call.served_by or call.provider.name, call.model, call.estimated_tokens,
+                                          max_out,
                                           self.gw.policy.metering.default_max_output_tokens)
         if budgets and worst is None:
             why = (f"model {call.model or '(none)'} has no known price, so the budget cannot be held; "

@@ -52,19 +52,21 @@ class RouterAddon:
             call.body_changed = True
         target, model, upstream = self._route(call)
         fallback = None
-        if call.request is not None and self.gw.enforcing:
+        if call.request is not None and self.gw.enforcing and self.gw.policy.fallbacks:
             hit = first_fallback(self.gw.policy, self._facts(call))
             fallback = hit[1] if hit else None
         crosses = target.format != call.provider.format
         if (fallback is not None or crosses) and self._relay(flow, call, target, model, upstream, fallback):
             return
         self._direct(flow, call, target, model, upstream)
-        if self.gw.policy.audit.bodies == "redacted" and call.endpoint is not None:
+        if self.gw.policy.audit.bodies == "redacted" and call.endpoint is not None and call.request_body is None:
             call.request_body = req.get_text(strict=False)
 
     def _facts(self, call: Call) -> Facts:
+        if call.estimated_tokens is None:
+            call.estimated_tokens = estimate_input_tokens(call.request, call.request_bytes or 0)
         return Facts(call.team, call.client, call.provider.name, call.model_requested, call.endpoint,
-                     call.estimated_tokens or estimate_input_tokens(call.request, call.request_bytes or 0))
+                     call.estimated_tokens)
 
     def _route(self, call: Call) -> tuple[ProviderSpec, str | None, str | None]:
         """(target provider, model, upstream override) after the first matching route."""
@@ -103,7 +105,10 @@ class RouterAddon:
             call.body_changed = True
         if call.body_changed and call.request is not None:
             req.headers.pop("content-encoding", None)
-            req.content = json.dumps(call.request.body, ensure_ascii=False, separators=(",", ":")).encode()
+            text = json.dumps(call.request.body, ensure_ascii=False, separators=(",", ":"))
+            req.content = text.encode()
+            if self.gw.policy.audit.bodies == "redacted":
+                call.request_body = text
         key = self.gw.provider_keys.get(target.name)
         if key is not None or target is not call.provider:
             for header in KEY_HEADERS:  # the client's key, wherever it put it, is not for this target

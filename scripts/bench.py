@@ -108,6 +108,23 @@ async def ttfb(proxy: str, verify: ssl.SSLContext, n: int) -> list[float]:
     return out
 
 
+async def conversation(proxy: str, verify: ssl.SSLContext, turns: int, runs: int) -> list[float]:
+    """Median latency of each turn of a chat that resends its whole history, fresh PII every turn."""
+    per_turn: list[list[float]] = [[] for _ in range(turns)]
+    async with httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30) as client:
+        for run in range(runs):
+            rng = random.Random(1000 + run)
+            history: list[dict] = []
+            for turn in range(turns):
+                history.append({"role": "user", "content": prompt(rng, turn)[:600]})
+                t = time.perf_counter()
+                r = await client.post(URL, json={"model": "gpt-4o-mini", "messages": history})
+                per_turn[turn].append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, r.text
+                history.append({"role": "assistant", "content": r.json()["choices"][0]["message"]["content"]})
+    return [statistics.median(v) for v in per_turn]
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -129,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--conversations", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="douane-bench-"))
@@ -167,9 +185,13 @@ def main() -> None:
         # Routing scenarios, latency at concurrency 1 only: a model route (direct path), and a
         # fallback rule that is armed but not needed (every call goes through the relay).
         routing = {}
+        floor_conv = asyncio.run(conversation(f"http://127.0.0.1:{floor_port}", verify, 40, args.conversations))
+        guards = {"pii": {"action": "pseudonymize"}, "injection": {"action": "block"},
+                  "output": {"secrets": "redact", "pii": "redact"}}
         for name, extra in (("route", {"routes": [{"when": {"model": "gpt-4o-mini"}, "set_model": "gpt-4o-mini-x"}]}),
                             ("fallback", {"fallbacks": [{"when": {"model": "gpt-4o-mini"},
-                                                         "to": [{"provider": "anthropic", "model": "claude-x"}]}]})):
+                                                         "to": [{"provider": "anthropic", "model": "claude-x"}]}]}),
+                            ("guards", guards)):
             (tmp / f"{name}.yaml").write_text(yaml.safe_dump({**policy, **extra}))
             port = free_port()
             proc = subprocess.Popen([VENV_BIN / "douane", "run", "--policy", tmp / f"{name}.yaml", "--listen-port",
@@ -181,6 +203,13 @@ def main() -> None:
             asyncio.run(latencies(proxy, verify, 30, seed=1))
             routing[name] = statistics.median(asyncio.run(latencies(proxy, verify, args.requests, seed=2)))
             print(f"douane+{name:8} p50 {routing[name]:.2f} ms", flush=True)
+            if name == "guards":
+                conv = asyncio.run(conversation(proxy, verify, 40, args.conversations))
+                added = [d - f for d, f in zip(conv, floor_conv, strict=True)]
+                first, last = statistics.mean(added[:3]), statistics.mean(added[-3:])
+                routing["conv_first"], routing["conv_last"] = first, last
+                print(f"40-turn conversation, added per turn: first turns {first:.2f} ms, last turns {last:.2f} ms",
+                      flush=True)
             proc.terminate()
             proc.wait(30)
     finally:
@@ -202,6 +231,11 @@ def main() -> None:
          routing["route"] - floor_r["p50"] <= 3),
         ("added p50 with an armed fallback (relay path)", f"{routing['fallback'] - floor_r['p50']:+.2f} ms",
          "(reported)", True),
+        ("added p50 with every guard on (pseudonymize, injection, output)",
+         f"{routing['guards'] - floor_r['p50']:+.2f} ms", "<= 1 ms (issue 3)", routing["guards"] - floor_r["p50"] <= 1),
+        ("40-turn chat: added per turn, last 3 vs first 3 turns",
+         f"{routing['conv_last']:.2f} vs {routing['conv_first']:.2f} ms",
+         "<= 1.5x", routing["conv_last"] <= 1.5 * max(routing["conv_first"], 0.1)),
     ]
     lines = ["| measure | result | goal | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {'yes' if ok else 'NO'} |" for a, b, c, ok in verdicts]
