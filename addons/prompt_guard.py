@@ -44,15 +44,18 @@ class PromptGuardAddon:
             if sum(len(p.text) for p in parts) <= INLINE_SCAN_CHARS:
                 verdict, findings = self._scan(parts, untrusted)
             else:
-                verdict, findings = await asyncio.to_thread(self._scan, parts, untrusted)
-        except Exception as e:  # a guard that fails follows the policy's `fail`
-            log.exception("guard: prompt scan failed for %s", call.id)
-            call.error = f"prompt scan failed: {e}"
+                verdict, findings = await asyncio.wait_for(asyncio.to_thread(self._scan, parts, untrusted),
+                                                           self.gw.policy.limits.guard_timeout_s)
+        except Exception as e:  # a guard that fails or times out follows the policy's `fail`
+            why = f"took longer than {self.gw.policy.limits.guard_timeout_s:g} s" if isinstance(e, TimeoutError) \
+                else f"failed: {e}"
+            log.error("guard: prompt scan for %s %s", call.id, why)
+            call.error = f"prompt scan {why}"
             if self.gw.policy.fail == "closed":
-                refuse(self.gw, flow, call, 503, "fail.closed", "the prompt scanners failed; try again later",
+                refuse(self.gw, flow, call, 503, "fail.closed", f"the prompt scan {why}; try again later",
                        always=True)
             else:
-                call.note("fail.open: prompt scan failed, forwarded unscanned")
+                call.note(f"fail.open: prompt scan {why}, forwarded unscanned")
             return
         if verdict is not None and self._injection(flow, call, verdict):
             return

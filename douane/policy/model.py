@@ -179,6 +179,7 @@ class AuditPolicy(Strict):
 
 class Limits(Strict):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    guard_timeout_s: float = Field(default=5.0, gt=0)  # a prompt scan taking longer follows `fail`
 
 
 class Policy(Strict):

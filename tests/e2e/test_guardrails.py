@@ -133,3 +133,19 @@ def test_injection_monitor_records_the_score(make_douane, mock: str, received: l
     row = d.rows(expect=1)[0]
     assert row["decision"] == "allowed" and row["injection_rule"] == "persona" and row["injection_score"] >= 0.5
     assert "injection.monitor" in row["reason"]
+
+
+@pytest.mark.parametrize("fail", ["closed", "open"])
+def test_a_guard_that_times_out_follows_fail(make_douane, mock: str, received: list, fail: str) -> None:
+    """A 60 KB prompt goes to a worker thread; a 1 ms budget cannot be met."""
+    d = make_douane(routed_policy(mock, fail=fail, injection={"action": "block"},
+                                  limits={"guard_timeout_s": 0.001}))
+    with d.http() as http:
+        r = http.post("https://api.openai.com/v1/chat/completions", json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"call {PHONE} " * 3000}]})
+    row = d.rows(expect=1)[0]
+    assert "took longer than 0.001 s" in row["error"]
+    if fail == "closed":
+        assert r.status_code == 503 and r.json()["error"]["code"] == "fail.closed" and received == []
+    else:
+        assert r.status_code == 200 and len(received) == 1 and "fail.open" in row["reason"]
