@@ -45,8 +45,10 @@ class AnswerAddon:
             del resp.headers["content-encoding"]  # the client gets identity; inspection sees text
         resp.headers.pop("content-length", None)
         stages, audited = self.gw.answer_stages(call.pseudonyms)
+        pseudonyms = call.pseudonyms
         tap = StreamTap(adapter, call.endpoint or "", call.request, strip_internal=call.strip_usage_chunk,
-                        decoder=decoder, stages=stages, audit_after=audited)
+                        decoder=decoder, stages=stages, audit_after=audited,
+                        stage_factory=lambda: self.gw.answer_stages(pseudonyms))
         flow.metadata[STAGES_KEY] = stages
         flow.metadata[TAP_KEY] = tap
         resp.stream = tap

@@ -41,17 +41,32 @@ def make_decoder(encoding: str | None) -> Callable[[bytes], bytes] | None:
     raise ValueError(f"unsupported content-encoding {encoding!r}")
 
 
+class _Lane:
+    """The stages for one kind of text (reply text, tool-call arguments) and its last event."""
+
+    def __init__(self, stages: list[Stage], audit_after: int):
+        self.stages = stages
+        self.audit_after = audit_after
+        self.template: tuple[SSEEvent, Any] | None = None
+
+    @property
+    def holding(self) -> bool:
+        return any(s.held for s in self.stages)
+
+
 class StreamTap:
     def __init__(self, adapter: Adapter, endpoint: str, request: CanonicalRequest | None,
                  strip_internal: bool = False, decoder: Callable[[bytes], bytes] | None = None,
-                 stages: list[Stage] | None = None, audit_after: int = 0):
+                 stages: list[Stage] | None = None, audit_after: int = 0,
+                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None):
         self.adapter = adapter
         self.endpoint = endpoint
         self.request = request
         self.strip_internal = strip_internal
         self.decoder = decoder
-        self.stages = stages or []
-        self.audit_after = audit_after  # the audit keeps the text after this many stages
+        # text goes through `stages`; other kinds (tool-call arguments) get their own from the factory
+        self.lanes: dict[str, _Lane] = {"text": _Lane(stages or [], audit_after)}
+        self._factory = stage_factory
         self.framer = SSEFramer()
         self.usage = Usage()
         self.model: str | None = None
@@ -62,7 +77,16 @@ class StreamTap:
         self.events = 0
         self.finished = False
         self.blocked: Blocked | None = None
-        self._template: tuple[SSEEvent, Any] | None = None  # the last text event, for synthetic ones
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [s for lane in self.lanes.values() for s in lane.stages]
+
+    def _lane(self, kind: str) -> _Lane:
+        if kind not in self.lanes:
+            stages, audited = self._factory() if self._factory else ([], 0)
+            self.lanes[kind] = _Lane(stages, audited)
+        return self.lanes[kind]
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """mitmproxy calls this per raw chunk, then once with b"" at the end of the stream."""
@@ -78,29 +102,30 @@ class StreamTap:
             if rest is not None:
                 events.append(rest)
         out: list[bytes] = []
-        for event in events:
-            try:
+        try:
+            for event in events:
                 out.extend(b for b in self._on_event(event) if b)
-            except Blocked as b:
-                self.blocked = b
-                out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]",
-                                                    b.rule))
-                break
-        if end and self.blocked is None and self._holding():
-            out.extend(self._synthetic())
+            if end:
+                out.extend(self._release())
+        except Blocked as b:
+            self.blocked = b
+            out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
         self.bytes_out += sum(len(b) for b in out)
         return out
 
     @property
     def rewrites(self) -> bool:
-        return any(not isinstance(s, OutputGuard) or s.rewrites for s in self.stages)
+        """Whether any stage may change the text (the factory builds the same kinds as the text lane)."""
+        return any(not isinstance(s, OutputGuard) or s.rewrites for s in self.lanes["text"].stages)
 
-    def _holding(self) -> bool:
-        return any(s.held for s in self.stages)
-
-    def _record(self, text: str) -> None:
-        if text:
+    def _record(self, kind: str, text: str) -> None:
+        if text and kind == "text":
             self.text.append(text)
+
+    def _release(self, keep: set[str] | None = None) -> list[bytes]:
+        """Synthetic events for every lane still holding text (but those in `keep`)."""
+        return [b for kind, lane in self.lanes.items() if lane.holding and kind not in (keep or set())
+                for b in self._synthetic(kind, lane)]
 
     def _on_event(self, event: SSEEvent) -> list[bytes]:
         self.events += 1
@@ -111,7 +136,7 @@ class StreamTap:
         except ValueError:
             payload = None
         if payload is None:  # [DONE] or not JSON: release what is held first
-            return [*self._synthetic(), event.raw]
+            return [*self._release(), event.raw]
         info = self.adapter.parse_stream_event(self.endpoint, event.name, payload, self.request)
         self.usage.update(info.usage)
         self.model = info.model or self.model
@@ -120,58 +145,58 @@ class StreamTap:
             return []
         if not self.rewrites:  # nothing may change on the wire: monitor stages only see the text
             for part in info.parts:
-                if part.kind == "text":
-                    self._run(part.text, info.final)
+                self._run(part.kind, self._lane(part.kind), part.text, info.final)
             return [event.raw]
-        texts = [p for p in info.parts if p.kind == "text"]
-        if not texts and not info.snapshots:
-            return [*self._synthetic(), event.raw]
-        if texts and not info.final:
-            self._template = (event, copy.deepcopy(payload))
-        for i, part in enumerate(texts):
-            final = info.final and i == len(texts) - 1
-            part.replace(self._run(part.text, final))
+        kinds: dict[str, list] = {}
+        for part in info.parts:
+            kinds.setdefault(part.kind, []).append(part)
+        prefix = self._release(keep=set(kinds))
+        if not kinds and not info.snapshots:
+            return [*prefix, event.raw]
+        for kind, parts in kinds.items():
+            lane = self._lane(kind)
+            if not info.final:
+                lane.template = (event, copy.deepcopy(payload))
+            for i, part in enumerate(parts):
+                part.replace(self._run(kind, lane, part.text, info.final and i == len(parts) - 1))
         for part in info.snapshots:  # whole texts repeated at the end: rewrite them the same way
             part.replace(self._whole(part.text))
-        return [event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))]
+        return [*prefix, event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))]
 
-    def _run(self, text: str, final: bool) -> str:
-        for i, stage in enumerate(self.stages):
-            if i == self.audit_after:
-                self._record(text)
+    def _run(self, kind: str, lane: _Lane, text: str, final: bool) -> str:
+        for i, stage in enumerate(lane.stages):
+            if i == lane.audit_after:
+                self._record(kind, text)
             text = stage.push(text) + (stage.drain() if final else "")
-        if self.audit_after >= len(self.stages):
-            self._record(text)
+        if lane.audit_after >= len(lane.stages):
+            self._record(kind, text)
         return text
 
     def _whole(self, text: str) -> str:
-        for stage in self.stages:
+        for stage in self.lanes["text"].stages:
             text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text) \
                 if isinstance(stage, PseudonymRestorer) else text
         return text
 
-    def _synthetic(self) -> list[bytes]:
-        """Held-back text, drained through the remaining stages, in a copy of the last text event."""
-        if not self._holding():
-            return []
+    def _synthetic(self, kind: str, lane: _Lane) -> list[bytes]:
+        """Held-back text, drained through the remaining stages, in a copy of the lane's last event."""
         text = ""
-        for i, stage in enumerate(self.stages):
-            if i == self.audit_after:
-                self._record(text)
+        for i, stage in enumerate(lane.stages):
+            if i == lane.audit_after:
+                self._record(kind, text)
             text = (stage.push(text) if text else "") + stage.drain()
-        if self.audit_after >= len(self.stages):
-            self._record(text)
-        if not text or self._template is None:
+        if lane.audit_after >= len(lane.stages):
+            self._record(kind, text)
+        if not text or lane.template is None:
             return []
-        event, template = self._template
+        event, template = lane.template
         payload = copy.deepcopy(template)
         info = self.adapter.parse_stream_event(self.endpoint, event.name, payload, self.request)
-        texts = [p for p in info.parts if p.kind == "text"]
-        if not texts:
+        parts = [p for p in info.parts if p.kind == kind]
+        if not parts:
             return []
-        texts[0].replace(text)
-        for part in texts[1:]:
-            part.replace("")
+        for part in info.parts:  # the copy carries only the held text
+            part.replace(text if part is parts[0] else "")
         return [event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))]
 
     @property

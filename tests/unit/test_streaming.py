@@ -151,3 +151,27 @@ def test_monitor_changes_nothing_and_records() -> None:
     out = run(tap, data, step=7)
     assert client_text("openai", out) == reply
     assert [f.name for f in guard.findings] == ["AWS Access Key"]
+
+
+def test_tool_call_arguments_are_restored_across_events() -> None:
+    args = '{"to": "<EMAIL_ADDRESS_1>", "body": "hi <PHONE_NUMBER_1>"}'
+    pieces = [args[i:i + 4] for i in range(0, len(args), 4)]
+    openai_events = [(None, {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c1", "type": "function", "function": {"name": "send", "arguments": ""}}]}}]})]
+    openai_events += [(None, {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": p}}]}}]}) for p in pieces]
+    openai_events.append((None, {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
+    anthropic_events = [("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+        "type": "tool_use", "id": "t1", "name": "send", "input": {}}})]
+    anthropic_events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+        "type": "input_json_delta", "partial_json": p}}) for p in pieces]
+    anthropic_events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    for fmt, events in (("openai", openai_events), ("anthropic", anthropic_events)):
+        tap = StreamTap(ADAPTERS[fmt], ENDPOINT[fmt], None, stages=[PseudonymRestorer(MAPPING)],
+                        stage_factory=lambda: ([PseudonymRestorer(MAPPING)], 0))
+        out = run(tap, sse(events), step=13)
+        got = ""
+        for event in SSEFramer().feed(out):
+            info = ADAPTERS[fmt].parse_stream_event("", event.name, json.loads(event.data), None)
+            got += "".join(p.text for p in info.parts if p.kind == "tool_call")
+        assert json.loads(got) == {"to": "jane.roe@example.com", "body": "hi 212-555-0143"}, fmt
