@@ -46,15 +46,37 @@ def _patterns() -> list[tuple[str, re.Pattern[str]]]:
     return out
 
 
+# Every secret the patterns know is, or sits next to, a long unbroken token (or one of these words):
+# the patterns run only on windows around those, so ordinary prose costs almost nothing.
+_CANDIDATE = re.compile(r"[A-Za-z0-9_\-+/=.:]{16,}|cloudant|softlayer|\bibm|\bcos\b|://[^\s/@]+@",
+                        re.IGNORECASE)
+_MARGIN = 64
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in _CANDIDATE.finditer(text):
+        start, end = max(0, m.start() - _MARGIN), min(len(text), m.end() + _MARGIN)
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    return spans
+
+
 class SecretsDetector:
     def __init__(self) -> None:
         self.patterns = _patterns()
 
     def scan(self, text: str) -> list[Secret]:
-        found = [Secret("Private Key", m.start(), m.end()) for m in PRIVATE_KEY.finditer(text)]
-        for name, regex in self.patterns:
-            # the whole match: some plugins' groups mark a prefix (ghp), not the secret
-            found.extend(Secret(name, m.start(), m.end()) for m in regex.finditer(text) if m.end() > m.start())
+        found = [Secret("Private Key", m.start(), m.end()) for m in PRIVATE_KEY.finditer(text)] \
+            if "-----BEGIN" in text else []
+        for start, end in _windows(text):
+            chunk = text[start:end]
+            for name, regex in self.patterns:
+                # the whole match: some plugins' groups mark a prefix (ghp), not the secret
+                found.extend(Secret(name, m.start() + start, m.end() + start) for m in regex.finditer(chunk)
+                             if m.end() > m.start())
         kept: list[Secret] = []
         for s in sorted(found, key=lambda s: (s.start, -(s.end - s.start))):
             if not kept or s.start >= kept[-1].end:
