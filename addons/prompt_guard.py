@@ -40,8 +40,12 @@ class PromptGuardAddon:
         # The model's own earlier answers are not instructions from anyone: not scanned for injection.
         untrusted = [p.text for m in call.request.messages if m.role not in ("assistant", "model")
                      for p in m.parts if p.text]
+        # Only text not seen before costs a scan: a chat resends its history every turn.
+        fresh = sum(len(p.text) for p in parts if not self.gw.pii.cached(p.text))
+        if self.gw.injection is not None:
+            fresh += sum(len(t) for t in untrusted if not self.gw.injection.cached(t))
         try:
-            if sum(len(p.text) for p in parts) <= INLINE_SCAN_CHARS:
+            if fresh <= INLINE_SCAN_CHARS:
                 verdict, findings = self._scan(parts, untrusted)
             else:
                 verdict, findings = await asyncio.wait_for(asyncio.to_thread(self._scan, parts, untrusted),

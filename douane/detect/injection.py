@@ -174,11 +174,18 @@ class InjectionDetector:
         self._size = cache_size
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def cached(self, text: str) -> bool:
+        return not text.strip() or self._key(text) in self._cache
+
     def score(self, text: str) -> Verdict:
         """Evidence of injection in one text, 0 to 1, with the rules that fired."""
         if not text.strip():
             return Verdict(0.0, ())
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = self._key(text)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:

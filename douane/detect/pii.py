@@ -189,10 +189,18 @@ class PiiDetector:
         self._lock = threading.Lock()
         self.ner_model = ner_model
 
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def cached(self, text: str) -> bool:
+        """Whether this text was scanned already (a resent message): its scan costs nothing."""
+        return not text or self._key(text) in self._cache
+
     def scan(self, text: str) -> list[Finding]:
         if not text:
             return []
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = self._key(text)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
