@@ -249,19 +249,13 @@ def main() -> None:
 
 
 def write_section(report: str, args: argparse.Namespace) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# douane benchmarks\n"
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    cpu = os.cpu_count()
-    section = (f"{start}\n## scripts/bench (foundation)\n\nRun {time.strftime('%Y-%m-%d')}, {cpu} cores, "
-               f"{args.requests} sequential requests, {args.seconds:.0f} s at concurrency 16; ~2 KB prompts with "
-               f"fresh PII per request; default policy (PII redact) against mitmdump with only a host rewrite; "
-               f"same mock upstream, same CA, HTTP/1.1 keep-alive.\n\n{report}\n{end}")
-    if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    from benchmarks_md import write_section as write
+
+    path = write("bench", f"## scripts/bench (foundation)\n\nRun {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+                 f"{args.requests} sequential requests, {args.seconds:.0f} s at concurrency 16; ~2 KB prompts with "
+                 "fresh PII per request; default policy (PII redact) against mitmdump with only a host rewrite "
+                 "(and SSE streaming); same mock upstream, same CA, HTTP/1.1 keep-alive. The route, fallback and "
+                 "guard rows add one policy section each to the default policy.\n\n" + report)
     print(f"wrote {path}")
 
 

@@ -79,17 +79,12 @@ def main() -> None:
     print(f"{len(samples)} samples ({sum(1 for s in samples if s.entity)} with PII), {len(big) / 1000:.0f} KB "
           f"for throughput\n\n{report}")
     if not args.no_write:
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text() if path.exists() else "# douane benchmarks\n"
-        start, end = "<!-- bench-pii:start -->", "<!-- bench-pii:end -->"
-        section = (f"{start}\n## scripts/bench-pii\n\nRun {time.strftime('%Y-%m-%d')}: the labelled corpus of "
-                   f"scripts/pii_corpus.py (seed 20261128, {len(samples)} prompts); recall per entity = planted "
-                   f"values that did not survive redaction.\n\n{report}\n{end}")
-        if start in text and end in text:
-            text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        path.write_text(text)
+        from benchmarks_md import write_section
+
+        path = write_section("bench-pii", f"## scripts/bench-pii\n\nRun {time.strftime('%Y-%m-%d')}: the labelled "
+                             f"corpus of scripts/pii_corpus.py (seed 20261128, {len(samples)} prompts, every one "
+                             "dense with candidates, so MB/s is a worst case); recall per entity = planted values "
+                             f"that did not survive redaction.\n\n{report}")
         print(f"wrote {path}")
 
 

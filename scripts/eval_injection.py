@@ -38,7 +38,7 @@ def measure(path: Path, threshold: float) -> dict[str, float]:
             "misses": misses, "false_hits": false_hits}  # type: ignore[dict-item]
 
 
-def write_section() -> None:
+def write_results() -> None:
     import time
 
     rows = ["| set | threshold | TPR | FPR | attacks | benign |", "| --- | --- | --- | --- | --- | --- |"]
@@ -47,24 +47,18 @@ def write_section() -> None:
             r = measure(ROOT / "tests" / "data" / name, threshold)
             rows.append(f"| {name.split('_')[1].split('.')[0]} | {threshold} | {r['tpr']:.3f} | {r['fpr']:.3f} | "
                         f"{r['attacks']} | {r['benign']} |")
-    start, end = "<!-- injection:start -->", "<!-- injection:end -->"
-    section = (f"{start}\n## scripts/eval_injection.py\n\nRun {time.strftime('%Y-%m-%d')}. `dev` was used while "
-               "writing the rules; `heldout` was written after they were fixed and is only measured (tests "
-               "assert TPR >= 0.85 at FPR <= 0.05 on it at the default threshold 0.5). Both sets are small and "
-               "hand-written: treat them as a floor check, not a benchmark of the state of the art.\n\n"
-               + "\n".join(rows) + f"\n{end}")
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# douane benchmarks\n"
-    if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchmarks_md import write_section as write
+
+    write("injection", f"## scripts/eval_injection.py\n\nRun {time.strftime('%Y-%m-%d')}. `dev` was used while "
+          "writing the rules; `heldout` was written after they were fixed and is only measured (tests assert "
+          "TPR >= 0.85 at FPR <= 0.05 on it at the default threshold 0.5). Both sets are small and hand-written: "
+          "treat them as a floor check, not a benchmark of the state of the art.\n\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        write_section()
+        write_results()
     for name in ("injection_dev.jsonl", "injection_heldout.jsonl"):
         for threshold in (0.4, 0.5, 0.6):
             r = measure(ROOT / "tests" / "data" / name, threshold)
