@@ -149,3 +149,18 @@ def test_a_guard_that_times_out_follows_fail(make_douane, mock: str, received: l
         assert r.status_code == 503 and r.json()["error"]["code"] == "fail.closed" and received == []
     else:
         assert r.status_code == 200 and len(received) == 1 and "fail.open" in row["reason"]
+
+
+def test_guards_hold_on_translated_fallbacks(make_douane, mock: str, received: list) -> None:
+    """An OpenAI call answered by Anthropic through the relay: pseudonyms restored, secrets redacted."""
+    policy = routed_policy(mock, pii={"action": "pseudonymize"}, output={"secrets": "redact"})
+    policy["fallbacks"] = [{"when": {"model": "fail-*"}, "on": ["429"],
+                            "to": [{"provider": "anthropic", "model": "claude-haiku-4-5-chars3"}]}]
+    d = make_douane(policy)
+    text, call_id = ask("openai", d, "fail-429", f"to {EMAIL} key {AWS}", stream=True)
+    assert text == f"echo: to {EMAIL} key <SECRET:AWS Access Key>"
+    assert received[-1]["path"] == "/v1/messages" and EMAIL not in received[-1]["raw"]
+    row = only_row(d, call_id)
+    assert row["served_by"] == "anthropic" and row["output_findings"] == ["secret:AWS Access Key"]
+    assert EMAIL not in (row["response_body"] or "")
+    assert row["cost_usd"] > 0, "priced as the model that answered (genai-prices matches claude-haiku-4-5*)"
