@@ -8,7 +8,6 @@ PseudonymRestorer (the user's own values back in place of `<EMAIL_ADDRESS_1>` pl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from douane.detect.pii import PiiDetector
@@ -134,15 +133,3 @@ class OutputGuard:
 
 
 Stage = PseudonymRestorer | OutputGuard
-
-
-def run_stages(stages: list[Stage], text: str, final: bool, tap: Callable[[str], None] | None = None,
-               tap_after: int = 0) -> str:
-    """Text through every stage in order; `tap` sees it after the first `tap_after` stages."""
-    for i, stage in enumerate(stages):
-        if tap is not None and i == tap_after:
-            tap(text)
-        text = stage.push(text) + (stage.drain() if final else "")
-    if tap is not None and tap_after >= len(stages):
-        tap(text)
-    return text
