@@ -112,7 +112,9 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
     ])
 
     def banner() -> None:
-        err.print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False), highlight=False)
+        # a console of its own: the error console never folds lines, which would crop the panel
+        Console(stderr=True).print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False),
+                                   highlight=False)
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
