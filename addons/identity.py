@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 
@@ -19,12 +20,18 @@ _CHALLENGE = {"Proxy-Authenticate": 'Basic realm="douane"', "content-type": "tex
 class IdentityAddon:
     def __init__(self, gw: Gateway):
         self.directory = Directory(gw.policy)
+        self.providers = gw.providers
         self.known: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
 
     def _challenge(self, flow: http.HTTPFlow) -> None:
-        flow.response = http.Response.make(
-            407, b"douane: proxy credentials missing or wrong; use HTTPS_PROXY=http://CLIENT:KEY@host:port\n",
-            _CHALLENGE)
+        """407 with a challenge; in the provider's error shape when the target is a provider."""
+        message = "douane: proxy credentials missing or wrong; use HTTPS_PROXY=http://CLIENT:KEY@host:port"
+        spec = self.providers.match(flow.request.host, flow.request.port)
+        if spec is None:
+            flow.response = http.Response.make(407, (message + "\n").encode(), _CHALLENGE)
+        else:
+            body = json.dumps(spec.adapter.error_body(407, message, "proxy_auth_required")).encode()
+            flow.response = http.Response.make(407, body, {**_CHALLENGE, "content-type": "application/json"})
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
