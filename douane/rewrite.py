@@ -22,6 +22,11 @@ class Blocked(Exception):
         super().__init__(message)
 
 
+# What every secret and PII value the guard knows needs somewhere: a digit, an '@', a ':' (URLs with
+# credentials, some tokens) or a long unbroken token.
+_MAYBE = re.compile(r"[\d@:]|[A-Za-z0-9_\-+/=.]{16,}")
+
+
 class PseudonymRestorer:
     """`<EMAIL_ADDRESS_1>` -> the value it stands for; holds back at most one partial placeholder."""
 
@@ -113,6 +118,10 @@ class OutputGuard:
             self._seen = (context + text)[-self.window:]
             return text
         buf = self.held + text
+        if not _MAYBE.search(buf):  # prose without digits, '@', ':' or long tokens: nothing to find
+            cut = buf.rfind(" ") + 1  # hold only the word still being written
+            self.held = buf[cut:]
+            return buf[:cut]
         cut = max(0, len(buf) - self.window)
         if self.secrets is not None:
             start = self.secrets.open_block(buf)

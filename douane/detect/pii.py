@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 # tldextract (used by the email and URL recognizers) would fetch the public suffix list over the
@@ -222,7 +222,9 @@ class PiiDetector:
             if candidate is None or artifacts is not None:
                 windows = [(0, len(text))]
             else:
-                windows = _windows(text, candidate, _WINDOW_BY_ENTITY.get(entity, _WINDOW))
+                # a bare digit run with no phone words around is not worth the phone parser's eight passes
+                keep = (lambda m: _phone_plausible(text, m.start(), m.end())) if entity == "PHONE_NUMBER" else None
+                windows = _windows(text, candidate, _WINDOW_BY_ENTITY.get(entity, _WINDOW), keep)
             if entity == "PHONE_NUMBER":
                 taken = [(f.start, f.end) for f in results]
                 windows = [w for w in windows if not any(s <= w[0] + 3 and w[1] - 3 <= e for s, e in taken)]
@@ -254,8 +256,12 @@ _EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemma
 
 
 def _phone_plausible(text: str, start: int, end: int) -> bool:
+    """A '+' or '(' start, or digit groups of phone size (at most 5 digits each), or phone words near."""
     value = text[start:end]
-    if value.startswith("+") or re.search(r"[\s().-]", value):
+    if value.startswith("+") or text[max(0, start - 1):start] in ("+", "("):
+        return True
+    groups = re.findall(r"\d+", value)
+    if len(groups) > 1 and max(map(len, groups)) <= 5:
         return True
     return bool(_PHONE_CONTEXT.search(text, max(0, start - 40), min(len(text), end + 20)))
 
@@ -264,10 +270,13 @@ def _needs_nlp(rec: EntityRecognizer) -> bool:
     return type(rec).__name__ in ("SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer")
 
 
-def _windows(text: str, candidate: re.Pattern[str], margin: int) -> list[tuple[int, int]]:
+def _windows(text: str, candidate: re.Pattern[str], margin: int,
+             keep: Callable[[re.Match[str]], bool] | None = None) -> list[tuple[int, int]]:
     """Merged windows around candidate matches, widened to whitespace so word boundaries hold."""
     spans: list[tuple[int, int]] = []
     for m in candidate.finditer(text):
+        if keep is not None and not keep(m):
+            continue
         start = max(0, m.start() - margin)
         end = min(len(text), m.end() + margin)
         while start > 0 and not text[start - 1].isspace():
