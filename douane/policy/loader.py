@@ -87,6 +87,8 @@ def _merge(acc: dict, new: dict, path: Path_, acc_where: dict[Path_, Where],
                 index = p[len(sub)] if p[: len(sub)] == sub and len(p) > len(sub) else None
                 if isinstance(index, int):
                     acc_where[(*sub, index + offset, *p[len(sub) + 1:])] = w
+        elif acc[key] == value:
+            continue  # the same value twice (every file says `version: 1`) is no clash
         else:
             first = acc_where.get(sub, ("?", 0))
             file, line = new_where.get(sub, ("?", 0))

@@ -60,7 +60,7 @@ def test_cross_references_are_checked(tmp_path: Path) -> None:
 
 def test_folder_merges_files_and_reports_clashes(tmp_path: Path) -> None:
     write(tmp_path, "10-base.yaml", "version: 1\npii:\n  action: block\nteams:\n  a: {models: ['*']}\n")
-    write(tmp_path, "20-teams.yaml", "teams:\n  b: {models: [gpt-4o]}\nroutes:\n  - set_model: m\n")
+    write(tmp_path, "20-teams.yaml", "version: 1\nteams:\n  b: {models: [gpt-4o]}\nroutes:\n  - set_model: m\n")
     p = load_policy(tmp_path)
     assert set(p.teams) == {"a", "b"} and p.pii.action == "block" and len(p.routes) == 1
     write(tmp_path, "30-clash.yaml", "pii:\n  action: redact\n")
