@@ -100,40 +100,66 @@ _TOPIC = re.compile(r"\b(?:what is|what are|explain|how (?:do|does|can|to)|defen
 _QUOTED_EXAMPLE = re.compile(r"\b(?:for example|e\.g\.|such as|e\.g|the phrase|the sentence)\b\s*[\"'“‘]|"
                              r"[\"'“‘][^\"'”’]{3,80}[\"'”’]\s+(?:attacks?|prompts?|techniques?|exploits?|jailbreaks?)\b")
 
-# A cheap trigger per rule: a word it cannot match without (its rarest one), or a substring. The
-# full pattern runs only on views that have one; most text runs none. Views are lower case.
-_TRIGGERS: list[tuple[str, ...]] = [
-    ("ignore", "disregard", "forget", "override", "bypass", "skip", "drop", "abandon", "discard", "neglect"),
-    ("not", "don't", "dont", "never", "stop"),
-    ("instruction", "instructions", "rules", "prompt", "directive", "directives", "orders"),
-    ("now",),
-    ("instead", "rather"),
-    ("dan", "anything", "stan", "dude", "aim", "jailbreak", "jailbroken", "evil", "evilbot", "developer", "god",
-     "sudo", "unrestricted", "dev"),
-    ("anything", "role", "persona", "character"),
-    ("restrictions", "restriction", "limitations", "limitation", "limits", "filters", "filter", "guidelines",
-     "rules", "censorship", "ethics", "morals", "policies", "constraints", "boundaries"),
-    ("unfiltered", "uncensored", "unrestricted", "amoral", "unethical", "jailbroken"),
-    ("character", "responses", "response", "classic", "jailbreak"),
-    ("prompt", "instructions", "rules", "guidelines", "configuration", "preprompt", "pre", "message"),
-    ("above", "before", "preceding", "far", "verbatim"),
-    ("what",),
-    ("system", "developer", "admin", "administrator", "root"),
-    ("<|", "[inst", "[/inst", "<<sys", "<system", "</system", "[system]", "</s>", "|>"),
-    ("end", "begin", "new"),
-    ("![",),
-    ("conversation", "history", "data", "credentials", "keys", "key", "passwords", "password", "secrets", "secret",
-     "tokens", "token", "prompt", "messages", "everything"),
-    ("curl", "wget", "fetch", "requests"),
-    ("ai", "assistant", "llm", "model", "chatbot", "agent"),
-    ("reading", "processing", "summarizing", "summarising"),
-    ("when",),
+# Cheap triggers per rule: groups of words (or substrings), each group needed somewhere in the view
+# (a group is satisfied by any one of its entries). The full pattern runs only when every group is,
+# so most text runs none. Views are lower case.
+_NOUN_WORDS = ("instruction", "instructions", "rule", "rules", "direction", "directions", "guideline", "guidelines",
+               "guidance", "prompt", "prompts", "context", "constraint", "constraints", "policy", "policies",
+               "programming", "directive", "directives", "restriction", "restrictions", "safeguard", "safeguards",
+               "training", "orders", "command", "commands", "message")
+_AI_WORDS = ("ai", "assistant", "assistants", "llm", "model", "chatbot", "agent", "agents", "language")
+_TRIGGERS: list[tuple[tuple[str, ...], ...]] = [
+    (("ignore", "disregard", "forget", "override", "bypass", "skip", "drop", "abandon", "discard", "neglect"),
+     _NOUN_WORDS),
+    (("not", "don't", "dont", "never", "stop"), ("follow", "following", "obey", "obeying", "listen", "listening",
+                                                  "comply", "complying", "adhere", "adhering")),
+    (("instruction", "instructions", "rules", "prompt", "directive", "directives", "orders"),
+     ("new", "updated", "real", "actual", "true", "secret", "hidden", "revised")),
+    (("now",), ("from",)),
+    (("instead", "rather"), ("you", "do")),
+    (("dan", "anything", "stan", "dude", "aim", "jailbreak", "jailbroken", "evil", "evilbot", "developer", "god",
+      "sudo", "unrestricted", "dev"),
+     ("enabled", "activated", "output", "response", "responses", "you", "respond", "answer", "without")),
+    (("anything", "role", "persona", "character"),),
+    (("restrictions", "restriction", "limitations", "limitation", "limits", "filters", "filter", "guidelines",
+      "rules", "censorship", "ethics", "morals", "policies", "constraints", "boundaries"),
+     ("you", "you're", "act", "pretend", "roleplay", "role-play", "become", "behave", "simulate")),
+    (("unfiltered", "uncensored", "unrestricted", "amoral", "unethical", "jailbroken"),),
+    (("character", "responses", "response", "classic", "jailbreak"),),
+    (("reveal", "show", "print", "output", "repeat", "display", "dump", "leak", "disclose", "give", "tell", "share",
+      "recite", "write", "spell"),
+     ("prompt", "instructions", "rules", "guidelines", "configuration", "preprompt", "pre", "message")),
+    (("repeat", "print", "output", "copy"), ("above", "before", "preceding", "far", "verbatim")),
+    (("what",), ("system", "initial", "hidden", "original")),
+    (("system", "developer", "admin", "administrator", "root"), (":",)),
+    (("<|", "[inst", "[/inst", "<<sys", "<system", "</system", "[system]", "</s>", "|>"),),
+    (("end", "begin", "new", "---", "===", "***"), ("context", "input", "document", "prompt", "instructions",
+                                                    "system", "admin", "message")),
+    (("![",),),
+    (("send", "post", "upload", "forward", "transmit", "exfiltrate", "leak", "email", "submit"),
+     ("conversation", "history", "data", "credentials", "keys", "key", "passwords", "password", "secrets",
+      "secret", "tokens", "token", "prompt", "messages", "everything"), ("://", "@", "url", "address", "server",
+                                                                           "endpoint")),
+    (("curl", "wget", "fetch", "requests"), ("://",)),
+    (("note", "message", "instruction", "attention", "important"), _AI_WORDS),
+    (("reading", "processing", "summarizing", "summarising"), _AI_WORDS),
+    (("when",), ("read", "see", "process", "summarize", "summarise")),
 ]
 assert len(_TRIGGERS) == len(RULES)
-_WORD = re.compile(r"[a-z][a-z'\-]*")
-_COMPILED = [(name, weight, frozenset(w for w in trig if w.isalpha() or "'" in w),
-              tuple(w for w in trig if not (w.isalpha() or "'" in w)), re.compile(p, re.IGNORECASE | re.DOTALL))
+_WORD = re.compile(r"[a-z]+(?:['\-][a-z]+)*")
+
+
+def _group(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    words = frozenset(e for e in entries if _WORD.fullmatch(e))
+    return words, tuple(e for e in entries if e not in words)
+
+
+_COMPILED = [(name, weight, [_group(g) for g in trig], re.compile(p, re.IGNORECASE | re.DOTALL))
              for (name, weight, p), trig in zip(RULES, _TRIGGERS, strict=True)]
+
+
+def _triggered(groups: list[tuple[frozenset[str], tuple[str, ...]]], view: str, tokens: set[str]) -> bool:
+    return all(not words.isdisjoint(tokens) or any(m in view for m in marks) for words, marks in groups)
 
 
 @dataclass(frozen=True)
@@ -201,14 +227,13 @@ class InjectionDetector:
     def _score(text: str) -> Verdict:
         fired: dict[str, float] = {}
         seen = [(v, set(_WORD.findall(v))) for v in views(text)]
-        for name, weight, words, marks, regex in _COMPILED:
+        for name, weight, groups, regex in _COMPILED:
             if weight <= fired.get(name, 0.0):
                 continue
             for view, tokens in seen:
-                if (words.isdisjoint(tokens) and not any(m in view for m in marks)) or not regex.search(view):
-                    continue
-                fired[name] = weight
-                break
+                if _triggered(groups, view, tokens) and regex.search(view):
+                    fired[name] = weight
+                    break
         if not fired:
             return Verdict(0.0, ())
         miss = 1.0
