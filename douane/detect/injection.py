@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
-import threading
 import unicodedata
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from douane.detect.cache import TextCache
 
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
                         "\u2060-\u206f\u3164\ufeff\uffa0\U000e0000-\U000e007f]")
@@ -196,31 +195,20 @@ def views(text: str) -> list[str]:
 
 class InjectionDetector:
     def __init__(self, cache_size: int = 8192):
-        self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
-        self._size = cache_size
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(text: str) -> bytes:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        self._cache: TextCache[Verdict] = TextCache(cache_size)
 
     def cached(self, text: str) -> bool:
-        return not text.strip() or self._key(text) in self._cache
+        return not text.strip() or text in self._cache
 
     def score(self, text: str) -> Verdict:
         """Evidence of injection in one text, 0 to 1, with the rules that fired."""
         if not text.strip():
             return Verdict(0.0, ())
-        key = self._key(text)
-        with self._lock:
-            hit = self._cache.get(key)
+        hit = self._cache.get(text)
         if hit is not None:
             return hit
         verdict = self._score(text)
-        with self._lock:
-            self._cache[key] = verdict
-            if len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+        self._cache.put(text, verdict)
         return verdict
 
     @staticmethod

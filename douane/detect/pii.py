@@ -8,14 +8,13 @@ text digest, since chat clients resend the whole history every turn.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from douane.detect.cache import TextCache
 
 # tldextract (used by the email and URL recognizers) would fetch the public suffix list over the
 # network on first use; point it at its bundled snapshot before presidio imports it.
@@ -184,33 +183,21 @@ class PiiDetector:
         self.known_entities = sorted(known)
         # Known to Presidio, but needing what is not installed here (a spaCy model for NER entities).
         self.unsupported = [e for e in self.entities if e not in self._recognizers and e not in self.unknown]
-        self._cache: OrderedDict[bytes, tuple[Finding, ...]] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._cache: TextCache[tuple[Finding, ...]] = TextCache(cache_size)
         self.ner_model = ner_model
-
-    @staticmethod
-    def _key(text: str) -> bytes:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     def cached(self, text: str) -> bool:
         """Whether this text was scanned already (a resent message): its scan costs nothing."""
-        return not text or self._key(text) in self._cache
+        return not text or text in self._cache
 
     def scan(self, text: str) -> list[Finding]:
         if not text:
             return []
-        key = self._key(text)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return list(hit)
+        hit = self._cache.get(text)
+        if hit is not None:
+            return list(hit)
         found = tuple(self._scan(text))
-        with self._lock:
-            self._cache[key] = found
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(text, found)
         return list(found)
 
     def _scan(self, text: str) -> list[Finding]:
