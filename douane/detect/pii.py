@@ -44,6 +44,7 @@ _CANDIDATES: dict[str, re.Pattern[str]] = {
     "URL": re.compile(r"://|www\.|\.[a-z]{2,}\b"),
 }
 _WINDOW = 64  # characters of context kept on each side of a candidate
+_WHITESPACE = re.compile(r"\s")
 # Phone parsing is the dear part (one pass per region): keep its windows tight.
 _WINDOW_BY_ENTITY = {"PHONE_NUMBER": 3}
 _NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"}
@@ -266,10 +267,10 @@ def _windows(text: str, candidate: re.Pattern[str], margin: int,
             continue
         start = max(0, m.start() - margin)
         end = min(len(text), m.end() + margin)
-        while start > 0 and not text[start - 1].isspace():
-            start -= 1
-        while end < len(text) and not text[end].isspace():
-            end += 1
+        # widen to whitespace, so the recognizers' word boundaries hold
+        start = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start), text.rfind("\t", 0, start)) + 1
+        after = _WHITESPACE.search(text, end)
+        end = after.start() if after else len(text)
         if spans and start <= spans[-1][1]:
             spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
         else:

@@ -48,14 +48,19 @@ def _patterns() -> list[tuple[str, re.Pattern[str]]]:
 
 # Every secret the patterns know is, or sits next to, a long unbroken token (or one of these words):
 # the patterns run only on windows around those, so ordinary prose costs almost nothing.
-_CANDIDATE = re.compile(r"[A-Za-z0-9_\-+/=.:]{16,}|cloudant|softlayer|\bibm|\bcos\b|://[^\s/@]+@",
-                        re.IGNORECASE)
+_LONG_TOKEN = re.compile(r"[\w\-+/=.:]{16,}")
+_KEYWORDS = re.compile(r"cloudant|softlayer|\bibm|\bcos\b|://[^\s/@]+@", re.IGNORECASE)
+_KEYWORD_HINTS = ("cloudant", "softlayer", "ibm", "cos", "://")
 _MARGIN = 64
 
 
 def _windows(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
-    for m in _CANDIDATE.finditer(text):
+    lowered = text.lower()
+    matches = list(_LONG_TOKEN.finditer(text))
+    if any(h in lowered for h in _KEYWORD_HINTS):
+        matches = sorted(matches + list(_KEYWORDS.finditer(text)), key=lambda m: m.start())
+    for m in matches:
         start, end = max(0, m.start() - _MARGIN), min(len(text), m.end() + _MARGIN)
         if spans and start <= spans[-1][1]:
             spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
