@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from mitmproxy import http
 
@@ -45,8 +46,6 @@ class AuditAddon:
         if resp is not None and resp.timestamp_end and flow.request.timestamp_start:
             call.latency_ms = (resp.timestamp_end - flow.request.timestamp_start) * 1000
         if call.latency_ms is None and flow.request.timestamp_start:
-            import time
-
             call.latency_ms = (time.time() - flow.request.timestamp_start) * 1000
         audit = self.gw.policy.audit
         if audit.bodies == "none":

@@ -13,6 +13,7 @@ from addons.flows import call_of
 from douane.call import Call
 from douane.gateway import Gateway
 from douane.meter.tokens import estimate_input_tokens
+from douane.policy.model import Fallback
 from douane.providers import ProviderSpec
 from douane.relay import Plan
 from douane.routing import (
@@ -131,10 +132,8 @@ class RouterAddon:
         call.upstream = f"{req.scheme}://{req.host}:{req.port}"
 
     def _relay(self, flow: http.HTTPFlow, call: Call, target: ProviderSpec, model: str | None,
-               upstream: str | None, fallback: object) -> bool:
+               upstream: str | None, rule: Fallback | None) -> bool:
         """Hand the call to the relay with its list of attempts; False when nothing needs it."""
-        from douane.policy.model import Fallback
-
         assert call.request is not None and call.endpoint is not None
         req = flow.request
         body = call.request.body
@@ -145,7 +144,6 @@ class RouterAddon:
                               self.gw.provider_keys.get(target.name), target is call.provider, upstream)
         if primary is not None:
             attempts.append(primary)
-        rule = fallback if isinstance(fallback, Fallback) else None
         for to in rule.to if rule else []:
             spec = self.gw.providers.by_name(to.provider)
             more = attempt_for(spec, to.model or model, fmt, call.endpoint, body, req.path, headers,

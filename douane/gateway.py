@@ -105,7 +105,7 @@ class Gateway:
 
     @property
     def enforcing(self) -> bool:
-        return self.policy.mode == "enforce"
+        return self.policy.enforcing
 
     def answer_stages(self, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
         """The rewriting stages for one answer, and how many of them the audited text has passed.

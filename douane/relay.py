@@ -62,7 +62,6 @@ class Plan:
     first_byte_timeout: float = 30.0
     tried: list[str] = field(default_factory=list)
     served: Attempt | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def should_retry(self, status: int | None, kind: str) -> bool:
         """kind: status | timeout | error"""
@@ -140,10 +139,7 @@ class Relay:
                 if plan is None:
                     await self._respond(writer, 404, {"content-type": "text/plain"}, b"no such relayed call")
                     continue
-                try:
-                    await self._run(plan, writer)
-                finally:
-                    plan.done.set()
+                await self._run(plan, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
