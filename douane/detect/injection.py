@@ -145,20 +145,60 @@ _TRIGGERS: list[tuple[tuple[str, ...], ...]] = [
     (("when",), ("read", "see", "process", "summarize", "summarise")),
 ]
 assert len(_TRIGGERS) == len(RULES)
-_WORD = re.compile(r"[a-z]+(?:['\-][a-z]+)*")
+# Tokens are maximal runs of a-z, read off bytes in C (translate, split): ~10x cheaper than a regex
+# pass. A trigger entry that is such a word is looked up among the tokens; any other entry ("don't",
+# "://", "<|") is looked for as a substring of the view.
+_LETTERS = bytes(c if 97 <= c <= 122 else 32 for c in range(256))
+_B64_RUN = bytes(120 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/") else 32 for c in range(256))
+_SPACED_SHAPE = bytes(76 if 97 <= c <= 122 else 83 if chr(c) in " .-_*" else 79 for c in range(256))
 
 
-def _group(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
-    words = frozenset(e for e in entries if _WORD.fullmatch(e))
-    return words, tuple(e for e in entries if e not in words)
+def _tokens(view: str) -> set[bytes]:
+    return set(view.encode("ascii", "replace").translate(_LETTERS).split())
 
 
-_COMPILED = [(name, weight, [_group(g) for g in trig], re.compile(p, re.IGNORECASE | re.DOTALL))
-             for (name, weight, p), trig in zip(RULES, _TRIGGERS, strict=True)]
+def _group(entries: tuple[str, ...]) -> tuple[frozenset[bytes], tuple[str, ...]]:
+    words = frozenset(e.encode() for e in entries if e.isascii() and e.isalpha() and e.islower())
+    return words, tuple(e for e in entries if e.encode() not in words)
 
 
-def _triggered(groups: list[tuple[frozenset[str], tuple[str, ...]]], view: str, tokens: set[str]) -> bool:
-    return all(not words.isdisjoint(tokens) or any(m in view for m in marks) for words, marks in groups)
+_COMPILED = [(name, weight, re.compile(p, re.IGNORECASE | re.DOTALL)) for name, weight, p in RULES]
+# Each rule's trigger groups as bits: which words set which (rule, bit), which bits can also be
+# met by a substring, and those substrings.
+_WORD_INDEX: dict[bytes, list[tuple[int, int]]] = {}
+_FULL: list[int] = []
+_MARKABLE: list[int] = []
+_MARKS: list[list[tuple[int, tuple[str, ...]]]] = []
+for _rule, _trigger in enumerate(_TRIGGERS):
+    _FULL.append((1 << len(_trigger)) - 1)
+    _MARKABLE.append(0)
+    _MARKS.append([])
+    for _bit, (_words, _marks) in ((1 << i, _group(g)) for i, g in enumerate(_trigger)):
+        for _w in _words:
+            _WORD_INDEX.setdefault(_w, []).append((_rule, _bit))
+        if _marks:
+            _MARKABLE[_rule] |= _bit
+            _MARKS[_rule].append((_bit, _marks))
+_TRIGGER_WORDS = frozenset(_WORD_INDEX)
+
+
+def _word_hits(view: str) -> list[int]:
+    """Per rule, the bits of its trigger groups that the view's words meet."""
+    hits = [0] * len(_COMPILED)
+    for word in _tokens(view) & _TRIGGER_WORDS:
+        for rule, bit in _WORD_INDEX[word]:
+            hits[rule] |= bit
+    return hits
+
+
+def _triggered(rule: int, view: str, hits: list[int]) -> bool:
+    """Every trigger group of the rule is met, by a word or by a substring: else its pattern cannot match."""
+    need = _FULL[rule] & ~hits[rule]
+    if not need:
+        return True
+    if need & ~_MARKABLE[rule]:
+        return False
+    return all(not need & bit or any(m in view for m in marks) for bit, marks in _MARKS[rule])
 
 
 @dataclass(frozen=True)
@@ -171,18 +211,42 @@ class Verdict:
         return self.rules[0] if self.rules else None
 
 
+def _collapse_whitespace(text: str) -> str:
+    """re.sub(r"\\s+", " ", text), skipped when there is nothing to collapse (the usual case)."""
+    if text.isprintable() and "  " not in text:
+        return text  # no whitespace but single ASCII spaces: isprintable is False for every other kind
+    out = " ".join(text.split())
+    if out and text[0].isspace():
+        out = " " + out
+    if out and text[-1].isspace():
+        out += " "
+    return out or (" " if text else "")
+
+
 def views(text: str) -> list[str]:
     """The text as a reader would see it past the disguises; several views, scanned together."""
-    base = unicodedata.normalize("NFKC", text)
-    base = _INVISIBLE.sub("", base).translate(_CONFUSABLES).lower()
-    base = re.sub(r"\s+", " ", base)
+    if text.isascii():  # no compatibility forms, invisible characters or confusables to undo
+        base = text.lower()
+    else:
+        base = unicodedata.normalize("NFKC", text)
+        base = _INVISIBLE.sub("", base).translate(_CONFUSABLES).lower()
+    base = _collapse_whitespace(base)
     out = [base]
     leet = base.translate(_LEET)
     if leet != base:
         out.append(leet)
-    despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), leet)
-    if despaced != leet:
-        out.append(despaced)
+    # a letter-spaced word needs four letters with separators between: look for that shape first
+    if b"LSLSLSL" in leet.encode("ascii", "replace").translate(_SPACED_SHAPE):
+        despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), leet)
+        if despaced != leet:
+            out.append(despaced)
+    if b"x" * 16 in text.encode("ascii", "replace").translate(_B64_RUN):
+        out += _decoded_views(text)
+    return out
+
+
+def _decoded_views(text: str) -> list[str]:
+    out = []
     for chunk in _B64.findall(text):
         try:
             decoded = base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True).decode("utf-8")
@@ -214,12 +278,12 @@ class InjectionDetector:
     @staticmethod
     def _score(text: str) -> Verdict:
         fired: dict[str, float] = {}
-        seen = [(v, set(_WORD.findall(v))) for v in views(text)]
-        for name, weight, groups, regex in _COMPILED:
+        seen = [(v, _word_hits(v)) for v in views(text)]
+        for rule, (name, weight, regex) in enumerate(_COMPILED):
             if weight <= fired.get(name, 0.0):
                 continue
-            for view, tokens in seen:
-                if _triggered(groups, view, tokens) and regex.search(view):
+            for view, hits in seen:
+                if _triggered(rule, view, hits) and regex.search(view):
                     fired[name] = weight
                     break
         if not fired:
