@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from mitmproxy import http
 
 from addons.flows import REQUEST_ID_HEADER, call_of, refuse
+from douane import jsonio
 from douane.call import Call
 from douane.gateway import Gateway
 from douane.providers import TextPart
@@ -85,7 +85,7 @@ class AnswerAddon:
         if call.endpoint is None:
             return
         try:
-            body = json.loads(text)
+            body = jsonio.loads(text)
         except ValueError:
             return
         parsed = call.provider.adapter.parse_response(call.endpoint, body)
@@ -107,7 +107,7 @@ class AnswerAddon:
             return
         self._findings(call, stages)
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
-            resp.content = json.dumps(body, ensure_ascii=False).encode()
+            resp.content = jsonio.dumps(body)
             call.response_body = audited_text
 
     @staticmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -10,6 +9,7 @@ from mitmproxy import http
 
 from addons.flows import call_of, refuse
 from addons.identity import IDENTITY_KEY
+from douane import jsonio
 from douane.call import METADATA_KEY, Call, new_call_id
 from douane.gateway import Gateway
 
@@ -62,7 +62,7 @@ class ClassifyAddon:
             call.note("unknown endpoint: forwarded uninspected")
             return
         try:
-            body = json.loads(flow.request.get_content(strict=True) or b"")
+            body = jsonio.loads(flow.request.get_content(strict=True) or b"")
             if not isinstance(body, dict):
                 raise ValueError("the body is JSON but not an object")
         except UnicodeDecodeError as e:

@@ -3,13 +3,13 @@ relay, the provider's central key, and an identity-encoded answer so that replie
 
 from __future__ import annotations
 
-import json
 import logging
 from urllib.parse import urlsplit
 
 from mitmproxy import http
 
 from addons.flows import call_of
+from douane import jsonio
 from douane.call import Call
 from douane.gateway import Gateway
 from douane.meter.tokens import estimate_input_tokens
@@ -106,10 +106,9 @@ class RouterAddon:
             call.body_changed = True
         if call.body_changed and call.request is not None:
             req.headers.pop("content-encoding", None)
-            text = json.dumps(call.request.body, ensure_ascii=False, separators=(",", ":"))
-            req.content = text.encode()
+            req.content = jsonio.dumps(call.request.body)
             if self.gw.policy.audit.bodies == "redacted":
-                call.request_body = text
+                call.request_body = req.content.decode()
         key = self.gw.provider_keys.get(target.name)
         if key is not None or target is not call.provider:
             for header in KEY_HEADERS:  # the client's key, wherever it put it, is not for this target
@@ -164,7 +163,7 @@ class RouterAddon:
         req.content = primary.body if primary is not None else b"{}"
         call.upstream = "relay"
         if self.gw.policy.audit.bodies == "redacted":
-            call.request_body = json.dumps(body, ensure_ascii=False)
+            call.request_body = jsonio.dumps(body).decode()
         return True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -10,11 +10,11 @@ A block ends the stream with an error event in the provider's own format.
 from __future__ import annotations
 
 import copy
-import json
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+from douane import jsonio
 from douane.providers import Adapter, CanonicalRequest, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
@@ -132,7 +132,7 @@ class StreamTap:
         if event.data is None:
             return [event.raw]
         try:
-            payload: Any = json.loads(event.data) if event.data.strip() != "[DONE]" else None
+            payload: Any = jsonio.loads(event.data) if event.data.strip() != "[DONE]" else None
         except ValueError:
             payload = None
         if payload is None:  # [DONE] or not JSON: release what is held first
@@ -156,12 +156,12 @@ class StreamTap:
         for kind, parts in kinds.items():
             lane = self._lane(kind)
             if not info.final:
-                lane.template = (event, copy.deepcopy(payload))
+                lane.template = (event, jsonio.loads(event.data))  # a copy: re-reading beats deepcopy
             for i, part in enumerate(parts):
                 part.replace(self._run(kind, lane, part.text, info.final and i == len(parts) - 1))
         for part in info.snapshots:  # whole texts repeated at the end: rewrite them the same way
             part.replace(self._whole(part.text))
-        return [*prefix, event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))]
+        return [*prefix, event.with_data(jsonio.dumps(payload).decode())]
 
     def _run(self, kind: str, lane: _Lane, text: str, final: bool) -> str:
         for i, stage in enumerate(lane.stages):
@@ -197,7 +197,7 @@ class StreamTap:
             return []
         for part in info.parts:  # the copy carries only the held text
             part.replace(text if part is parts[0] else "")
-        return [event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))]
+        return [event.with_data(jsonio.dumps(payload).decode())]
 
     @property
     def assembled(self) -> str:

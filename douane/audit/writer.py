@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from douane import jsonio
 from douane.audit.compaction import SegmentSet
 from douane.audit.record import COLUMNS, AuditRecord
 from douane.audit.store import AuditStore, _sql_str
@@ -168,10 +169,9 @@ class AuditWriter:
         tmp = final.with_name(final.name + ".tmp")
         lines = final.with_name(final.name + ".jsonl.tmp")
         names = [name for name, _ in COLUMNS]
-        with open(lines, "w", encoding="utf-8") as fh:
-            for rec in batch:
-                fh.write(json.dumps(dict(zip(names, rec.row(), strict=True)), default=_json_default,
-                                    ensure_ascii=False) + "\n")
+        with open(lines, "wb") as fh:
+            fh.writelines(jsonio.dumps(dict(zip(names, rec.row(), strict=True)), default=_json_default) + b"\n"
+                          for rec in batch)
         try:
             self._con.execute(
                 f"COPY (SELECT * FROM read_json({_sql_str(str(lines))}, format = 'newline_delimited', "
