@@ -109,26 +109,33 @@ def _valid_for_calling_code(code: int, nsn: str) -> bool:
     general = _general_desc(code)
     if general is not None and (len(nsn) not in general[0] or not general[1].fullmatch(nsn)):
         return False  # _number_type_helper starts with this test, in whichever region is picked
-    region = regions[0]
-    if len(regions) > 1:
-        for candidate in regions:
-            meta = PhoneMetadata.metadata_for_region(candidate, None)
-            if meta is None:
-                continue
-            if meta.leading_digits is not None:
-                if re.match(meta.leading_digits, nsn):
-                    region = candidate
-                    break
-            elif _known_type(nsn, code, candidate):
-                region = candidate
-                break
-        else:
-            return False
-    return _known_type(nsn, code, region)
+    if len(regions) == 1:
+        return _known_type(nsn, code, regions[0])
+    for candidate in regions:  # region_code_for_number, then is_valid_number_for_region
+        meta = PhoneMetadata.metadata_for_region(candidate, None)
+        if meta is None:
+            continue
+        if meta.leading_digits is not None:
+            if re.match(meta.leading_digits, nsn):
+                return _known_type(nsn, code, candidate)
+        elif _known_type(nsn, code, candidate):
+            return True
+    return False
+
+
+@functools.cache
+def _prefix_never_required(code: int) -> bool:
+    """No format of the calling code's main region needs the national prefix written."""
+    meta = PhoneMetadata.metadata_for_region(pu.region_code_for_country_code(code), None)
+    return meta is None or all(
+        not f.national_prefix_formatting_rule or f.national_prefix_optional_when_formatting
+        or pu._formatting_rule_has_first_group_only(f.national_prefix_formatting_rule) for f in meta.number_format)
 
 
 def _national_prefix_present_if_required(code: int, nsn: str, digits: str) -> bool:
     """The matcher's rule: a number written nationally carries the national prefix where its format needs one."""
+    if _prefix_never_required(code):
+        return True
     meta = PhoneMetadata.metadata_for_region(pu.region_code_for_country_code(code), None)
     if meta is None:
         return True
@@ -227,21 +234,23 @@ def _trim(pattern: re.Pattern[str], candidate: str) -> str:
     return candidate[:m.start()] if m else candidate
 
 
+@functools.lru_cache(maxsize=1024)  # first_region_matches asks twice for the region that matches
 def _text_ok(text: str, candidate: str, offset: int) -> bool:
     """The region-free half of PhoneNumberMatcher._parse_and_verify at leniency VALID."""
     if not pm._MATCHING_BRACKETS.fullmatch(candidate) or pm._PUB_PAGES.search(candidate):
         return False
-    matcher = pm.PhoneNumberMatcher
-    if offset > 0 and not pm._LEAD_PATTERN.match(candidate):
-        before = text[offset - 1]
-        if matcher._is_invalid_punctuation_symbol(before) or matcher._is_latin_letter(before):
-            return False
+    if offset > 0 and not pm._LEAD_PATTERN.match(candidate) and _bad_neighbour(text[offset - 1]):
+        return False
     end = offset + len(candidate)
-    if end < len(text):
-        after = text[end]
-        if matcher._is_invalid_punctuation_symbol(after) or matcher._is_latin_letter(after):
-            return False
-    return True
+    return end >= len(text) or not _bad_neighbour(text[end])
+
+
+def _bad_neighbour(char: str) -> bool:
+    """A Latin letter, "%" or a currency symbol (the matcher's test; for ASCII: a letter, "%" or "$")."""
+    if char.isascii():
+        return char.isalpha() or char in "%$"
+    matcher = pm.PhoneNumberMatcher
+    return bool(matcher._is_invalid_punctuation_symbol(char) or matcher._is_latin_letter(char))
 
 
 def _tries(text: str, candidate: str, offset: int) -> Iterator[tuple[str, int]]:

@@ -10,6 +10,7 @@ text, since chat clients resend the whole history every turn.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -37,7 +38,7 @@ from presidio_analyzer import (  # noqa: E402
     RecognizerResult,
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NoOpNlpEngine  # noqa: E402
-from presidio_analyzer.predefined_recognizers import PhoneRecognizer  # noqa: E402
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer  # noqa: E402
 
 from douane.detect import phone  # noqa: E402
 
@@ -59,13 +60,15 @@ _CANDIDATES: dict[str, re.Pattern[str]] = {
 # pass of the `regex` engine (about twice as fast as `re` on this pattern, 2 KB in ~8 us) finds the
 # runs; each entity's own candidate pattern then runs inside them only.
 _DIGIT_RUNS = regex.compile(r"\d(?:[\s().+/-]{0,3}\d)+")
-_DIGIT_LED = {"CREDIT_CARD", "US_SSN", "PHONE_NUMBER"}
+# digit-led entity -> fewest digits its candidate pattern needs (so the fewest characters of a run)
+_DIGIT_LED = {"CREDIT_CARD": 12, "US_SSN": 9, "PHONE_NUMBER": 7}
 _IBAN_HEAD = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2}")
 _ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
 _WINDOW = 64  # characters of context kept on each side of a candidate
 _WHITESPACE = re.compile(r"\s")
-# Phone parsing is the dear part (one pass per region): keep its windows tight.
-_WINDOW_BY_ENTITY = {"PHONE_NUMBER": 3}
+# Phone parsing is the dear part (one pass per region): keep its windows tight. An email address
+# holds no whitespace, so the word around its "@" is all its pattern needs to see.
+_WINDOW_BY_ENTITY = {"PHONE_NUMBER": 3, "EMAIL_ADDRESS": 0}
 _NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"}
 _SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
 
@@ -243,6 +246,8 @@ class _FastPatterns:
 
     def __init__(self, rec: PatternRecognizer, threshold: float):
         self.rec = rec
+        # an email's validity (tldextract: a known public suffix) depends on its domain alone
+        self.validate = _by_domain(rec.validate_result) if isinstance(rec, EmailRecognizer) else rec.validate_result
         # validate_result may raise a weak pattern's score to 1.0; otherwise a pattern below the
         # threshold can never produce a finding that is kept
         raises = type(rec).validate_result is not PatternRecognizer.validate_result
@@ -258,13 +263,27 @@ class _FastPatterns:
                 if start == end:
                     continue
                 value = text[start:end]
-                valid = self.rec.validate_result(value)
+                valid = self.validate(value)
                 score = base if valid is None else (1.0 if valid else 0.0)
                 if self.rec.invalidate_result(value):
                     score = 0.0
                 if score > 0:
                     out.append((start, end, score))
         return out
+
+
+def _by_domain(validate: Callable[[str], bool | None]) -> Callable[[str], bool | None]:
+    """tldextract reads the host after the last "@" unless the part before it holds a "/", "?", "#"
+    or ":" (a path, query or scheme): otherwise the answer is the domain's, and is cached."""
+    @functools.lru_cache(maxsize=4096)
+    def by_domain(domain: str) -> bool | None:
+        return validate("x@" + domain)
+
+    def check(email: str) -> bool | None:
+        local, _, domain = email.rpartition("@")
+        return validate(email) if any(c in local for c in "/?#:") else by_domain(domain)
+
+    return check
 
 
 def _matcher(rec: EntityRecognizer, entity: str, threshold: float) -> Matcher:
@@ -301,9 +320,11 @@ def _candidates(text: str, entity: str, candidate: re.Pattern[str],
                 runs: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
     """Spans of the entity's candidate pattern, found inside digit runs where that is the same thing."""
     if entity in _DIGIT_LED:
+        shortest = _DIGIT_LED[entity]
         for start, end in runs:
-            for m in candidate.finditer(text, start, end):
-                yield m.span()
+            if end - start >= shortest:
+                for m in candidate.finditer(text, start, end):
+                    yield m.span()
     elif entity == "IBAN_CODE":
         # Presidio's IBAN pattern starts with two letters (not after a letter or digit), two check
         # digits and eight more letters or digits: a digit run right after two letters, checked so.

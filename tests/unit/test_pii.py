@@ -53,3 +53,19 @@ def test_findings_are_cached_per_text(detector: PiiDetector, monkeypatch: pytest
     first = detector.scan(text)
     monkeypatch.setattr(detector, "_scan", lambda t: pytest.fail("rescanned a cached text"))
     assert detector.scan(text) == first
+
+
+@pytest.mark.parametrize("email", ["x@example.com", "a/b@example.com", "a?b@example.com", "a#b@example.com",
+                                   "a:b//c@example.com", "ab@example.notatld", "john.doe@mail.example.co.uk"])
+def test_email_validity_cached_by_domain_is_presidios(email: str) -> None:
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    from douane.detect.pii import _by_domain
+    rec = EmailRecognizer()
+    assert _by_domain(rec.validate_result)(email) == rec.validate_result(email)
+
+
+@pytest.mark.parametrize("text, value", [("(mail: jane.doe@example.com).", "jane.doe@example.com"),
+                                          ("to:bob+tag@corp.example.org,then", "bob+tag@corp.example.org")])
+def test_email_inside_punctuation(detector: PiiDetector, text: str, value: str) -> None:
+    assert [text[f.start:f.end] for f in detector.scan(text)] == [value]
