@@ -16,6 +16,7 @@ import base64
 import binascii
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from douane.detect.cache import TextCache
@@ -149,6 +150,7 @@ assert len(_TRIGGERS) == len(RULES)
 # pass. A trigger entry that is such a word is looked up among the tokens; any other entry ("don't",
 # "://", "<|") is looked for as a substring of the view.
 _LETTERS = bytes(c if 97 <= c <= 122 else 32 for c in range(256))
+_LEET_MASK = bytes(97 if 97 <= c <= 122 else 49 if chr(c) in "0134579@$!|+" else 32 for c in range(256))
 _B64_RUN = bytes(120 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/") else 32 for c in range(256))
 _SPACED_SHAPE = bytes(76 if 97 <= c <= 122 else 83 if chr(c) in " .-_*" else 79 for c in range(256))
 
@@ -168,7 +170,8 @@ _COMPILED = [(name, weight, re.compile(p, re.IGNORECASE | re.DOTALL)) for name, 
 _WORD_INDEX: dict[bytes, list[tuple[int, int]]] = {}
 _FULL: list[int] = []
 _MARKABLE: list[int] = []
-_MARKS: list[list[tuple[int, tuple[str, ...]]]] = []
+# per rule: (group bit, the group's substrings by first character: one fast scan per character)
+_MARKS: list[list[tuple[int, tuple[tuple[str, tuple[str, ...]], ...]]]] = []
 for _rule, _trigger in enumerate(_TRIGGERS):
     _FULL.append((1 << len(_trigger)) - 1)
     _MARKABLE.append(0)
@@ -178,27 +181,28 @@ for _rule, _trigger in enumerate(_TRIGGERS):
             _WORD_INDEX.setdefault(_w, []).append((_rule, _bit))
         if _marks:
             _MARKABLE[_rule] |= _bit
-            _MARKS[_rule].append((_bit, _marks))
+            _firsts = dict.fromkeys(m[0] for m in _marks)
+            _MARKS[_rule].append((_bit, tuple((c, tuple(m for m in _marks if m[0] == c)) for c in _firsts)))
 _TRIGGER_WORDS = frozenset(_WORD_INDEX)
 
 
-def _word_hits(view: str) -> list[int]:
-    """Per rule, the bits of its trigger groups that the view's words meet."""
-    hits = [0] * len(_COMPILED)
-    for word in _tokens(view) & _TRIGGER_WORDS:
-        for rule, bit in _WORD_INDEX[word]:
-            hits[rule] |= bit
-    return hits
+def _touched_words(raw: bytes, mask: bytes) -> Iterator[bytes]:
+    """The letter runs of the base view that end right before, or start right after, a leet character."""
+    i = mask.find(b"a1")
+    while i != -1:
+        yield raw[max(mask.rfind(b" ", 0, i), mask.rfind(b"1", 0, i)) + 1:i + 1]
+        i = mask.find(b"a1", i + 1)
+    i = mask.find(b"1a")
+    while i != -1:
+        ends = [e for e in (mask.find(b" ", i + 1), mask.find(b"1", i + 1)) if e != -1]
+        yield raw[i + 1:min(ends, default=len(mask))]
+        i = mask.find(b"1a", i + 1)
 
 
-def _triggered(rule: int, view: str, hits: list[int]) -> bool:
-    """Every trigger group of the rule is met, by a word or by a substring: else its pattern cannot match."""
-    need = _FULL[rule] & ~hits[rule]
-    if not need:
-        return True
-    if need & ~_MARKABLE[rule]:
-        return False
-    return all(not need & bit or any(m in view for m in marks) for bit, marks in _MARKS[rule])
+def _marks_met(rule: int, need: int, view: str) -> bool:
+    """The rule's trigger groups its words did not meet are met by substrings of the view."""
+    return all(not need & bit or any(first in view and any(m in view for m in marks) for first, marks in groups)
+               for bit, groups in _MARKS[rule])
 
 
 @dataclass(frozen=True)
@@ -225,24 +229,49 @@ def _collapse_whitespace(text: str) -> str:
 
 def views(text: str) -> list[str]:
     """The text as a reader would see it past the disguises; several views, scanned together."""
+    base, leet, others = _views(text)
+    return [base, *([leet] if leet != base else []), *others]
+
+
+def _views(text: str) -> tuple[str, str, list[str]]:
+    """(base view, leetspeak read as letters, letter-spaced words joined and base64 decoded)."""
     if text.isascii():  # no compatibility forms, invisible characters or confusables to undo
         base = text.lower()
     else:
         base = unicodedata.normalize("NFKC", text)
         base = _INVISIBLE.sub("", base).translate(_CONFUSABLES).lower()
     base = _collapse_whitespace(base)
-    out = [base]
     leet = base.translate(_LEET)
-    if leet != base:
-        out.append(leet)
+    others = []
     # a letter-spaced word needs four letters with separators between: look for that shape first
     if b"LSLSLSL" in leet.encode("ascii", "replace").translate(_SPACED_SHAPE):
         despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), leet)
         if despaced != leet:
-            out.append(despaced)
+            others.append(despaced)
     if b"x" * 16 in text.encode("ascii", "replace").translate(_B64_RUN):
-        out += _decoded_views(text)
-    return out
+        others += _decoded_views(text)
+    return base, leet, others
+
+
+def _gate_hits(base: str, leet: str, others: list[str]) -> list[int]:
+    """Trigger hits from the words of every view at once: a gate for each view that is never narrower
+    than its own words would give (the rule's pattern, run on the view itself, decides).
+
+    The leetspeak view has every word of the base view but those a leet character touches
+    ("ignore" in "1gnore" or "ignore1"): those few are added from the base view.
+    """
+    tokens = _tokens(leet)
+    if leet != base:
+        raw = base.encode("ascii", "replace")
+        mask = raw.translate(_LEET_MASK)  # a: letter, 1: leet character, space: anything else
+        tokens.update(_touched_words(raw, mask))
+    for view in others:
+        tokens |= _tokens(view)
+    hits = [0] * len(_COMPILED)
+    for word in tokens & _TRIGGER_WORDS:
+        for rule, bit in _WORD_INDEX[word]:
+            hits[rule] |= bit
+    return hits
 
 
 def _decoded_views(text: str) -> list[str]:
@@ -278,12 +307,17 @@ class InjectionDetector:
     @staticmethod
     def _score(text: str) -> Verdict:
         fired: dict[str, float] = {}
-        seen = [(v, _word_hits(v)) for v in views(text)]
+        base, leet, others = _views(text)
+        seen = [base, *([leet] if leet != base else []), *others]
+        hits = _gate_hits(base, leet, others)
         for rule, (name, weight, regex) in enumerate(_COMPILED):
             if weight <= fired.get(name, 0.0):
                 continue
-            for view, hits in seen:
-                if _triggered(rule, view, hits) and regex.search(view):
+            need = _FULL[rule] & ~hits[rule]  # trigger groups no word met
+            if need & ~_MARKABLE[rule]:
+                continue  # one of them has no substring to meet it either: the pattern cannot match
+            for view in seen:
+                if (not need or _marks_met(rule, need, view)) and regex.search(view):
                     fired[name] = weight
                     break
         if not fired:
@@ -292,7 +326,6 @@ class InjectionDetector:
         for weight in fired.values():
             miss *= 1.0 - weight
         score = 1.0 - miss
-        base = seen[0][0]
         if _TOPIC.search(base) or _QUOTED_EXAMPLE.search(base):
             score *= 0.45  # talking about injection, or quoting an example, is not doing it
         rules = tuple(sorted(fired, key=lambda n: -fired[n]))
