@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -60,4 +61,21 @@ async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] 
         loop.add_signal_handler(sig, master.shutdown)
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    settle_garbage_collector()
     await master.run()
+
+
+def settle_garbage_collector() -> None:
+    """Keep the collector off the start-up heap, and run it less often.
+
+    Presidio, phonenumbers' metadata and mitmproxy leave ~1M long-lived objects that every full
+    collection would walk again (tens of ms, in the middle of someone's call); gc.freeze() sets
+    them aside. Each call allocates a few thousand objects that die with it: a larger first
+    generation collects them in fewer, equally cheap passes.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_FIRST_GENERATION, 20, 20)
+
+
+GC_FIRST_GENERATION = 20_000
