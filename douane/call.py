@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -13,11 +14,16 @@ from douane.providers import CanonicalRequest, ProviderSpec, Usage
 METADATA_KEY = "douane"
 
 
+# 128 random bits per call like a uuid4, from a generator seeded once by the OS rather than a
+# getrandom() system call per call. Not a counter: ids must not tell a client how busy others are.
+_IDS = random.Random(os.urandom(32))
+
+
 def new_call_id() -> str:
-    return "dou_" + uuid.uuid4().hex
+    return f"dou_{_IDS.getrandbits(128):032x}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     id: str
     started: float  # epoch seconds, when the request arrived
