@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Sequence
 
 from mitmproxy import http
 
@@ -41,15 +42,17 @@ class PromptGuardAddon:
         untrusted = [p.text for m in call.request.messages if m.role not in ("assistant", "model")
                      for p in m.parts if p.text]
         # Only text not seen before costs a scan: a chat resends its history every turn.
-        fresh = sum(len(p.text) for p in parts if not self.gw.pii.cached(p.text))
-        if self.gw.injection is not None:
-            fresh += sum(len(t) for t in untrusted if not self.gw.injection.cached(t))
+        known = [self.gw.pii.lookup(p.text) for p in parts]
+        judged = [self.gw.injection.lookup(t) for t in untrusted] if self.gw.injection is not None else []
+        fresh = sum(len(p.text) for p, k in zip(parts, known, strict=True) if k is None) \
+            + sum(len(t) for t, k in zip(untrusted, judged, strict=False) if k is None)
         try:
             if fresh <= INLINE_SCAN_CHARS:
-                verdict, findings = self._scan(parts, untrusted)
+                verdict, findings = self._scan(parts, untrusted, known, judged)
             else:
-                verdict, findings = await asyncio.wait_for(asyncio.to_thread(self._scan, parts, untrusted),
-                                                           self.gw.policy.limits.guard_timeout_s)
+                verdict, findings = await asyncio.wait_for(
+                    asyncio.to_thread(self._scan, parts, untrusted, known, judged),
+                    self.gw.policy.limits.guard_timeout_s)
         except Exception as e:  # a guard that fails or times out follows the policy's `fail`
             why = f"took longer than {self.gw.policy.limits.guard_timeout_s:g} s" if isinstance(e, TimeoutError) \
                 else f"failed: {e}"
@@ -65,12 +68,15 @@ class PromptGuardAddon:
             return
         self._pii(flow, call, parts, findings)
 
-    def _scan(self, parts: list[TextPart], untrusted: list[str]) -> tuple[Verdict | None, list[list[Finding]]]:
+    def _scan(self, parts: list[TextPart], untrusted: list[str], known: list[tuple[Finding, ...] | None],
+              judged: list[Verdict | None]) -> tuple[Verdict | None, list[Sequence[Finding]]]:
+        """Score and scan what was not seen before; `known` and `judged` hold what was."""
         verdict = None
         if self.gw.injection is not None:
-            verdicts = [self.gw.injection.score(t) for t in untrusted]
+            inj = self.gw.injection
+            verdicts = [v if v is not None else inj.score(t) for t, v in zip(untrusted, judged, strict=True)]
             verdict = max(verdicts, key=lambda v: v.score, default=None)
-        return verdict, [self.gw.pii.scan(p.text) for p in parts]
+        return verdict, [k if k is not None else self.gw.pii.scan(p.text) for p, k in zip(parts, known, strict=True)]
 
     def _injection(self, flow: http.HTTPFlow, call: Call, verdict: Verdict) -> bool:
         """Record the score; block above the threshold. True when the call was blocked."""
@@ -86,7 +92,7 @@ class PromptGuardAddon:
             return False
         return refuse(self.gw, flow, call, 403, "injection.block", f"the prompt looks like {what}")
 
-    def _pii(self, flow: http.HTTPFlow, call: Call, parts: list[TextPart], findings: list[list[Finding]]) -> None:
+    def _pii(self, flow: http.HTTPFlow, call: Call, parts: list[TextPart], findings: list[Sequence[Finding]]) -> None:
         counts = Counter(f.entity for found in findings for f in found)
         if not counts:
             return

@@ -15,15 +15,32 @@ from typing import Any
 
 import orjson
 
-# digits as "d", the rest as spaces: nineteen d in a row may be an integer past 64 bits
+# digits as "d", the rest as spaces
 _DIGITS = bytes(100 if 48 <= c <= 57 else 32 for c in range(256))
-_LONG_NUMBER = b"d" * 19
+_STRIDE = 9
+
+
+def may_hold_long_integer(raw: bytes) -> bool:
+    """True for every text with a run of 18 or more digits (any integer orjson would read as a
+    float has 19 or more), and rarely otherwise.
+
+    Such a run holds two bytes 9 apart that are both digits, with only digits between: every
+    ninth byte is enough to find them, a ninth of the work of reading every byte.
+    """
+    sampled = raw[::_STRIDE].translate(_DIGITS)
+    i = sampled.find(b"dd")
+    while i != -1:
+        start = i * _STRIDE
+        if raw[start:start + _STRIDE + 1].isdigit():
+            return True
+        i = sampled.find(b"dd", i + 1)
+    return False
 
 
 def loads(data: bytes | str) -> Any:
     """json.loads: raises ValueError (UnicodeDecodeError for invalid UTF-8) on what it cannot read."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if _LONG_NUMBER in raw.translate(_DIGITS):
+    if may_hold_long_integer(raw):
         return json.loads(data)
     try:
         return orjson.loads(raw)

@@ -30,11 +30,13 @@ class TextCache[T]:
 
     def get(self, text: str) -> T | None:
         key = self.key(text)
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is not None:
+        hit = self._data.get(key)  # one atomic dict read: no lock on the path every resent message takes
+        if hit is not None:
+            try:
                 self._data.move_to_end(key)
-            return hit
+            except KeyError:  # evicted by another thread meanwhile: still a valid answer
+                pass
+        return hit
 
     def put(self, text: str, value: T) -> None:
         key = self.key(text)

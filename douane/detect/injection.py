@@ -286,17 +286,24 @@ def _decoded_views(text: str) -> list[str]:
     return out
 
 
+_NOTHING = Verdict(0.0, ())
+
+
 class InjectionDetector:
     def __init__(self, cache_size: int = 8192):
         self._cache: TextCache[Verdict] = TextCache(cache_size)
 
     def cached(self, text: str) -> bool:
-        return not text.strip() or text in self._cache
+        return self.lookup(text) is not None
+
+    def lookup(self, text: str) -> Verdict | None:
+        """The verdict on a text scored before; None when it needs scoring."""
+        return self._cache.get(text) if text and not text.isspace() else _NOTHING
 
     def score(self, text: str) -> Verdict:
         """Evidence of injection in one text, 0 to 1, with the rules that fired."""
-        if not text.strip():
-            return Verdict(0.0, ())
+        if not text or text.isspace():
+            return _NOTHING
         hit = self._cache.get(text)
         if hit is not None:
             return hit

@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import regex
@@ -191,7 +191,11 @@ class PiiDetector:
 
     def cached(self, text: str) -> bool:
         """Whether this text was scanned already (a resent message): its scan costs nothing."""
-        return not text or text in self._cache
+        return self.lookup(text) is not None
+
+    def lookup(self, text: str) -> tuple[Finding, ...] | None:
+        """The findings of a text scanned before; None when it needs a scan."""
+        return self._cache.get(text) if text else ()
 
     def scan(self, text: str) -> list[Finding]:
         if not text:
@@ -364,7 +368,7 @@ def _resolve_overlaps(results: list[Finding]) -> list[Finding]:
     return sorted(kept, key=lambda f: f.start)
 
 
-def redact(text: str, findings: list[Finding]) -> str:
+def redact(text: str, findings: Sequence[Finding]) -> str:
     """Replace each finding with a typed placeholder such as <EMAIL_ADDRESS>."""
     out = []
     last = 0
@@ -393,7 +397,7 @@ class Pseudonyms:
             self.by_value[key] = f"<{entity}_{self.counts[entity]}>"
         return self.by_value[key]
 
-    def apply(self, text: str, findings: list[Finding]) -> str:
+    def apply(self, text: str, findings: Sequence[Finding]) -> str:
         out, last = [], 0
         for f in sorted(findings, key=lambda f: f.start):
             if f.start < last:
