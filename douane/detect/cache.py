@@ -3,6 +3,7 @@ so most texts of a request were scanned before."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -32,10 +33,8 @@ class TextCache[T]:
         key = self.key(text)
         hit = self._data.get(key)  # one atomic dict read: no lock on the path every resent message takes
         if hit is not None:
-            try:
+            with contextlib.suppress(KeyError):  # evicted by another thread meanwhile: still a valid answer
                 self._data.move_to_end(key)
-            except KeyError:  # evicted by another thread meanwhile: still a valid answer
-                pass
         return hit
 
     def put(self, text: str, value: T) -> None:
