@@ -108,11 +108,11 @@ async def ttfb(proxy: str, verify: ssl.SSLContext, n: int) -> list[float]:
     return out
 
 
-async def conversation(proxy: str, verify: ssl.SSLContext, turns: int, runs: int) -> list[float]:
-    """Median latency of each turn of a chat that resends its whole history, fresh PII every turn."""
+async def conversation(proxy: str, verify: ssl.SSLContext, turns: int, runs: range) -> list[list[float]]:
+    """Latencies of each turn of chats that resend their whole history, fresh PII every turn."""
     per_turn: list[list[float]] = [[] for _ in range(turns)]
     async with httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30) as client:
-        for run in range(runs):
+        for run in runs:
             rng = random.Random(1000 + run)
             history: list[dict] = []
             for turn in range(turns):
@@ -122,7 +122,22 @@ async def conversation(proxy: str, verify: ssl.SSLContext, turns: int, runs: int
                 per_turn[turn].append((time.perf_counter() - t) * 1000)
                 assert r.status_code == 200, r.text
                 history.append({"role": "assistant", "content": r.json()["choices"][0]["message"]["content"]})
-    return [statistics.median(v) for v in per_turn]
+    return per_turn
+
+
+def conversation_added(floor: str, douane: str, verify: ssl.SSLContext, runs: int) -> tuple[float, float]:
+    """Added latency of the first three and the last three turns of a 40-turn chat (medians per turn).
+
+    The floor and douane take turns chat by chat, so a slow moment of the machine hits both.
+    """
+    floor_turns: list[list[float]] = [[] for _ in range(40)]
+    douane_turns: list[list[float]] = [[] for _ in range(40)]
+    for run in range(runs):
+        for proxy, into in ((floor, floor_turns), (douane, douane_turns)):
+            for turn, values in enumerate(asyncio.run(conversation(proxy, verify, 40, range(run, run + 1)))):
+                into[turn] += values
+    added = [statistics.median(d) - statistics.median(f) for d, f in zip(douane_turns, floor_turns, strict=True)]
+    return statistics.mean(added[:3]), statistics.mean(added[-3:])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -146,7 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--conversations", type=int, default=3)
+    ap.add_argument("--conversations", type=int, default=12)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="douane-bench-"))
@@ -185,7 +200,6 @@ def main() -> None:
         # Routing scenarios, latency at concurrency 1 only: a model route (direct path), and a
         # fallback rule that is armed but not needed (every call goes through the relay).
         routing = {}
-        floor_conv = asyncio.run(conversation(f"http://127.0.0.1:{floor_port}", verify, 40, args.conversations))
         guards = {"pii": {"action": "pseudonymize"}, "injection": {"action": "block"},
                   "output": {"secrets": "redact", "pii": "redact"}}
         for name, extra in (("route", {"routes": [{"when": {"model": "gpt-4o-mini"}, "set_model": "gpt-4o-mini-x"}]}),
@@ -204,9 +218,7 @@ def main() -> None:
             routing[name] = statistics.median(asyncio.run(latencies(proxy, verify, args.requests, seed=2)))
             print(f"douane+{name:8} p50 {routing[name]:.2f} ms", flush=True)
             if name == "guards":
-                conv = asyncio.run(conversation(proxy, verify, 40, args.conversations))
-                added = [d - f for d, f in zip(conv, floor_conv, strict=True)]
-                first, last = statistics.mean(added[:3]), statistics.mean(added[-3:])
+                first, last = conversation_added(f"http://127.0.0.1:{floor_port}", proxy, verify, args.conversations)
                 routing["conv_first"], routing["conv_last"] = first, last
                 print(f"40-turn conversation, added per turn: first turns {first:.2f} ms, last turns {last:.2f} ms",
                       flush=True)
@@ -255,7 +267,9 @@ def write_section(report: str, args: argparse.Namespace) -> None:
                  f"{args.requests} sequential requests, {args.seconds:.0f} s at concurrency 16; ~2 KB prompts with "
                  "fresh PII per request; default policy (PII redact) against mitmdump with only a host rewrite "
                  "(and SSE streaming); same mock upstream, same CA, HTTP/1.1 keep-alive. The route, fallback and "
-                 "guard rows add one policy section each to the default policy.\n\n" + report)
+                 "guard rows add one policy section each to the default policy. The 40-turn chat (every guard on) "
+                 f"resends its history each turn; {args.conversations} chats, floor and douane taking turns chat by "
+                 "chat, median per turn.\n\n" + report)
     print(f"wrote {path}")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
-@dataclass
+@dataclass(slots=True)  # a long chat makes a hundred of these per call
 class TextPart:
     container: Any
     key: Any
@@ -27,7 +27,7 @@ class TextPart:
         self.container[self.key] = new
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     role: str
     parts: list[TextPart] = field(default_factory=list)
