@@ -151,11 +151,9 @@ class RouterAddon:
                 attempts.append(more)
         if len(attempts) < 2 and (primary is None or primary.translate_from is None):
             return False
-        plan = Plan(call.id, fmt, call.model_requested, call.stream, not call.strip_usage_chunk, attempts,
+        plan = Plan(call.id, fmt, call.model_requested, call.stream, attempts,
                     rule.on if rule else [], rule.retries if rule else 0,
                     (rule.backoff_ms if rule else 0) / 1000, rule.first_byte_timeout_s if rule else 60.0)
-        if fmt == "openai" and call.stream and primary is not None and primary.translate_from is not None:
-            call.strip_usage_chunk = not plan.include_usage  # the relay always reports usage
         flow.metadata[PLAN_KEY] = plan
         req.scheme, req.host, req.port = "http", "127.0.0.1", self.gw.relay.port
         req.path = self.gw.relay.register(plan)

@@ -54,7 +54,6 @@ class Plan:
     client_fmt: str
     client_model: str | None
     stream: bool
-    include_usage: bool
     attempts: list[Attempt]
     retry_on: list[str]
     retries: int = 0
@@ -242,7 +241,7 @@ class Relay:
             return
         await self._start_chunked(writer, 200, {"content-type": "text/event-stream", "cache-control": "no-cache"})
         reader = translate.StreamReader(source)
-        out = translate.StreamWriter(plan.client_fmt, model, include_usage=True)
+        out = translate.StreamWriter(plan.client_fmt, model)
         framer = SSEFramer()
         async for data in response.aiter_bytes():
             for event in framer.feed(data):

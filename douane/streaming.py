@@ -72,7 +72,6 @@ class StreamTap:
         self.model: str | None = None
         self.error: str | None = None
         self.text: list[str] = []
-        self.bytes_in = 0
         self.bytes_out = 0
         self.events = 0
         self.finished = False
@@ -90,7 +89,6 @@ class StreamTap:
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """mitmproxy calls this per raw chunk, then once with b"" at the end of the stream."""
-        self.bytes_in += len(chunk)
         if self.blocked is not None:
             return []  # the client got its error event: nothing more goes out
         end = chunk == b""

@@ -45,7 +45,6 @@ class Chat:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     stream: bool = False
-    stream_usage: bool = False  # OpenAI clients: stream_options.include_usage
 
 
 @dataclass
@@ -95,11 +94,9 @@ def write_request(fmt: str, chat: Chat, model: str) -> tuple[dict[str, Any], str
 
 def _read_openai(body: dict[str, Any]) -> Chat:
     stop = body.get("stop")
-    opts = body.get("stream_options") or {}
     chat = Chat(model=body.get("model"), max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
                 temperature=body.get("temperature"), top_p=body.get("top_p"),
-                stop=[stop] if isinstance(stop, str) else list(stop or []), stream=body.get("stream") is True,
-                stream_usage=isinstance(opts, dict) and opts.get("include_usage") is True)
+                stop=[stop] if isinstance(stop, str) else list(stop or []), stream=body.get("stream") is True)
     systems = []
     for msg in body.get("messages") or []:
         role = msg.get("role")
@@ -482,10 +479,9 @@ def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
 class StreamWriter:
     """Renders neutral events in the client's format; `close()` ends the stream properly."""
 
-    def __init__(self, fmt: str, model: str, include_usage: bool = True):
+    def __init__(self, fmt: str, model: str):
         self.fmt = fmt
         self.model = model
-        self.include_usage = include_usage
         self.id = uuid.uuid4().hex[:24]
         self.finish = "stop"
         self.input_tokens: int | None = None
@@ -582,11 +578,10 @@ class StreamWriter:
         n_in, n_out = self.input_tokens or 0, self.output_tokens or 0
         if self.fmt == "openai":
             out += self._chunk({}, _FINISH_TO["openai"][self.finish])
-            if self.include_usage:
-                out += _sse({"id": "chatcmpl-" + self.id, "object": "chat.completion.chunk",
-                             "created": int(time.time()), "model": self.model, "choices": [],
-                             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
-                                       "total_tokens": n_in + n_out}})
+            # always: the meter reads it, and the answer tap hides it from a client that did not ask
+            out += _sse({"id": "chatcmpl-" + self.id, "object": "chat.completion.chunk",
+                         "created": int(time.time()), "model": self.model, "choices": [],
+                         "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
             return out + b"data: [DONE]\n\n"
         if self.fmt == "anthropic":
             out += self._anthropic_close()

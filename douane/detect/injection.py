@@ -293,9 +293,6 @@ class InjectionDetector:
     def __init__(self, cache_size: int = 8192):
         self._cache: TextCache[Verdict] = TextCache(cache_size)
 
-    def cached(self, text: str) -> bool:
-        return self.lookup(text) is not None
-
     def lookup(self, text: str) -> Verdict | None:
         """The verdict on a text scored before; None when it needs scoring."""
         return self._cache.get(text) if text and not text.isspace() else _NOTHING

@@ -189,10 +189,6 @@ class PiiDetector:
         self._cache: TextCache[tuple[Finding, ...]] = TextCache(cache_size)
         self.ner_model = ner_model
 
-    def cached(self, text: str) -> bool:
-        """Whether this text was scanned already (a resent message): its scan costs nothing."""
-        return self.lookup(text) is not None
-
     def lookup(self, text: str) -> tuple[Finding, ...] | None:
         """The findings of a text scanned before; None when it needs a scan."""
         return self._cache.get(text) if text else ()

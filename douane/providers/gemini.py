@@ -53,10 +53,6 @@ class GeminiAdapter(Adapter):
         m = _PATH.search(path.split("?", 1)[0])
         return unquote(m.group("model")) if m else None
 
-    @staticmethod
-    def is_sse(path: str) -> bool:
-        return bool(re.search(r"[?&]alt=sse(&|$)", path))
-
     def parse_request(self, endpoint: str, path: str, body: Any) -> CanonicalRequest:
         messages: list[Message] = []
         system = body.get("systemInstruction") or body.get("system_instruction")

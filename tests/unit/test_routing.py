@@ -148,7 +148,7 @@ def test_breaker_opens_skips_and_probes_again() -> None:
 
 
 def test_plan_retry_conditions() -> None:
-    p = Plan("id", "openai", "m", False, False, [], ["429", "5xx", "timeout"])
+    p = Plan("id", "openai", "m", False, [], ["429", "5xx", "timeout"])
     assert p.should_retry(429, "status") and p.should_retry(503, "status") and not p.should_retry(400, "status")
     assert p.should_retry(None, "timeout") and p.should_retry(None, "error")
-    assert not Plan("id", "openai", "m", False, False, [], ["429"]).should_retry(None, "error")
+    assert not Plan("id", "openai", "m", False, [], ["429"]).should_retry(None, "error")
