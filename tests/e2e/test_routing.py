@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,20 @@ def test_route_to_another_provider_translates(router: Douane, received: list) ->
     row = only_row(router, call_id)
     assert (row["provider"], row["served_by"], row["model"]) == ("openai", "anthropic", "claude-haiku-4-5")
     assert row["input_tokens"] == 11 and row["cost_usd"] > 0
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_translated_stream_shows_the_usage_chunk_only_to_a_client_that_asked(router: Douane, asked: bool) -> None:
+    body: dict[str, Any] = {"model": "route-to-claude", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    if asked:
+        body["stream_options"] = {"include_usage": True}
+    with router.http() as http:
+        r = http.post("https://api.openai.com/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-x"})
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert any(c["choices"] for c in chunks), "the answer itself"
+    assert any("usage" in c and not c["choices"] for c in chunks) is asked
+    row = only_row(router, r.headers["x-douane-request-id"])
+    assert row["input_tokens"] == 11 and row["output_tokens"] > 0, "metered either way"
 
 
 def test_cheapest_route_picks_the_cheapest_priced_candidate(router: Douane, received: list) -> None:
