@@ -233,14 +233,17 @@ def views(text: str) -> list[str]:
     return [base, *([leet] if leet != base else []), *others]
 
 
+def _base_view(text: str) -> str:
+    """Lower case, past compatibility forms, invisible characters and confusables, whitespace collapsed."""
+    if text.isascii():  # none of those to undo
+        return _collapse_whitespace(text.lower())
+    base = unicodedata.normalize("NFKC", text)
+    return _collapse_whitespace(_INVISIBLE.sub("", base).translate(_CONFUSABLES).lower())
+
+
 def _views(text: str) -> tuple[str, str, list[str]]:
     """(base view, leetspeak read as letters, letter-spaced words joined and base64 decoded)."""
-    if text.isascii():  # no compatibility forms, invisible characters or confusables to undo
-        base = text.lower()
-    else:
-        base = unicodedata.normalize("NFKC", text)
-        base = _INVISIBLE.sub("", base).translate(_CONFUSABLES).lower()
-    base = _collapse_whitespace(base)
+    base = _base_view(text)
     leet = base.translate(_LEET)
     others = []
     # a letter-spaced word needs four letters with separators between: look for that shape first
@@ -282,7 +285,7 @@ def _decoded_views(text: str) -> list[str]:
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
         if sum(c.isprintable() or c.isspace() for c in decoded) / max(1, len(decoded)) > 0.9:
-            out.append(views(decoded)[0])
+            out.append(_base_view(decoded))
     return out
 
 

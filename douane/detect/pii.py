@@ -52,7 +52,8 @@ _CANDIDATES: dict[str, re.Pattern[str]] = {
     "CREDIT_CARD": re.compile(r"\d(?:[ -]?\d){11,18}"),
     "US_SSN": re.compile(r"\d{3}[- .]?\d{2}[- .]?\d{4}"),
     "PHONE_NUMBER": re.compile(r"\d(?:[\s().-]{0,3}\d){6,}"),
-    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}"),
+    # tried only where a digit run starts (see _candidates): the head of Presidio's IBAN pattern
+    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2}"),
     "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:"),
     "URL": re.compile(r"://|www\.|\.[a-z]{2,}\b"),
 }
@@ -62,7 +63,6 @@ _CANDIDATES: dict[str, re.Pattern[str]] = {
 _DIGIT_RUNS = regex.compile(r"\d(?:[\s().+/-]{0,3}\d)+")
 # digit-led entity -> fewest digits its candidate pattern needs (so the fewest characters of a run)
 _DIGIT_LED = {"CREDIT_CARD": 12, "US_SSN": 9, "PHONE_NUMBER": 7}
-_IBAN_HEAD = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2}")
 _ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
 _WINDOW = 64  # characters of context kept on each side of a candidate
 _WHITESPACE = re.compile(r"\s")
@@ -183,6 +183,9 @@ class PiiDetector:
                 recs = [r for r in recs if not _needs_nlp(r)]
             if recs:
                 self._recognizers[entity] = [_matcher(r, entity, threshold) for r in recs]
+        # Phones last: a digit run already read as a card, SSN or IBAN is not parsed again as a phone.
+        if "PHONE_NUMBER" in self._recognizers:
+            self._recognizers["PHONE_NUMBER"] = self._recognizers.pop("PHONE_NUMBER")
         self.known_entities = sorted(known)
         # Known to Presidio, but needing what is not installed here (a spaCy model for NER entities).
         self.unsupported = [e for e in self.entities if e not in self._recognizers and e not in self.unknown]
@@ -207,8 +210,7 @@ class PiiDetector:
         results: list[Finding] = []
         artifacts = self._nlp.process_text(text, "en") if self.ner_model else None
         runs: list[tuple[int, int]] | None = None
-        # Phones last: a digit run already read as a card, SSN or IBAN is not parsed again as a phone.
-        for entity, recognizers in sorted(self._recognizers.items(), key=lambda kv: kv[0] == "PHONE_NUMBER"):
+        for entity, recognizers in self._recognizers.items():  # phones last (see __init__)
             candidate = _CANDIDATES.get(entity)
             if candidate is None or artifacts is not None:
                 windows = [(0, len(text))]
@@ -330,7 +332,7 @@ def _candidates(text: str, entity: str, candidate: re.Pattern[str],
         # digits and eight more letters or digits: a digit run right after two letters, checked so.
         for start, _ in runs:
             after_alnum = start >= 3 and _ASCII_ALNUM.match(text, start - 3)
-            if start >= 2 and _IBAN_HEAD.match(text, start - 2) and not after_alnum:
+            if start >= 2 and candidate.match(text, start - 2) and not after_alnum:
                 yield start - 2, start + 2
     else:
         for m in candidate.finditer(text):
