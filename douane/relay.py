@@ -180,19 +180,14 @@ class Relay:
                 try:
                     response = await asyncio.wait_for(self._client.send(request, stream=True),
                                                       plan.first_byte_timeout)
-                except TimeoutError:
+                except (TimeoutError, httpx.HTTPError) as e:
                     self.breakers.failure(key)
-                    plan.tried.append(f"{attempt.label}: no answer within {plan.first_byte_timeout:g} s")
-                    if plan.should_retry(None, "timeout"):
+                    timeout = isinstance(e, TimeoutError)
+                    plan.tried.append(f"{attempt.label}: no answer within {plan.first_byte_timeout:g} s" if timeout
+                                      else f"{attempt.label}: {type(e).__name__}: {e}")
+                    if plan.should_retry(None, "timeout" if timeout else "error"):
                         continue
-                    await self._fail(plan, writer, 504)
-                    return
-                except httpx.HTTPError as e:
-                    self.breakers.failure(key)
-                    plan.tried.append(f"{attempt.label}: {type(e).__name__}: {e}")
-                    if plan.should_retry(None, "error"):
-                        continue
-                    await self._fail(plan, writer, 502)
+                    await self._fail(plan, writer, 504 if timeout else 502)
                     return
                 if plan.should_retry(response.status_code, "status"):
                     await response.aclose()

@@ -15,11 +15,9 @@ import duckdb
 import httpx
 import openai
 import pytest
-from google import genai
-from google.genai import errors as genai_errors
 
 from tests.e2e.conftest import ROOT, Douane, free_port
-from tests.e2e.test_sdks import EMAIL, client_env
+from tests.e2e.test_sdks import EMAIL, client_env, failures_from_each_sdk
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 
@@ -98,20 +96,11 @@ def test_upstream_that_drops_mid_stream_is_audited(douane: Douane) -> None:
 def test_unreachable_upstream_answers_502_in_each_provider_shape(make_douane) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     d = make_douane({"version": 1, "providers": {p: {"upstream": dead} for p in ("openai", "anthropic", "gemini")}})
-    with client_env(d):
-        with pytest.raises(openai.APIStatusError) as oe:
-            openai.OpenAI(api_key="sk-x", max_retries=0).chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-        with pytest.raises(anthropic.APIStatusError) as ae:
-            anthropic.Anthropic(api_key="sk-x", max_retries=0).messages.create(
-                model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
-        gemini = genai.Client(api_key="x", http_options={"retry_options": {"attempts": 1}})
-        with pytest.raises(genai_errors.APIError) as ge:
-            gemini.models.generate_content(model="gemini-2.0-flash", contents="hi")
-    assert oe.value.status_code == 502 and oe.value.body["code"] == "upstream_failed"
-    assert "could not get an answer from openai" in oe.value.body["message"]
-    assert ae.value.status_code == 502 and ae.value.body["error"]["type"] == "api_error"
-    assert ge.value.code == 502 and ge.value.status == "UNAVAILABLE"
+    oe, ae, ge = failures_from_each_sdk(d, "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.0-flash")
+    assert oe.status_code == 502 and oe.body["code"] == "upstream_failed"
+    assert "could not get an answer from openai" in oe.body["message"]
+    assert ae.status_code == 502 and ae.body["error"]["type"] == "api_error"
+    assert ge.code == 502 and ge.status == "UNAVAILABLE"
     rows = d.rows(expect=3)
     assert [r["status"] for r in rows] == [502, 502, 502]
     assert all("upstream failed" in r["error"] for r in rows)

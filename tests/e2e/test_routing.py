@@ -10,10 +10,9 @@ import anthropic
 import openai
 import pytest
 from google import genai
-from google.genai import errors as genai_errors
 
 from tests.e2e.conftest import Douane, body_of, routed_policy
-from tests.e2e.test_sdks import EMAIL, client_env, only_row
+from tests.e2e.test_sdks import EMAIL, client_env, failures_from_each_sdk, only_row
 
 TARGETS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.0-flash"}
 
@@ -144,22 +143,13 @@ def test_same_format_fallback_passes_through(router: Douane, received: list) -> 
 
 
 def test_every_target_failing_gives_502_in_the_clients_shape(router: Douane, received: list) -> None:
-    with client_env(router):
-        with pytest.raises(openai.APIStatusError) as oe:
-            openai.OpenAI(api_key="sk-x", max_retries=0).chat.completions.create(
-                model="fail-500-nowhere", messages=[{"role": "user", "content": "x"}])
-        with pytest.raises(anthropic.APIStatusError) as ae:
-            anthropic.Anthropic(api_key="sk-x", max_retries=0).messages.create(
-                model="fail-429-nowhere", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-        g = genai.Client(api_key="x", http_options={"retry_options": {"attempts": 1}})
-        with pytest.raises(genai_errors.APIError) as ge:
-            g.models.generate_content(model="fail-503-nowhere", contents="x")
-    assert oe.value.status_code == 502 and "tried openai/fail-500-nowhere: 500" in oe.value.message
-    assert "anthropic/fail-503-too: 503" in oe.value.message
-    assert ae.value.status_code == 502 and ae.value.body["error"]["type"] == "api_error"
-    assert ge.value.code == 502
+    oe, ae, ge = failures_from_each_sdk(router, "fail-500-nowhere", "fail-429-nowhere", "fail-503-nowhere", "x")
+    assert oe.status_code == 502 and "tried openai/fail-500-nowhere: 500" in oe.message
+    assert "anthropic/fail-503-too: 503" in oe.message
+    assert ae.status_code == 502 and ae.body["error"]["type"] == "api_error"
+    assert ge.code == 502
     assert len(received) == 3 * 4, "each target tried twice (retries: 1)"
-    row = only_row(router, oe.value.response.headers["x-douane-request-id"])
+    row = only_row(router, oe.response.headers["x-douane-request-id"])
     assert row["status"] == 502 and "every upstream failed" in row["error"]
     assert "openai/fail-500-nowhere: 500" in row["reason"]
 

@@ -11,6 +11,7 @@ import anthropic
 import openai
 import pytest
 from google import genai
+from google.genai.errors import APIError
 
 from tests.e2e.conftest import Douane, body_of
 
@@ -32,6 +33,22 @@ def client_env(d: Douane) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def failures_from_each_sdk(d: Douane, openai_model: str, anthropic_model: str, gemini_model: str,
+                           text: str = "hi") -> tuple[openai.APIStatusError, anthropic.APIStatusError, APIError]:
+    """One call per SDK that must fail (no retries); the error each SDK raised."""
+    with client_env(d):
+        with pytest.raises(openai.APIStatusError) as oe:
+            openai.OpenAI(api_key="sk-x", max_retries=0).chat.completions.create(
+                model=openai_model, messages=[{"role": "user", "content": text}])
+        with pytest.raises(anthropic.APIStatusError) as ae:
+            anthropic.Anthropic(api_key="sk-x", max_retries=0).messages.create(
+                model=anthropic_model, max_tokens=5, messages=[{"role": "user", "content": text}])
+        gemini = genai.Client(api_key="x", http_options={"retry_options": {"attempts": 1}})
+        with pytest.raises(APIError) as ge:
+            gemini.models.generate_content(model=gemini_model, contents=text)
+    return oe.value, ae.value, ge.value
 
 
 def only_row(d: Douane, call_id: str) -> dict[str, Any]:
