@@ -6,7 +6,7 @@ import logging
 
 from mitmproxy import http
 
-from addons.flows import REQUEST_ID_HEADER, call_of, refuse
+from addons.flows import REQUEST_ID_HEADER, call_of, refuse, scan, scan_failed
 from douane import jsonio
 from douane.call import Call
 from douane.gateway import Gateway
@@ -53,7 +53,7 @@ class AnswerAddon:
         flow.metadata[TAP_KEY] = tap
         resp.stream = tap
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         call = call_of(flow)
         if call is None or flow.response is None:
             return
@@ -97,23 +97,38 @@ class AnswerAddon:
         stages, audited = self.gw.answer_stages(call.pseudonyms)
         if not stages or not parsed.parts:
             return
-        try:
-            audited_text = self._rewrite(parsed.parts, stages, audited)
+        parts = parsed.parts
+        try:  # a long answer is scanned in a worker thread, under the guard timeout
+            texts, audited_text = await scan(self.gw, sum(len(p.text) for p in parts),
+                                             lambda: self._rewrite(parts, stages, audited))
         except Blocked as b:
             self._findings(call, stages)
             call.response_body = None
             refuse(self.gw, flow, call, 403, b.rule, str(b), always=True)
             call.status = 403
             return
+        except Exception as e:
+            scan_failed(self.gw, flow, call, "answer scan", e)
+            if self.gw.policy.fail == "closed":  # refused: the unscanned answer does not leave
+                call.response_body = None
+                call.status = 503
+                return
+            # open: forwarded unscanned, with the user's values still put back (fresh stages: the
+            # timed-out scan may still be running on its own)
+            stages = [s for s in self.gw.answer_stages(call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
+            texts, audited_text = self._rewrite(parts, stages, 0)
+        for part, text in zip(parts, texts, strict=True):
+            part.replace(text)
         self._findings(call, stages)
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
             resp.content = jsonio.dumps(body)
             call.response_body = audited_text
 
     @staticmethod
-    def _rewrite(parts: list[TextPart], stages: list[Stage], audited: int) -> str:
-        """Every text of a plain answer through the stages; returns the body as the audit keeps it."""
-        kept = []
+    def _rewrite(parts: list[TextPart], stages: list[Stage], audited: int) -> tuple[list[str], str]:
+        """Every text of a plain answer through the stages, changing nothing yet: (the new texts, the
+        body as the audit keeps it)."""
+        kept, out = [], []
         for part in parts:
             text = part.text
             for i, stage in enumerate(stages):
@@ -122,8 +137,8 @@ class AnswerAddon:
                 text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text)
             if audited >= len(stages):
                 kept.append(text)
-            part.replace(text)
-        return "\n".join(kept)
+            out.append(text)
+        return out, "\n".join(kept)
 
     @staticmethod
     def _findings(call: Call, stages: list[Stage]) -> None:

@@ -5,26 +5,17 @@ Small prompts are scanned on the loop (about a millisecond); large ones in a wor
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import Counter
 from collections.abc import Sequence
 
 from mitmproxy import http
 
-from addons.flows import call_of, refuse
+from addons.flows import call_of, refuse, scan, scan_failed
 from douane.call import Call
 from douane.detect.injection import Verdict
 from douane.detect.pii import Finding, Pseudonyms, redact
 from douane.gateway import Gateway
 from douane.providers import TextPart
-
-log = logging.getLogger(__name__)
-
-
-# Below this many characters a scan takes about a millisecond or less: cheaper on the loop than a
-# hop to a worker thread, whose GIL hand-offs (5 ms switch interval) stall every other flow.
-INLINE_SCAN_CHARS = 4096
 
 
 class PromptGuardAddon:
@@ -47,22 +38,9 @@ class PromptGuardAddon:
         fresh = sum(len(p.text) for p, k in zip(parts, known, strict=True) if k is None) \
             + sum(len(t) for t, k in zip(untrusted, judged, strict=False) if k is None)
         try:
-            if fresh <= INLINE_SCAN_CHARS:
-                verdict, findings = self._scan(parts, untrusted, known, judged)
-            else:
-                verdict, findings = await asyncio.wait_for(
-                    asyncio.to_thread(self._scan, parts, untrusted, known, judged),
-                    self.gw.policy.limits.guard_timeout_s)
-        except Exception as e:  # a guard that fails or times out follows the policy's `fail`
-            why = f"took longer than {self.gw.policy.limits.guard_timeout_s:g} s" if isinstance(e, TimeoutError) \
-                else f"failed: {e}"
-            log.error("guard: prompt scan for %s %s", call.id, why)
-            call.error = f"prompt scan {why}"
-            if self.gw.policy.fail == "closed":
-                refuse(self.gw, flow, call, 503, "fail.closed", f"the prompt scan {why}; try again later",
-                       always=True)
-            else:
-                call.note(f"fail.open: prompt scan {why}, forwarded unscanned")
+            verdict, findings = await scan(self.gw, fresh, lambda: self._scan(parts, untrusted, known, judged))
+        except Exception as e:
+            scan_failed(self.gw, flow, call, "prompt scan", e)
             return
         if verdict is not None and self._injection(flow, call, verdict):
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import anthropic
@@ -149,6 +150,34 @@ def test_a_guard_that_times_out_follows_fail(make_douane, mock: str, received: l
         assert r.status_code == 503 and r.json()["error"]["code"] == "fail.closed" and received == []
     else:
         assert r.status_code == 200 and len(received) == 1 and "fail.open" in row["reason"]
+
+
+@pytest.mark.parametrize("fail", ["closed", "open"])
+def test_an_answer_scan_that_times_out_follows_fail(make_douane, mock: str, received: list, fail: str) -> None:
+    """A 60 KB answer is scanned in a worker thread; a 1 ms budget cannot be met. The prompt gets
+    through because an earlier call's scan of it, cut off by the same budget, finished in its
+    thread and was cached: the answer (the echo) is new text."""
+    d = make_douane(routed_policy(mock, fail=fail, pii={"action": "pseudonymize"},
+                                  output={"secrets": "redact", "pii": "redact"}, limits={"guard_timeout_s": 0.001}))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"call {PHONE} " * 3000}]}
+    with d.http() as http:
+        for attempt in range(1, 60):
+            r = http.post("https://api.openai.com/v1/chat/completions", json=body)
+            rows = d.rows(expect=attempt)
+            error = rows[-1]["error"] or ""
+            if "answer scan" in error and "prompt scan" not in error:
+                break
+            time.sleep(0.1)
+    row = rows[-1]
+    assert "answer scan took longer than 0.001 s" in row["error"]
+    assert PHONE not in received[-1]["raw"], "the prompt itself was pseudonymized"
+    if fail == "closed":
+        assert r.status_code == 503 and r.json()["error"]["code"] == "fail.closed"
+        assert row["response_body"] is None, "an answer that did not leave is not kept"
+    else:
+        content = r.json()["choices"][0]["message"]["content"]
+        assert r.status_code == 200 and "fail.open" in row["reason"]
+        assert content.count(PHONE) == 3000, "the user's values are still put back"
 
 
 def test_guards_hold_on_translated_fallbacks(make_douane, mock: str, received: list) -> None:
