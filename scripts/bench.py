@@ -108,35 +108,41 @@ async def ttfb(proxy: str, verify: ssl.SSLContext, n: int) -> list[float]:
     return out
 
 
-async def conversation(proxy: str, verify: ssl.SSLContext, turns: int, runs: range) -> list[list[float]]:
-    """Latencies of each turn of chats that resend their whole history, fresh PII every turn."""
-    per_turn: list[list[float]] = [[] for _ in range(turns)]
-    async with httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30) as client:
-        for run in runs:
-            rng = random.Random(1000 + run)
-            history: list[dict] = []
-            for turn in range(turns):
-                history.append({"role": "user", "content": prompt(rng, turn)[:600]})
-                t = time.perf_counter()
-                r = await client.post(URL, json={"model": "gpt-4o-mini", "messages": history})
-                per_turn[turn].append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200, r.text
-                history.append({"role": "assistant", "content": r.json()["choices"][0]["message"]["content"]})
-    return per_turn
+async def conversation(client: httpx.AsyncClient, turns: int, seed: int) -> list[float]:
+    """Latency of each turn of one chat that resends its whole history, fresh PII every turn."""
+    rng = random.Random(seed)
+    history: list[dict] = []
+    out = []
+    for turn in range(turns):
+        history.append({"role": "user", "content": prompt(rng, turn)[-600:]})
+        t = time.perf_counter()
+        r = await client.post(URL, json={"model": "gpt-4o-mini", "messages": history})
+        out.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200, r.text
+        history.append({"role": "assistant", "content": r.json()["choices"][0]["message"]["content"]})
+    return out
 
 
-def conversation_added(floor: str, douane: str, verify: ssl.SSLContext, runs: int) -> tuple[float, float]:
+async def conversation_added(floor: str, douane: str, verify: ssl.SSLContext, runs: int) -> tuple[float, float]:
     """Added latency of the first three and the last three turns of a 40-turn chat (medians per turn).
 
-    The floor and douane take turns chat by chat, so a slow moment of the machine hits both.
+    One warmed-up connection per proxy (a new one would put a TLS handshake in every first turn);
+    the floor and douane take turns chat by chat, so a slow moment of the machine hits both.
     """
-    floor_turns: list[list[float]] = [[] for _ in range(40)]
-    douane_turns: list[list[float]] = [[] for _ in range(40)]
-    for run in range(runs):
-        for proxy, into in ((floor, floor_turns), (douane, douane_turns)):
-            for turn, values in enumerate(asyncio.run(conversation(proxy, verify, 40, range(run, run + 1)))):
-                into[turn] += values
-    added = [statistics.median(d) - statistics.median(f) for d, f in zip(douane_turns, floor_turns, strict=True)]
+    turns: dict[str, list[list[float]]] = {floor: [[] for _ in range(40)], douane: [[] for _ in range(40)]}
+    clients = {proxy: httpx.AsyncClient(proxy=proxy, verify=verify, trust_env=False, timeout=30) for proxy in turns}
+    try:
+        for client in clients.values():
+            for i in range(5):
+                await client.post(URL, json=payload(random.Random(i), i))
+        for run in range(runs):
+            for proxy, client in clients.items():
+                for turn, ms in enumerate(await conversation(client, 40, 1000 + run)):
+                    turns[proxy][turn].append(ms)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    added = [statistics.median(d) - statistics.median(f) for d, f in zip(turns[douane], turns[floor], strict=True)]
     return statistics.mean(added[:3]), statistics.mean(added[-3:])
 
 
@@ -218,7 +224,8 @@ def main() -> None:
             routing[name] = statistics.median(asyncio.run(latencies(proxy, verify, args.requests, seed=2)))
             print(f"douane+{name:8} p50 {routing[name]:.2f} ms", flush=True)
             if name == "guards":
-                first, last = conversation_added(f"http://127.0.0.1:{floor_port}", proxy, verify, args.conversations)
+                first, last = asyncio.run(conversation_added(f"http://127.0.0.1:{floor_port}", proxy, verify,
+                                                             args.conversations))
                 routing["conv_first"], routing["conv_last"] = first, last
                 print(f"40-turn conversation, added per turn: first turns {first:.2f} ms, last turns {last:.2f} ms",
                       flush=True)
