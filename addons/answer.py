@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import http
 
-from addons.flows import REQUEST_ID_HEADER, call_of, refuse, scan, scan_failed
+from addons.flows import INLINE_SCAN_CHARS, REQUEST_ID_HEADER, call_of, refuse, scan, scan_failed
 from douane import jsonio
 from douane.call import Call
 from douane.gateway import Gateway
@@ -117,12 +118,29 @@ class AnswerAddon:
             # timed-out scan may still be running on its own)
             stages = [s for s in self.gw.answer_stages(call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
             texts, audited_text = self._rewrite(parts, stages, 0)
+        restored = [new for part, new in zip(parts, texts, strict=True) if new != part.text]
         for part, text in zip(parts, texts, strict=True):
             part.replace(text)
         self._findings(call, stages)
+        self._prescan(restored)
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
             resp.content = jsonio.dumps(body)
             call.response_body = audited_text
+
+    def _prescan(self, texts: list[str]) -> None:
+        """A chat client sends this answer back, as it received it, in its next call; what it received
+        (the user's values put back, or redactions) is text the PII scan has not seen. Scan it now,
+        once the answer is on its way and before that call arrives, instead of in that call."""
+        small = [t for t in texts if len(t) <= INLINE_SCAN_CHARS]
+        if small:
+            asyncio.get_running_loop().call_soon(self._scan_quietly, small)
+
+    def _scan_quietly(self, texts: list[str]) -> None:
+        try:
+            for text in texts:
+                self.gw.pii.scan(text)
+        except Exception:  # only a cache left cold: the next call scans the text itself
+            log.exception("answer: prescanning the delivered answer failed")
 
     @staticmethod
     def _rewrite(parts: list[TextPart], stages: list[Stage], audited: int) -> tuple[list[str], str]:

@@ -66,3 +66,4 @@ def test_a_hook_it_would_not_forward_is_refused() -> None:
 
     with pytest.raises(TypeError, match="tls_start_client"):
         Pipeline([Tls()])
+
