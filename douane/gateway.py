@@ -10,6 +10,7 @@ from pathlib import Path
 from douane.audit import AuditStore, AuditWriter
 from douane.detect.injection import InjectionDetector
 from douane.detect.pii import PiiDetector
+from douane.detect.prefix import Prefixes
 from douane.detect.secrets import SecretsDetector
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
@@ -85,6 +86,7 @@ class Gateway:
     relay: Relay = field(init=False)
     secrets: SecretsDetector | None = field(init=False)
     injection: InjectionDetector | None = field(init=False)
+    prefixes: Prefixes = field(init=False)
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -101,6 +103,7 @@ class Gateway:
         self.limits = Limits(self.policy, make_state(self.policy))
         self.secrets = SecretsDetector() if self.policy.output is not None else None
         self.injection = InjectionDetector() if self.policy.injection is not None else None
+        self.prefixes = Prefixes()
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
 
     @property

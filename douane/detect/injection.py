@@ -289,7 +289,7 @@ def _decoded_views(text: str) -> list[str]:
     return out
 
 
-_NOTHING = Verdict(0.0, ())
+NO_EVIDENCE = Verdict(0.0, ())
 
 
 class InjectionDetector:
@@ -298,12 +298,12 @@ class InjectionDetector:
 
     def lookup(self, text: str) -> Verdict | None:
         """The verdict on a text scored before; None when it needs scoring."""
-        return self._cache.get(text) if text and not text.isspace() else _NOTHING
+        return self._cache.get(text) if text and not text.isspace() else NO_EVIDENCE
 
     def score(self, text: str) -> Verdict:
         """Evidence of injection in one text, 0 to 1, with the rules that fired."""
         if not text or text.isspace():
-            return _NOTHING
+            return NO_EVIDENCE
         hit = self._cache.get(text)
         if hit is not None:
             return hit

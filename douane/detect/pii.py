@@ -406,6 +406,11 @@ class Pseudonyms:
         out.append(text[last:])
         return "".join(out)
 
+    def copy(self) -> Pseudonyms:
+        other = Pseudonyms()
+        other.by_value, other.counts = dict(self.by_value), dict(self.counts)
+        return other
+
     @property
     def mapping(self) -> dict[str, str]:
         """placeholder -> original value"""
