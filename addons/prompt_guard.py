@@ -91,7 +91,9 @@ class PromptGuardAddon:
 
     def _pii(self, flow: http.HTTPFlow, call: Call, parts: list[TextPart], read: Rewritten,
              memo: Rewritten | None) -> None:
-        counts = Counter(f.entity for found in read.findings for f in found)
+        done = len(memo.texts) if memo is not None else 0
+        counts = Counter(memo.counts) if memo is not None else Counter()
+        counts.update(f.entity for found in read.findings[done:] for f in found)
         if not counts:
             return
         call.pii_entities = sorted(counts)
@@ -109,11 +111,12 @@ class PromptGuardAddon:
                     if found:
                         part.replace(redact(text, found))
             else:
-                self._pseudonymize(call, parts, read, memo)
+                self._pseudonymize(call, parts, read, memo, counts)
             call.body_changed = True
             call.note(f"pii.{action}: {summary}")
 
-    def _pseudonymize(self, call: Call, parts: list[TextPart], read: Rewritten, memo: Rewritten | None) -> None:
+    def _pseudonymize(self, call: Call, parts: list[TextPart], read: Rewritten, memo: Rewritten | None,
+                      counts: Counter[str]) -> None:
         """Placeholders in every part, numbered by first appearance: the parts a call of the same chat
         already rewrote are taken as they were sent then, and the numbering goes on from there."""
         done = len(memo.texts) if memo is not None else 0
@@ -125,4 +128,4 @@ class PromptGuardAddon:
             if new != text:
                 part.replace(new)
         call.pseudonyms = pseudonyms.mapping
-        self.gw.prefixes.remember(read.rewritten_as(tuple(sent), pseudonyms.copy()))
+        self.gw.prefixes.remember(read.rewritten_as(tuple(sent), pseudonyms.copy(), counts))

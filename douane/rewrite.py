@@ -27,6 +27,16 @@ class Blocked(Exception):
 _MAYBE = re.compile(r"[\d@:]|[A-Za-z0-9_\-+/=.]{16,}")
 
 
+# douane's own placeholders, numbered or not (`<EMAIL_ADDRESS_12>`, `<EMAIL_ADDRESS>`)
+_OWN_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+
+
+def without_placeholders(text: str) -> str:
+    """The text with douane's placeholders blanked out, same length. A provider that echoes them
+    writes long unbroken tokens, which would send the secret patterns over every window around them."""
+    return _OWN_PLACEHOLDER.sub(lambda m: " " * len(m.group()), text) if "<" in text else text
+
+
 class PseudonymRestorer:
     """`<EMAIL_ADDRESS_1>` -> the value it stands for; holds back at most one partial placeholder."""
 
@@ -85,7 +95,8 @@ class OutputGuard:
     def _spans(self, text: str) -> list[tuple[int, int, Finding]]:
         spans: list[tuple[int, int, Finding]] = []
         if self.secrets is not None and self.secrets_action != "off":
-            spans += [(s.start, s.end, Finding("secret", s.kind)) for s in self.secrets.scan(text)]
+            found = self.secrets.scan(without_placeholders(text))
+            spans += [(s.start, s.end, Finding("secret", s.kind)) for s in found]
         if self.pii is not None and self.pii_action != "off":
             spans += [(f.start, f.end, Finding("pii", f.entity)) for f in self.pii.scan(text)]
         return sorted(spans, key=lambda s: s[0])

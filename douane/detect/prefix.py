@@ -11,9 +11,9 @@ tuple compares them in full), never a hash of them: another chat's rewrite must 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from douane.detect.injection import Verdict
 from douane.detect.pii import Finding, Pseudonyms
@@ -27,9 +27,10 @@ class Rewritten:
     verdicts: tuple[Verdict, ...]  # per part; empty without an injection guard
     sent: tuple[str, ...] = ()  # each part as douane forwarded it
     pseudonyms: Pseudonyms | None = None  # the state after the last part: copy it before going on
+    counts: Counter[str] = field(default_factory=Counter)  # findings per entity over all parts
 
-    def rewritten_as(self, sent: tuple[str, ...], pseudonyms: Pseudonyms) -> Rewritten:
-        return replace(self, sent=sent, pseudonyms=pseudonyms)
+    def rewritten_as(self, sent: tuple[str, ...], pseudonyms: Pseudonyms, counts: Counter[str]) -> Rewritten:
+        return replace(self, sent=sent, pseudonyms=pseudonyms, counts=counts)
 
 
 class Prefixes:

@@ -38,3 +38,14 @@ def test_long_token_gate_is_never_narrower_than_the_pattern() -> None:
             long_ones += 1
             assert secrets._windows(text), repr(text)
     assert long_ones > 300
+
+
+def test_placeholders_are_blanked_for_the_secret_scan_and_secrets_beside_them_still_found() -> None:
+    from douane.rewrite import OutputGuard, without_placeholders
+
+    text = f"mail <EMAIL_ADDRESS_12> with {AWS}<PHONE_NUMBER_3> now"
+    assert without_placeholders(text) == text.replace("<EMAIL_ADDRESS_12>", " " * 18).replace("<PHONE_NUMBER_3>",
+                                                                                                " " * 16)
+    assert not secrets._windows(without_placeholders("echo <EMAIL_ADDRESS_12>, <PHONE_NUMBER_13>"))
+    guard = OutputGuard(SecretsDetector(), None, secrets_action="redact")
+    assert guard.check(text) == "mail <EMAIL_ADDRESS_12> with <SECRET:AWS Access Key><PHONE_NUMBER_3> now"
