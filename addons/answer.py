@@ -122,7 +122,8 @@ class AnswerAddon:
         for part, text in zip(parts, texts, strict=True):
             part.replace(text)
         self._findings(call, stages)
-        self._prescan(restored)
+        if call.request is not None and any(m.role in ("assistant", "model") for m in call.request.messages):
+            self._prescan(restored)  # a client that sends its history will send this answer back
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
             resp.content = jsonio.dumps(body)
             call.response_body = audited_text
@@ -130,7 +131,8 @@ class AnswerAddon:
     def _prescan(self, texts: list[str]) -> None:
         """A chat client sends this answer back, as it received it, in its next call; what it received
         (the user's values put back, or redactions) is text the PII scan has not seen. Scan it now,
-        once the answer is on its way and before that call arrives, instead of in that call."""
+        once the answer is on its way and before that call arrives, instead of in that call. Only
+        for calls that carried history: for a one-off call it would be work for nothing."""
         small = [t for t in texts if len(t) <= INLINE_SCAN_CHARS]
         if small:
             asyncio.get_running_loop().call_soon(self._scan_quietly, small)

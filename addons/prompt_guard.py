@@ -36,7 +36,9 @@ class PromptGuardAddon:
         trusted = tuple(t for _, t in pairs)
         # Only text not seen before costs a scan: a chat resends its history every turn, and the
         # calls before this one of the same chat may have pseudonymized most of it already.
-        memo = self.gw.prefixes.longest(texts) if self._pseudonymizing else None
+        # (a one-off call, with no answer of the model in it, is not the turn of a chat worth remembering)
+        chat = self._pseudonymizing and any(trusted)
+        memo = self.gw.prefixes.longest(texts) if chat else None
         done = len(memo.texts) if memo is not None else 0
         known: list[Sequence[Finding] | None] = [*memo.findings] if memo is not None else []
         known += [self.gw.pii.lookup(t) for t in texts[done:]]
@@ -128,4 +130,5 @@ class PromptGuardAddon:
             if new != text:
                 part.replace(new)
         call.pseudonyms = pseudonyms.mapping
-        self.gw.prefixes.remember(read.rewritten_as(tuple(sent), pseudonyms.copy(), counts))
+        if any(read.trusted):
+            self.gw.prefixes.remember(read.rewritten_as(tuple(sent), pseudonyms.copy(), counts))

@@ -33,7 +33,8 @@ def pseudonymize(texts: list[str], prefixes: Prefixes) -> tuple[list[str], dict[
     done = len(memo.texts) if memo is not None else 0
     findings = (*(memo.findings if memo is not None else ()), *(DETECTOR.scan(t) for t in texts[done:]))
     call = SimpleNamespace(pseudonyms={})
-    read = Rewritten(tuple(texts), (False,) * len(texts), findings, ())
+    trusted = tuple(t.startswith("echo: ") for t in texts)  # the answers of the model
+    read = Rewritten(tuple(texts), trusted, findings, ())
     guard._pseudonymize(call, parts, read, memo, Counter())  # type: ignore[arg-type]
     return [c["content"] for c in containers], call.pseudonyms
 
@@ -50,7 +51,7 @@ def test_a_chat_rewritten_turn_by_turn_matches_a_rewrite_from_scratch() -> None:
         assert (sent, mapping) == pseudonymize(history, Prefixes()), turn
         assert not any(p in s for p in people for s in sent)
         history.append(f"echo: {history[-1]}")  # the answer, as the client received it
-    assert hits == 11, "every turn after the first starts from the one before"
+    assert hits == 10, "every turn from the third starts from the one before (the first has no history)"
 
 
 def test_only_a_true_prefix_is_reused() -> None:
@@ -87,7 +88,9 @@ def test_a_remembered_verdict_holds_only_for_the_same_roles(tmp_path: Path) -> N
 
     first = {"role": "user", "content": "mail jane@example.com"}
     assert send([first]) is None
-    assert gw.prefixes.longest([first["content"], "next"]) is not None, "the first call was pseudonymized"
     assert send([first, {"role": "assistant", "content": attack}, {"role": "user", "content": "ok"}]) is None
+    assert gw.prefixes.longest([first["content"], attack, "ok", "next"]) is not None, "a chat turn is remembered"
     assert calls[-1].pii_entities == ["EMAIL_ADDRESS"], "the remembered part's findings still count"
-    assert send([first, {"role": "user", "content": attack}, {"role": "user", "content": "ok"}]) == 403
+    same_texts_as_user = [first, {"role": "user", "content": attack}, {"role": "user", "content": "ok"},
+                          {"role": "assistant", "content": "fine"}, {"role": "user", "content": "go on"}]
+    assert send(same_texts_as_user) == 403
