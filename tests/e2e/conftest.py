@@ -64,6 +64,8 @@ class Douane:
 
     def start(self, wait: bool = True) -> Douane:
         env = {k: v for k, v in os.environ.items() if k not in CA_VARS and "PROXY" not in k.upper()}
+        # the proxy runs this checkout's code, whatever tree the venv's editable install points at
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "douane.cli", "run", "--policy", str(self.policy_path),
@@ -118,13 +120,16 @@ class Douane:
 
     def rows(self, sql: str = "SELECT * FROM requests ORDER BY ts", expect: int | None = None,
              timeout: float = 10) -> list[dict[str, Any]]:
-        """Audit rows; with `expect`, waits (bounded) for the writer to land that many."""
+        """Audit rows; with `expect`, waits (bounded) for the writer to land that many, and fails if
+        it does not: a test must never assert over fewer rows than it meant to."""
         deadline = time.monotonic() + timeout
         while True:
             columns, rows = query(self.db, sql)
             out = [dict(zip(columns, r, strict=True)) for r in rows]
-            if expect is None or len(out) >= expect or time.monotonic() > deadline:
+            if expect is None or len(out) >= expect:
                 return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {expect} audit row(s) within {timeout} s, got {len(out)}: {sql}")
             time.sleep(0.05)
 
 
