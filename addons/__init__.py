@@ -8,18 +8,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import mitmproxy.proxy.layers  # noqa: F401  (registers the proxy's hooks in hooks.all_hooks)
-from mitmproxy import exceptions, hooks
+from mitmproxy import exceptions, hooks, http
 
 from addons.access import AccessAddon
 from addons.answer import AnswerAddon
 from addons.audit import AuditAddon
 from addons.classify import ClassifyAddon
+from addons.failures import StageFailures
 from addons.identity import IdentityAddon
 from addons.meter import MeterAddon
 from addons.prompt_guard import PromptGuardAddon
 from addons.router import RouterAddon
 from addons.shadow import ShadowAIAddon
 from addons.upstream_errors import UpstreamErrorsAddon, install
+from douane import faults
 from douane.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,11 @@ HOOKS = ("http_connect", "requestheaders", "request", "responseheaders", "respon
 def build(gw: Gateway) -> list[object]:
     """The addons in the order their hooks must run for each flow."""
     install()
-    return [Pipeline([
+    classify = ClassifyAddon(gw)
+    stages = [
         IdentityAddon(gw),
         ShadowAIAddon(gw),
-        ClassifyAddon(gw),
+        classify,
         AccessAddon(gw),
         PromptGuardAddon(gw),
         RouterAddon(gw),
@@ -41,10 +44,20 @@ def build(gw: Gateway) -> list[object]:
         AnswerAddon(gw),
         MeterAddon(gw),  # after Answer: settles from the usage it read; before Audit: the row has the cost
         AuditAddon(gw),
-    ])]
+    ]
+    if faults.ENABLED:
+        log.warning("fault injection is ON (DOUANE_FAULT_INJECTION=1): requests may make douane's stages fail; "
+                    "never run a production proxy like this")
+    return [Pipeline(stages, StageFailures(gw, classify))]
 
 
 Hook = Callable[..., Awaitable[None] | None]
+# (stage name, hook, the hook's arguments, the error): decides what the error means for the flow
+ErrorHandler = Callable[[str, str, tuple[Any, ...], Exception], None]
+
+
+def _log_error(stage: str, hook: str, args: tuple[Any, ...], error: Exception) -> None:
+    log.error("addon error in %s.%s", stage, hook, exc_info=error)
 
 
 class Pipeline:
@@ -53,56 +66,86 @@ class Pipeline:
     mitmproxy calls every event on every entry of its chain, each time through a context manager
     and a coroutine (~1.5 us), whether the entry has the hook or not, and a call sees about eight
     events: ten entries cost ~0.1 ms per call. Here each hook is one entry whose stages are the
-    addons that define it. An addon's error is logged and the next one still runs, as mitmproxy does.
+    addons that define it.
+
+    A stage that raises does not just get logged, as mitmproxy would do: `on_error` decides what it
+    means for the flow (douane's StageFailures applies the policy's `fail`), then the next stage runs.
     """
 
     name = "douane"
 
-    def __init__(self, stages: Sequence[object]):
+    def __init__(self, stages: Sequence[object], on_error: ErrorHandler = _log_error):
         self.stages = list(stages)
+        self.on_error = on_error
         for hook in HOOKS:
-            funcs = [getattr(stage, hook) for stage in self.stages if callable(getattr(stage, hook, None))]
+            funcs = [(stage_name(stage), getattr(stage, hook)) for stage in self.stages
+                     if callable(getattr(stage, hook, None))]
             if funcs:
-                setattr(self, hook, _chain(hook, funcs))
+                setattr(self, hook, self._chain(hook, funcs))
         unknown = {n for stage in self.stages for n in dir(stage) if n in hooks.all_hooks and n not in HOOKS}
         if unknown:
             raise TypeError(f"Pipeline does not forward these hooks: {', '.join(sorted(unknown))}")
 
+    def _chain(self, hook: str, funcs: list[tuple[str, Hook]]) -> Hook:
+        def run(*args: Any) -> Awaitable[None] | None:
+            for i, (stage, func) in enumerate(funcs):
+                result = self._call(stage, hook, func, args)
+                if result is not None:  # an async hook: the rest runs after it, in a coroutine
+                    return self._finish(hook, stage, result, funcs[i + 1:], args)
+            return None
 
-def _chain(hook: str, funcs: list[Hook]) -> Hook:
-    def run(*args: Any) -> Awaitable[None] | None:
-        for i, func in enumerate(funcs):
-            result = _call(hook, func, args)
-            if result is not None:  # an async hook: the rest runs after it, in a coroutine
-                return _finish(hook, result, funcs[i + 1:], args)
-        return None
+        return run
 
-    return run
+    def _call(self, stage: str, hook: str, func: Hook, args: tuple[Any, ...]) -> Awaitable[None] | None:
+        try:
+            if faults.ENABLED:
+                faults.check(f"{stage}.{hook}", _armed(args))
+            result = func(*args)
+        except (exceptions.AddonHalt, exceptions.OptionsError):
+            raise
+        except Exception as e:
+            self._failed(stage, hook, args, e)
+            return None
+        return result if result is not None and inspect.isawaitable(result) else None
+
+    async def _finish(self, hook: str, stage: str, pending: Awaitable[None], rest: list[tuple[str, Hook]],
+                      args: tuple[Any, ...]) -> None:
+        await self._guarded(stage, hook, pending, args)
+        for name, func in rest:
+            result = self._call(name, hook, func, args)
+            if result is not None:
+                await self._guarded(name, hook, result, args)
+
+    async def _guarded(self, stage: str, hook: str, pending: Awaitable[None], args: tuple[Any, ...]) -> None:
+        try:
+            await pending
+        except (exceptions.AddonHalt, exceptions.OptionsError):
+            raise
+        except Exception as e:
+            self._failed(stage, hook, args, e)
+
+    def _failed(self, stage: str, hook: str, args: tuple[Any, ...], error: Exception) -> None:
+        try:
+            self.on_error(stage, hook, args, error)
+        except Exception:  # the handler itself failed: the flow must not go on as if nothing happened
+            log.critical("handling an error of %s.%s failed", stage, hook, exc_info=True)
+            flow = args[0] if args and isinstance(args[0], http.HTTPFlow) else None
+            if flow is not None and flow.killable:
+                flow.kill()
 
 
-def _call(hook: str, func: Hook, args: tuple[Any, ...]) -> Awaitable[None] | None:
-    try:
-        result = func(*args)
-    except (exceptions.AddonHalt, exceptions.OptionsError):
-        raise
-    except Exception:
-        log.exception("addon error in %s.%s", type(getattr(func, "__self__", func)).__name__, hook)
-        return None
-    return result if result is not None and inspect.isawaitable(result) else None
+def stage_name(stage: object) -> str:
+    return getattr(stage, "name", type(stage).__name__)
 
 
-async def _finish(hook: str, pending: Awaitable[None], rest: list[Hook], args: tuple[Any, ...]) -> None:
-    await _guarded(hook, pending)
-    for func in rest:
-        result = _call(hook, func, args)
-        if result is not None:
-            await _guarded(hook, result)
-
-
-async def _guarded(hook: str, pending: Awaitable[None]) -> None:
-    try:
-        await pending
-    except (exceptions.AddonHalt, exceptions.OptionsError):
-        raise
-    except Exception:
-        log.exception("addon error in %s", hook)
+def _armed(args: tuple[Any, ...]) -> frozenset[str]:
+    """The fault points a flow's request asked for (tests only; see douane.faults)."""
+    flow = args[0] if args and isinstance(args[0], http.HTTPFlow) else None
+    if flow is None:
+        return frozenset()
+    points = flow.metadata.get(faults.METADATA_KEY)
+    if points is None:
+        points = faults.parse(flow.request.headers.get(faults.HEADER))
+        flow.metadata[faults.METADATA_KEY] = points
+        flow.request.headers.pop(faults.HEADER, None)
+    return points

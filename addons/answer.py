@@ -7,21 +7,26 @@ import logging
 
 from mitmproxy import http
 
-from addons.flows import INLINE_SCAN_CHARS, REQUEST_ID_HEADER, call_of, refuse, scan, scan_failed
-from douane import jsonio
+from addons.failures import refuse_answer
+from addons.flows import REQUEST_ID_HEADER, call_of
+from douane import faults, jsonio
 from douane.call import Call
+from douane.decision import Block
 from douane.gateway import Gateway
-from douane.providers import TextPart
+from douane.guard import INLINE_SCAN_CHARS, scan, scan_failed
+from douane.meter.gate import estimate_usage
+from douane.providers import CanonicalResponse, TextPart
 from douane.rewrite import Blocked, OutputGuard, Stage
 from douane.streaming import StreamTap, make_decoder
 
 log = logging.getLogger(__name__)
 
 TAP_KEY = "douane.tap"
-STAGES_KEY = "douane.stages"
 
 
 class AnswerAddon:
+    name = "answer"
+
     def __init__(self, gw: Gateway):
         self.gw = gw
 
@@ -33,24 +38,27 @@ class AnswerAddon:
         resp.headers[REQUEST_ID_HEADER] = call.id
         if resp.timestamp_start and flow.request.timestamp_start:
             call.ttfb_ms = (resp.timestamp_start - flow.request.timestamp_start) * 1000
-        if not resp.headers.get("content-type", "").lower().startswith("text/event-stream"):
-            return
-        adapter = call.provider.adapter
+        if resp.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            self._tap(flow, call, resp)
+
+    def _tap(self, flow: http.HTTPFlow, call: Call, resp: http.Response) -> None:
+        """Read the stream event by event as it flows, rewriting its text through the answer stages."""
         try:
             decoder = make_decoder(resp.headers.get("content-encoding"))
-        except ValueError as e:
-            call.note(f"stream not inspected: {e}")
-            resp.stream = True
+        except ValueError as e:  # an encoding douane cannot read: the text cannot be inspected
+            refuse_answer(self.gw, flow, call, Block(502, "unreadable_answer", f"the provider answered in {e}, "
+                                                     "which douane cannot inspect", always=True))
             return
         if decoder is not None:
             del resp.headers["content-encoding"]  # the client gets identity; inspection sees text
         resp.headers.pop("content-length", None)
         stages, audited = self.gw.answer_stages(call.pseudonyms)
         pseudonyms = call.pseudonyms
-        tap = StreamTap(adapter, call.endpoint or "", call.request, strip_internal=call.strip_usage_chunk,
+        tap = StreamTap(call.provider.adapter, call.endpoint or "", call.request, strip_internal=call.strip_usage_chunk,
                         decoder=decoder, stages=stages, audit_after=audited,
-                        stage_factory=lambda: self.gw.answer_stages(pseudonyms))
-        flow.metadata[STAGES_KEY] = stages
+                        stage_factory=lambda: self.gw.answer_stages(pseudonyms),
+                        fail_closed=self.gw.policy.fail == "closed")
+        tap.faults = flow.metadata.get(faults.METADATA_KEY, frozenset())
         flow.metadata[TAP_KEY] = tap
         resp.stream = tap
 
@@ -61,59 +69,95 @@ class AnswerAddon:
         resp = flow.response
         resp.headers[REQUEST_ID_HEADER] = call.id
         call.status = resp.status_code
+        if call.decision == "blocked":  # douane's own refusal, made before anything was forwarded
+            return
         tap: StreamTap | None = flow.metadata.get(TAP_KEY)
         if tap is not None:
-            call.usage.update(tap.usage)
-            call.model = tap.model or call.model
-            call.response_bytes = tap.bytes_out
-            call.response_body = tap.assembled
-            if tap.error:
-                call.error = f"upstream stream error: {tap.error}"
-            self._findings(call, tap.stages)
-            if tap.blocked is not None:
-                call.decision = "blocked"
-                call.note(tap.blocked.rule)
+            self._from_tap(call, tap)
+        elif not resp.stream:
+            await self._plain(flow, call, resp)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A stream cut short (the client left, the upstream broke): what the tap saw still counts."""
+        call = call_of(flow)
+        tap: StreamTap | None = flow.metadata.get(TAP_KEY)
+        if call is None or tap is None or call.recorded:
             return
-        if resp.stream:  # streamed without a tap (unknown encoding)
+        self._from_tap(call, tap)
+        if call.usage.input_tokens is None or call.usage.output_tokens is None:
+            estimate_usage(call, tap.seen_chars)
+            call.note("usage estimated: the stream ended before the provider reported it")
+
+    def _from_tap(self, call: Call, tap: StreamTap) -> None:
+        call.usage.update(tap.usage)
+        call.model = tap.model or call.model
+        call.response_bytes = tap.bytes_out
+        call.response_body = tap.assembled
+        if tap.error:
+            call.add_error(f"upstream stream error: {tap.error}")
+        if tap.failure:
+            call.add_error(f"answer.stream failed ({tap.failure})")
+            call.note("fail.closed" if tap.failed_closed else "fail.open: guard_error in answer.stream, "
+                      "rest of the stream delivered uninspected")
+            if tap.failed_closed:
+                call.decision = "blocked"
+        self._findings(call, tap.stages)
+        if tap.blocked is not None:
+            call.decision = "blocked"
+            call.note(tap.blocked.rule)
+
+    async def _plain(self, flow: http.HTTPFlow, call: Call, resp: http.Response) -> None:
+        """A plain answer: its usage for the meter, its text through the output stages."""
+        call.response_bytes = len(resp.raw_content or b"")
+        if call.endpoint is None:  # an endpoint douane does not model (files, audio): kept as it came
+            try:
+                call.response_body = resp.get_text(strict=False)
+            except ValueError as e:
+                call.note(f"response not readable as text: {e}")
             return
         try:
-            text = resp.get_text(strict=False) or ""
+            text = resp.get_text(strict=True) or ""
         except ValueError as e:
-            call.note(f"response not inspected: {e}")
+            if resp.status_code < 400:
+                refuse_answer(self.gw, flow, call, Block(502, "unreadable_answer",
+                                                         f"the provider's answer could not be read ({e})", always=True))
+            else:
+                call.add_error(f"upstream answered {resp.status_code}, unreadable: {e}")
             return
-        call.response_bytes = len(resp.raw_content or b"")
         call.response_body = text
-        if call.endpoint is None:
-            return
         try:
             body = jsonio.loads(text)
         except ValueError:
+            if resp.status_code < 400:
+                call.add_error("the provider's answer is not JSON; delivered as it came")
             return
         parsed = call.provider.adapter.parse_response(call.endpoint, body)
         call.usage.update(parsed.usage)
         call.model = parsed.model or call.model
-        if resp.status_code >= 400 and call.error is None:
-            call.error = f"upstream answered {resp.status_code}"
+        if resp.status_code >= 400:
+            call.add_error(f"upstream answered {resp.status_code}")
             return
+        if await self._guard(flow, call, parsed):
+            resp.content = jsonio.dumps(body)
+
+    async def _guard(self, flow: http.HTTPFlow, call: Call, parsed: CanonicalResponse) -> bool:
+        """The answer's text through the stages; True when the body must be re-serialised."""
         stages, audited = self.gw.answer_stages(call.pseudonyms)
         if not stages or not parsed.parts:
-            return
+            return False
         parts = parsed.parts
         try:  # a long answer is scanned in a worker thread, under the guard timeout
             texts, audited_text = await scan(self.gw, sum(len(p.text) for p in parts),
                                              lambda: self._rewrite(parts, stages, audited))
         except Blocked as b:
             self._findings(call, stages)
-            call.response_body = None
-            refuse(self.gw, flow, call, 403, b.rule, str(b), always=True)
-            call.status = 403
-            return
+            refuse_answer(self.gw, flow, call, Block(403, b.rule, str(b), always=True))
+            return False
         except Exception as e:
-            scan_failed(self.gw, flow, call, "answer scan", e)
-            if self.gw.policy.fail == "closed":  # refused: the unscanned answer does not leave
-                call.response_body = None
-                call.status = 503
-                return
+            block = scan_failed(self.gw, call, "answer scan", e)
+            if block is not None:  # closed: the unscanned answer does not leave
+                refuse_answer(self.gw, flow, call, block)
+                return False
             # open: forwarded unscanned, with the user's values still put back (fresh stages: the
             # timed-out scan may still be running on its own)
             stages = [s for s in self.gw.answer_stages(call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
@@ -125,8 +169,9 @@ class AnswerAddon:
         if call.request is not None and any(m.role in ("assistant", "model") for m in call.request.messages):
             self._prescan(restored)  # a client that sends its history will send this answer back
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
-            resp.content = jsonio.dumps(body)
             call.response_body = audited_text
+            return True
+        return False
 
     def _prescan(self, texts: list[str]) -> None:
         """A chat client sends this answer back, as it received it, in its next call; what it received

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class AuditAddon:
+    name = "audit"
+
     def __init__(self, gw: Gateway):
         self.gw = gw
 
@@ -33,9 +35,9 @@ class AuditAddon:
             return  # an answer for the failure is about to be sent; `response` records it
         if flow.response is not None:  # streamed, then cut off
             call.status = flow.response.status_code
-            call.error = f"upstream stream ended early: {flow.error.msg if flow.error else 'unknown'}"
+            call.add_error(f"stream ended early: {flow.error.msg if flow.error else 'unknown'}")
         else:
-            call.error = flow.error.msg if flow.error else "unknown error"
+            call.add_error(flow.error.msg if flow.error else "unknown error")
         self._record(flow, call)
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:

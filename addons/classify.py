@@ -1,82 +1,155 @@
-"""Which provider and endpoint a request is for, and its body read into the canonical shape."""
+"""Which provider and endpoint a request is for, and its body read into the canonical shape.
+
+The provider is the one the connection really goes to: the CONNECT target (or the absolute-form
+URL's host), the TLS SNI and the Host header must all name the same provider, or none. A request
+where they disagree is refused and recorded: it is either a mistake or an attempt to be intercepted
+as one host and classified as another.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from mitmproxy import http
 
 from addons.flows import call_of, refuse
 from addons.identity import IDENTITY_KEY
-from douane import jsonio
+from douane import classify
 from douane.call import METADATA_KEY, Call, new_call_id
+from douane.decision import Block
 from douane.gateway import Gateway
+from douane.guard import scan, scan_failed
+from douane.providers import ProviderSpec
+from douane.uploads import scan_upload
 
 log = logging.getLogger(__name__)
 
 
 class ClassifyAddon:
+    name = "classify"
+
     def __init__(self, gw: Gateway):
         self.gw = gw
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
-        # flow.request.host is the CONNECT target (or the absolute-form URL's host), not the Host header.
-        spec = self.gw.providers.match(flow.request.host, flow.request.port)
+        spec, disagreement = self._provider(flow)
         if spec is None:
             return
-        path = flow.request.path
-        call = Call(
-            id=new_call_id(),
-            started=flow.request.timestamp_start or time.time(),
-            provider=spec,
-            host=flow.request.host,
-            method=flow.request.method,
-            path=path.split("?", 1)[0],
-            endpoint=spec.adapter.endpoint(flow.request.method, path),
-        )
-        who = flow.metadata.get(IDENTITY_KEY)
-        if who is not None:
-            call.client, call.team = who.client, who.team
-        flow.metadata[METADATA_KEY] = call
+        call = self.open(flow, spec)
+        try:
+            target = classify.canonical_path(flow.request.path)
+        except classify.AmbiguousPath as e:
+            refuse(self.gw, flow, call, Block(400, "ambiguous_path", f"{e}; send a plain path", always=True))
+            return
+        if target != flow.request.path:
+            call.note("path canonicalised")
+            flow.request.path = target
+            call.path = target.split("?", 1)[0]
+            call.endpoint = spec.adapter.endpoint(flow.request.method, target)
+        if disagreement:
+            refuse(self.gw, flow, call, Block(421, "misdirected_request", disagreement, always=True))
+            return
+        if flow.request.headers.get("upgrade", "").lower() == "websocket":
+            refuse(self.gw, flow, call, Block(403, "websocket.block", f"WebSocket to {call.host}{call.path} is not "
+                                              "a transport douane inspects; use HTTPS", always=True))
+            return
+        if call.endpoint is None and self.gw.policy.other_endpoints == "block":
+            refuse(self.gw, flow, call, Block(403, "other_endpoints.block",
+                                              f"{call.method} {call.path} is not an endpoint this policy allows "
+                                              "(other_endpoints: block)"))
+            return
         limit = self.gw.policy.limits.max_request_bytes
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            refuse(self.gw, flow, call, 413, "limits.max_request_bytes",
-                   f"request body of {int(length)} bytes is over the limit of {limit} bytes", always=True)
+            refuse(self.gw, flow, call, Block(413, "limits.max_request_bytes",
+                                              f"request body of {int(length)} bytes is over the limit of {limit} bytes",
+                                              always=True))
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def _provider(self, flow: http.HTTPFlow) -> tuple[ProviderSpec | None, str | None]:
+        """The provider the request goes to, and why it is refused when its names disagree."""
+        match = self.gw.providers.match
+        port = flow.request.port
+        named = {"the connection's target": match(flow.request.host, port)}
+        sni = flow.client_conn.sni
+        if sni:
+            named["the TLS server name"] = match(sni, port)
+        host_header = flow.request.host_header
+        if host_header:
+            name, _, hport = host_header.rpartition(":") if host_header.rpartition(":")[2].isdigit() \
+                else (host_header, "", "")
+            named["the Host header"] = match(name.strip("[]"), int(hport) if hport else port)
+        specs = {s for s in named.values()}
+        spec = next((s for s in named.values() if s is not None), None)
+        if spec is None or len(specs) == 1:
+            return spec, None
+        said = "; ".join(f"{what} names {s.name if s else 'no provider'}" for what, s in named.items())
+        return spec, f"the request's destinations disagree ({said}); send it to the provider's own host"
+
+    def open(self, flow: http.HTTPFlow, spec: ProviderSpec) -> Call:
+        """The flow's Call, made once (the failure handler may need one before this stage ran)."""
+        call = call_of(flow)
+        if call is not None:
+            return call
+        who = flow.metadata.get(IDENTITY_KEY)
+        call = classify.open_call(new_call_id(), flow.request.timestamp_start or time.time(), spec,
+                                  flow.request.host, flow.request.method, flow.request.path,
+                                  who.client if who else "anonymous", who.team if who else None)
+        flow.metadata[METADATA_KEY] = call
+        return call
+
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Synchronous for the endpoints douane models; a coroutine for the others, whose body (an
+        upload, maybe megabytes) is scanned in a worker thread."""
         call = call_of(flow)
         if call is None or flow.response or flow.error:
-            return
+            return None
         raw = flow.request.raw_content or b""
         call.request_bytes = len(raw)
         limit = self.gw.policy.limits.max_request_bytes
         if len(raw) > limit:
-            refuse(self.gw, flow, call, 413, "limits.max_request_bytes",
-                   f"request body of {len(raw)} bytes is over the limit of {limit} bytes", always=True)
-            return
-        if call.endpoint is None:
-            call.note("unknown endpoint: forwarded uninspected")
-            return
+            refuse(self.gw, flow, call, Block(413, "limits.max_request_bytes",
+                                              f"request body of {len(raw)} bytes is over the limit of {limit} bytes",
+                                              always=True))
+            return None
         try:
-            body = jsonio.loads(flow.request.get_content(strict=True) or b"")
-            if not isinstance(body, dict):
-                raise ValueError("the body is JSON but not an object")
-        except UnicodeDecodeError as e:
-            self._unreadable(flow, call, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})")
-            return
-        except ValueError as e:  # malformed JSON, or a Content-Encoding that does not decode
-            self._unreadable(flow, call, f"the body could not be read as JSON: {e}")
-            return
-        call.request = call.provider.adapter.parse_request(call.endpoint, flow.request.path, body)
-        call.model_requested = call.model = call.request.model
-        call.stream = call.request.stream
-
-    def _unreadable(self, flow: http.HTTPFlow, call: Call, why: str) -> None:
-        """What douane cannot parse it cannot inspect: refuse in enforce mode, forward in monitor."""
-        if not refuse(self.gw, flow, call, 400, "unreadable_body",
-                      f"{why}; it was not forwarded because douane cannot inspect it"):
+            content = classify.decode(raw, flow.request.headers.get("content-encoding"), limit)
+        except classify.BodyTooLarge as e:
+            refuse(self.gw, flow, call, Block(413, "limits.max_request_bytes", f"{e}; it was not forwarded",
+                                              always=True))
+            return None
+        except classify.UnreadableBody as e:
+            if not refuse(self.gw, flow, call, Block(400, "unreadable_body", f"{e}; it was not forwarded")):
+                call.note("unreadable body: forwarded uninspected")
+            return None
+        if call.endpoint is None:
+            return self._other(flow, call, content) if content else None
+        block = classify.read_request(self.gw, call, content)
+        if block is not None and not refuse(self.gw, flow, call, block):
             call.note("unreadable body: forwarded uninspected")
+        if content is not raw and flow.response is None:  # forwarded decoded: what was inspected is what leaves
+            flow.request.headers.pop("content-encoding", None)
+            flow.request.content = content
+        return None
+
+    async def _other(self, flow: http.HTTPFlow, call: Call, content: bytes) -> None:
+        """An endpoint douane does not model: forwarded, with the text its body carries scanned for PII."""
+        ctype = flow.request.headers.get("content-type", "")
+        try:
+            result = await scan(self.gw, len(content), lambda: scan_upload(self.gw, ctype, content))
+        except Exception as e:
+            block = scan_failed(self.gw, call, "upload scan", e)
+            if block is not None:
+                refuse(self.gw, flow, call, block)
+            return
+        for note in result.notes:
+            call.note(note)
+        call.pii_entities = result.entities
+        if result.block is not None:
+            refuse(self.gw, flow, call, result.block)
+        elif result.body is not None:
+            flow.request.headers.pop("content-encoding", None)
+            flow.request.content = result.body

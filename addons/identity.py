@@ -18,6 +18,8 @@ _CHALLENGE = {"Proxy-Authenticate": 'Basic realm="douane"', "content-type": "tex
 
 
 class IdentityAddon:
+    name = "identity"
+
     def __init__(self, gw: Gateway):
         self.directory = Directory(gw.policy)
         self.providers = gw.providers

@@ -34,6 +34,8 @@ PLAN_KEY = "douane.plan"
 
 
 class RouterAddon:
+    name = "router"
+
     def __init__(self, gw: Gateway):
         self.gw = gw
 
@@ -188,6 +190,6 @@ class RouterAddon:
         if len(plan.tried) > 1 or plan.served is None:
             call.note("tried " + "; ".join(plan.tried))
         if plan.served is None:
-            call.error = "every upstream failed: " + "; ".join(plan.tried)
+            call.add_error("every upstream failed: " + "; ".join(plan.tried))
         elif plan.served is not plan.attempts[0]:
             call.note(f"fallback: answered by {plan.served.label}")

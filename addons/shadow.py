@@ -15,6 +15,8 @@ from douane.shadow import is_ai_host
 
 
 class ShadowAIAddon:
+    name = "shadow_ai"
+
     def __init__(self, gw: Gateway):
         self.gw = gw
 

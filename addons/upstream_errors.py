@@ -50,12 +50,14 @@ def install() -> None:
 
 
 class UpstreamErrorsAddon:
+    name = "upstream_errors"
+
     def error(self, flow: http.HTTPFlow) -> None:
         call = call_of(flow)
         if call is None or (flow.response is not None and flow.response.stream):
             return
         reason = flow.error.msg if flow.error else "unknown error"
-        call.error = f"upstream failed: {reason}"
+        call.add_error(f"upstream failed: {reason}")
         call.note("upstream_failed")
         target = call.upstream or call.host
         flow.response = error_response(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from douane.audit.record import AuditRecord
 from douane.meter.limits import Reservation
-from douane.providers import CanonicalRequest, ProviderSpec, Usage
+from douane.providers import CanonicalRequest, ProviderSpec, TextPart, Usage
 
 METADATA_KEY = "douane"
 
@@ -64,10 +64,22 @@ class Call:
     output_findings: list[str] = field(default_factory=list)  # e.g. "secret:AWS Access Key"
     served_by: str | None = None  # the provider that answered (a route or fallback may change it)
     served_model: str | None = None
+    other_parts: list[TextPart] = field(default_factory=list)  # strings of the body no adapter part reads
+    other_keys: list[str] = field(default_factory=list)  # the body's object keys
+    max_output_tokens: int | None = None  # the output cap the body asks for, checked
+    choices: int = 1  # answers asked for (OpenAI n, Gemini candidateCount)
+    usage_estimated: bool = False  # no usage from the provider: estimated from what was seen
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:
             self.reasons.append(reason)
+
+    def add_error(self, error: str) -> None:
+        """Record an error; a later one adds to the earlier ones instead of replacing them."""
+        if not self.error:
+            self.error = error
+        elif error not in self.error.split("; "):
+            self.error = f"{self.error}; {error}"
 
     def to_record(self, mode: str) -> AuditRecord:
         return AuditRecord(

@@ -10,14 +10,17 @@ A block ends the stream with an error event in the provider's own format.
 from __future__ import annotations
 
 import copy
+import logging
 import zlib
 from collections.abc import Callable
 from typing import Any
 
-from douane import jsonio
+from douane import faults, jsonio
 from douane.providers import Adapter, CanonicalRequest, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
+
+log = logging.getLogger(__name__)
 
 
 def make_decoder(encoding: str | None) -> Callable[[bytes], bytes] | None:
@@ -58,7 +61,7 @@ class StreamTap:
     def __init__(self, adapter: Adapter, endpoint: str, request: CanonicalRequest | None,
                  strip_internal: bool = False, decoder: Callable[[bytes], bytes] | None = None,
                  stages: list[Stage] | None = None, audit_after: int = 0,
-                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None):
+                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, fail_closed: bool = True):
         self.adapter = adapter
         self.endpoint = endpoint
         self.request = request
@@ -76,6 +79,12 @@ class StreamTap:
         self.events = 0
         self.finished = False
         self.blocked: Blocked | None = None
+        self.fail_closed = fail_closed
+        self.failed_closed = False  # inspection failed under fail: closed; the client got an error event
+        self.passthrough = False  # inspection failed under fail: open; the rest goes through as it comes
+        self.failure: str | None = None
+        self.faults: frozenset[str] = frozenset()  # fault injection points armed for this call (tests)
+        self.seen_chars = 0  # text the provider produced, sent on or not: an estimate when usage never comes
 
     @property
     def stages(self) -> list[Stage]:
@@ -88,17 +97,33 @@ class StreamTap:
         return self.lanes[kind]
 
     def __call__(self, chunk: bytes) -> list[bytes]:
-        """mitmproxy calls this per raw chunk, then once with b"" at the end of the stream."""
-        if self.blocked is not None:
-            return []  # the client got its error event: nothing more goes out
+        """mitmproxy calls this per raw chunk, then once with b"" at the end of the stream.
+
+        It never raises: an inspection that fails follows the policy's `fail`. Closed ends the
+        stream with the provider's error event; open lets the rest through uninspected."""
+        try:
+            out = self._feed(chunk)
+        except Exception as e:  # a bug or a shape nobody foresaw: not a reason to let text out unread
+            out = self._failed(e, chunk)
+        self.bytes_out += sum(len(b) for b in out)
+        return out
+
+    def _feed(self, chunk: bytes) -> list[bytes]:
+        faults.check("answer.stream", self.faults)
         end = chunk == b""
         data = self.decoder(chunk) if self.decoder else chunk
+        if self.passthrough:
+            return [data] if data else []
         events = self.framer.feed(data) if data else []
         if end:
             self.finished = True
             rest = self.framer.flush()
             if rest is not None:
                 events.append(rest)
+        if self.stopped:  # the client has its error event: only usage is still read, for the meter
+            for event in events:
+                self._observe(event)
+            return []
         out: list[bytes] = []
         try:
             for event in events:
@@ -108,8 +133,36 @@ class StreamTap:
         except Blocked as b:
             self.blocked = b
             out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
-        self.bytes_out += sum(len(b) for b in out)
         return out
+
+    def _failed(self, error: Exception, chunk: bytes) -> list[bytes]:
+        log.exception("answer: inspecting a streamed answer failed")
+        self.failure = f"{type(error).__name__}: {error}"
+        if self.fail_closed:
+            self.failed_closed = True
+            return [self.adapter.error_event(503, "douane could not inspect this answer, so it was stopped "
+                                                  f"({type(error).__name__}); try again [rule: fail.closed]",
+                                             "fail.closed")]
+        self.passthrough = True  # open: the rest of the stream goes through as it comes
+        pending = bytes(self.framer.drain())
+        return [pending] if pending else []
+
+    @property
+    def stopped(self) -> bool:
+        return self.blocked is not None or self.failed_closed
+
+    def _observe(self, event: SSEEvent) -> None:
+        """Usage, model and text size of an event that is not sent on (the stream was stopped)."""
+        if event.data is None or event.data.strip() == "[DONE]":
+            return
+        try:
+            payload = jsonio.loads(event.data)
+        except ValueError:
+            return
+        info = self.adapter.parse_stream_event(self.endpoint, event.name, payload, self.request)
+        self.usage.update(info.usage)
+        self.model = info.model or self.model
+        self.seen_chars += sum(len(p.text) for p in info.parts)
 
     @property
     def rewrites(self) -> bool:
@@ -139,6 +192,7 @@ class StreamTap:
         self.usage.update(info.usage)
         self.model = info.model or self.model
         self.error = info.error or self.error
+        self.seen_chars += sum(len(p.text) for p in info.parts)
         if info.internal and self.strip_internal:
             return []
         if not self.rewrites:  # nothing may change on the wire: monitor stages only see the text

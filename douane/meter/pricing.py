@@ -15,6 +15,7 @@ from importlib.metadata import version
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
+from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import PriceCalculation
 
 from douane.policy.model import Price
@@ -48,12 +49,30 @@ class Pricer:
         self.overrides = overrides or {}
         # (provider id, model, day) -> flat rate, or None where genai-prices must compute each call
         self._flat: dict[tuple[str | None, str, str], _FlatRate | None] = {}
+        self._windows: dict[tuple[str | None, str], int | None] = {}
 
     def _override(self, model: str) -> tuple[str, Price] | None:
         for pattern, price in self.overrides.items():
             if fnmatch.fnmatchcase(model, pattern):
                 return pattern, price
         return None
+
+    def max_tokens(self, provider: str, model: str | None) -> int | None:
+        """The most tokens a call of this model can produce, when known: the policy's
+        `prices.<glob>.max_output_tokens`, else the model's context window (genai-prices)."""
+        if not model:
+            return None
+        hit = self._override(model)
+        if hit is not None and hit[1].max_output_tokens:
+            return hit[1].max_output_tokens
+        key = (PROVIDER_IDS.get(provider), model)
+        if key not in self._windows:
+            try:
+                _, info = get_snapshot().find_provider_model(model, None, key[0], None)
+                self._windows[key] = info.context_window
+            except LookupError:
+                self._windows[key] = None
+        return self._windows[key]
 
     def cost(self, provider: str, model: str | None, usage: Usage, when: datetime | None = None) -> Cost | None:
         """The price of a finished call, from its reported usage; None when unknown."""
@@ -62,14 +81,18 @@ class Pricer:
         return self._price(provider, model, usage.input_tokens or 0, usage.output_tokens or 0,
                            usage.cached_tokens or 0, when)
 
+    def default_output(self, model: str | None, default: int) -> int:
+        """Output tokens to assume for a call that sets no cap: the policy's price entry's
+        max_output_tokens for the model, else `default`."""
+        hit = self._override(model) if model else None
+        return hit[1].max_output_tokens if hit and hit[1].max_output_tokens else default
+
     def worst_case(self, provider: str, model: str | None, input_tokens: int, max_output_tokens: int | None,
                    default_output: int) -> Cost | None:
         """The most a call can cost: its input estimate and every output token it may produce."""
         if not model:
             return None
-        hit = self._override(model)
-        cap = max_output_tokens or (hit[1].max_output_tokens if hit and hit[1].max_output_tokens else None) \
-            or default_output
+        cap = max_output_tokens or self.default_output(model, default_output)
         return self._price(provider, model, input_tokens, cap, 0, None)
 
     def _price(self, provider: str, model: str, input_tokens: int, output_tokens: int, cached: int,

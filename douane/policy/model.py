@@ -178,14 +178,22 @@ class AuditPolicy(Strict):
 
 
 class Limits(Strict):
-    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # also once a compressed body is decoded
     guard_timeout_s: float = Field(default=5.0, gt=0)  # a prompt scan taking longer follows `fail`
+    max_json_depth: int = Field(default=64, ge=2, le=1000)  # a body nesting deeper is refused (400)
+    max_json_strings: int = Field(default=100_000, gt=0)  # a body with more strings and keys is refused
+    # the largest max_tokens a call may ask for when neither the policy's prices nor genai-prices
+    # know the model's own limit
+    max_output_tokens: int = Field(default=1_000_000, gt=0)
 
 
 class Policy(Strict):
     version: Literal[1] = 1
     mode: Literal["enforce", "monitor"] = "enforce"
     fail: Literal["closed", "open"] = "closed"
+    # provider paths douane does not model (files, batches, fine-tuning, ...): forwarded with their
+    # text bodies scanned for PII, or refused
+    other_endpoints: Literal["forward", "block"] = "forward"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     injection: InjectionPolicy | None = None

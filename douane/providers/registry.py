@@ -53,10 +53,12 @@ class ProviderTable:
         return self._exact.get((host, port)) or self._exact.get((host, None))
 
     def allow_hosts(self) -> list[str]:
-        """Regexes for mitmproxy's allow_hosts: intercept these, tunnel everything else untouched."""
+        """Regexes for mitmproxy's allow_hosts (matched without case): intercept these, tunnel
+        everything else untouched. A trailing dot (`api.openai.com.`, a fully qualified name that
+        some clients send) names the same host and must be intercepted too."""
         out = []
         for spec in self.specs:
             for host in spec.hosts:
                 name, _, port = host.partition(":")
-                out.append(f"^{re.escape(name)}:{port or '[0-9]+'}$")
+                out.append(f"^{re.escape(name.rstrip('.'))}\\.?:{port or '[0-9]+'}$")
         return out

@@ -46,6 +46,12 @@ class SSEFramer:
         self._buf.clear()
         return parse_event(rest)
 
+    def drain(self) -> bytes:
+        """The bytes of an event not yet terminated, as they came; the framer is empty after."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     @property
     def pending(self) -> int:
         return len(self._buf)

@@ -120,15 +120,22 @@ def test_upstream_gzip_reply_is_decoded_for_inspection(douane: Douane) -> None:
     assert rows[-1]["response_body"] == "echo: zip stream" and rows[-1]["output_tokens"] == 3
 
 
-def test_unknown_endpoint_is_forwarded_and_recorded(douane: Douane, received: list) -> None:
+def test_unknown_endpoint_is_forwarded_with_its_text_upload_redacted(douane: Douane, received: list) -> None:
+    """A batch input uploaded to /v1/files carries prompts the chat guards never see: its text is scanned."""
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"mail {EMAIL}"}]}}
+    upload = (json.dumps(line) + "\n" + json.dumps({**line, "custom_id": "2"}) + "\n").encode()
     with douane.http() as http:
-        r = http.post("https://api.openai.com/v1/files", files={"file": ("a.jsonl", b'{"x": 1}\n')},
+        r = http.post("https://api.openai.com/v1/files", files={"file": ("batch.jsonl", upload)},
                       data={"purpose": "batch"})
     assert r.status_code == 200 and r.json()["id"] == "file-mock"
     assert len(received) == 1
+    sent = received[0]["raw"]
+    assert EMAIL not in sent and sent.count("<EMAIL_ADDRESS>") == 2 and 'name="purpose"' in sent
     row = row_for(douane, r)
     assert row["endpoint"] == "other" and row["path"] == "/v1/files"
-    assert "unknown endpoint" in row["reason"]
+    assert "other endpoint" in row["reason"] and "pii.redact: EMAIL_ADDRESS x2" in row["reason"]
+    assert row["pii_entities"] == ["EMAIL_ADDRESS"]
 
 
 def test_non_provider_hosts_are_tunnelled_untouched(douane: Douane, tmp_path) -> None:
@@ -180,12 +187,15 @@ def test_non_provider_hosts_are_tunnelled_untouched(douane: Douane, tmp_path) ->
         server.shutdown()
 
 
-def test_provider_is_matched_on_connect_target_not_host_header(douane: Douane, received: list) -> None:
+def test_a_host_header_that_disagrees_with_the_connect_target_is_refused(douane: Douane, received: list) -> None:
+    """Classified by the CONNECT target, sent by the Host header: the two must name the same provider."""
     with douane.http() as http:
         r = http.post(CHAT, json=chat(f"spoof {EMAIL}"), headers={"host": "example.com"})
-    assert r.status_code == 200 and "x-douane-request-id" in r.headers
-    assert EMAIL not in received[-1]["raw"]
-    assert row_for(douane, r)["host"] == "api.openai.com"
+    assert r.status_code == 421 and r.json()["error"]["code"] == "misdirected_request"
+    assert "the Host header names no provider" in r.json()["error"]["message"]
+    assert received == []
+    row = row_for(douane, r)
+    assert row["host"] == "api.openai.com" and row["decision"] == "blocked" and row["status"] == 421
 
 
 def test_pii_block_answers_403_in_sdk_shape(make_douane, received: list) -> None:

@@ -52,12 +52,45 @@ def test_only_hooks_someone_defines_are_exposed() -> None:
     assert hasattr(pipeline, "request") and not hasattr(pipeline, "response")
 
 
-def test_an_addon_error_is_logged_and_the_next_addon_still_runs(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_addon_error_goes_to_the_error_handler_and_the_next_addon_still_runs() -> None:
     seen: list[str] = []
+    errors: list[tuple[str, str, tuple, str]] = []
+    pipeline = Pipeline([Broken("x", seen), Recorder("b", seen)],
+                        on_error=lambda stage, hook, args, e: errors.append((stage, hook, args, str(e))))
+    pipeline.request("flow")  # type: ignore[attr-defined]
+    assert errors == [("x", "request", ("flow",), "boom")], "the handler decides what the error means"
+    assert seen == ["b.request"], "later stages run: they see what the handler did to the flow"
+
+
+def test_an_async_addon_error_goes_to_the_error_handler_too() -> None:
+    class AsyncBroken(Recorder):
+        async def request(self, flow: object) -> None:  # type: ignore[override]
+            await asyncio.sleep(0)
+            raise ValueError("late")
+
+    seen: list[str] = []
+    errors: list[str] = []
+    pipeline = Pipeline([AsyncBroken("a", seen), Recorder("b", seen)],
+                        on_error=lambda stage, hook, args, e: errors.append(f"{stage}.{hook}: {e}"))
+    asyncio.run(pipeline.request(None))  # type: ignore[attr-defined]
+    assert errors == ["a.request: late"] and seen == ["b.request"]
+
+
+def test_without_a_handler_the_error_is_logged_with_its_stage(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
-        Pipeline([Broken("x", seen), Recorder("b", seen)]).request(None)  # type: ignore[attr-defined]
-    assert seen == ["b.request"]
-    assert "Broken.request" in caplog.text and "boom" in caplog.text
+        Pipeline([Broken("x", [])]).request(None)  # type: ignore[attr-defined]
+    assert "x.request" in caplog.text and "boom" in caplog.text
+
+
+def test_a_failing_error_handler_kills_the_flow() -> None:
+    from mitmproxy.test import tflow
+
+    def handler(stage: str, hook: str, args: tuple, error: Exception) -> None:
+        raise RuntimeError("the handler broke too")
+
+    flow = tflow.tflow()
+    Pipeline([Broken("x", [])], on_error=handler).request(flow)  # type: ignore[attr-defined]
+    assert flow.error is not None and not flow.live, "a flow whose error nobody could handle must not go on"
 
 
 def test_a_hook_it_would_not_forward_is_refused() -> None:

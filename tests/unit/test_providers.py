@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -121,4 +122,10 @@ def test_table_matches_host_and_port_case_insensitively() -> None:
     assert table.match("llm.internal", 8443).name == "local"
     assert table.match("llm.internal", 443) is None
     assert table.match("example.com", 443) is None
-    assert r"^api\.openai\.com:[0-9]+$" in table.allow_hosts()
+    assert table.match("api.openai.com.", 443).name == "openai", "a fully qualified name is the same host"
+    allow = table.allow_hosts()
+    assert r"^api\.openai\.com\.?:[0-9]+$" in allow
+    intercepted = [h for h in ("api.openai.com:443", "API.OPENAI.COM.:443", "api.openai.com.evil.io:443",
+                               "xapi.openai.com:443", "llm.internal:8443", "llm.internal.:8443", "llm.internal:443")
+                   if any(re.search(rx, h, re.IGNORECASE) for rx in allow)]  # as mitmproxy's next_layer matches
+    assert intercepted == ["api.openai.com:443", "API.OPENAI.COM.:443", "llm.internal:8443", "llm.internal.:8443"]

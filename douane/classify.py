@@ -1,0 +1,215 @@
+"""A call's facts before any guard runs: its provider and endpoint (from a canonical path), its body
+read within limits into the canonical request, and its numbers checked.
+
+One rule throughout: what douane cannot read it cannot inspect, so it is refused, never forwarded
+unread. Pure logic over bytes and strings; addons/classify.py glues it to flows.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zlib
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote_to_bytes
+
+from douane import jsonio
+from douane.bodies import BodyTooComplex, walk
+from douane.call import Call
+from douane.decision import Block
+from douane.providers import ProviderSpec
+
+if TYPE_CHECKING:
+    from douane.gateway import Gateway
+
+
+class AmbiguousPath(ValueError):
+    """A path that two servers could read two ways: refused rather than guessed."""
+
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# what must not appear in a path, raw or percent-encoded: it would change its segments or its query,
+# or be read one way by douane and another by the provider's front end
+_AMBIGUOUS = frozenset(range(0x20)) | {0x7F, ord("/"), ord("\\"), ord("%"), ord("?"), ord("#")}
+_RAW_AMBIGUOUS = re.compile(r"[\x00-\x1f\x7f\\#]|%(?![0-9A-Fa-f]{2})")
+_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def canonical_path(target: str) -> str:
+    """The request target with its path percent-decoded, dot segments resolved and slashes merged;
+    the query string is kept as it was. The upstream is sent this path, so what douane classified
+    is what the provider reads.
+
+    Raises AmbiguousPath for a backslash, '#', control character or stray '%'; for a
+    percent-encoded '/', '\\', '%', '?', '#' or control character; for percent-encoded bytes that
+    are not UTF-8; and for '..' above the root."""
+    path, sep, query = target.partition("?")
+    shown = target[:200]
+    if not path.startswith("/"):
+        raise AmbiguousPath(f"the request target {shown!r} is not an absolute path")
+    if _RAW_AMBIGUOUS.search(path):
+        raise AmbiguousPath(f"the path {shown!r} holds a backslash, '#', control character or stray '%'")
+    if "%" in path:
+        if any(int(m.group()[1:], 16) in _AMBIGUOUS for m in _PERCENT.finditer(path)):
+            raise AmbiguousPath(f"the path {shown!r} percent-encodes a '/', '\\', '%', '?', '#' or control "
+                                "character, which servers decode differently")
+        try:
+            path = unquote_to_bytes(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AmbiguousPath(f"the path {shown!r} percent-encodes bytes that are not UTF-8") from None
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                raise AmbiguousPath(f"the path {shown!r} climbs above the root with '..'")
+            segments.pop()
+            continue
+        segments.append(segment)
+    trailing = "/" if path.endswith("/") and segments else ""
+    return "/" + "/".join(quote(s, safe=_SAFE) for s in segments) + trailing + sep + query
+
+
+def open_call(call_id: str, started: float, spec: ProviderSpec, host: str, method: str, path: str,
+              client: str = "anonymous", team: str | None = None) -> Call:
+    """A Call for a request to a provider host; `path` is the canonical request target."""
+    return Call(id=call_id, started=started, provider=spec, host=host, method=method, path=path.split("?", 1)[0],
+                endpoint=spec.adapter.endpoint(method, path), client=client, team=team)
+
+
+# -- bodies -----------------------------------------------------------------------------------------
+
+class UnreadableBody(ValueError):
+    """The body cannot be read; the message says why, for the caller."""
+
+
+class BodyTooLarge(UnreadableBody):
+    """The body is past the size limit once decoded."""
+
+
+def decode(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body with its Content-Encoding undone, never more than `limit` bytes of it (a small
+    compressed body may expand a thousandfold)."""
+    enc = (encoding or "").strip().lower()
+    if enc in ("", "identity"):
+        return raw
+    try:
+        if enc in ("gzip", "x-gzip", "deflate"):
+            d = zlib.decompressobj(wbits=47 if enc != "deflate" else 15)
+            out = d.decompress(raw, limit + 1)
+        elif enc == "br":
+            import brotli
+
+            out = brotli.Decompressor().process(raw, output_buffer_limit=limit + 1)
+        elif enc == "zstd":
+            import zstandard
+
+            out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(limit + 1)
+        else:
+            raise UnreadableBody(f"the body's content-encoding {encoding!r} is not one douane can read "
+                                 "(gzip, deflate, br, zstd)")
+    except UnreadableBody:
+        raise
+    except Exception as e:  # zlib.error, brotli.error, zstandard.ZstdError: a corrupt stream
+        raise UnreadableBody(f"the body's {enc} encoding could not be decoded: {e}") from None
+    if len(out) > limit:
+        raise BodyTooLarge(f"the body expands past the limit of {limit} bytes when its {enc} encoding is undone "
+                             "(limits.max_request_bytes)")
+    return out
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON text of a request, as UnreadableBody when it is not."""
+    try:
+        return jsonio.loads(raw)
+    except UnicodeDecodeError as e:
+        raise UnreadableBody(f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except ValueError as e:
+        raise UnreadableBody(f"the body could not be read as JSON: {e}") from None
+
+
+def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
+    """Parse a provider call's body into the call's canonical request, within the policy's limits.
+
+    Every string the adapter does not read is kept on the call for the guards (call.other_parts)."""
+    limits = gw.policy.limits
+    try:
+        body = parse_json(raw)
+        if not isinstance(body, dict):
+            raise UnreadableBody("the body is JSON but not an object")
+        strings = walk(body, limits.max_json_depth, limits.max_json_strings)
+    except BodyTooComplex as e:
+        return Block(400, e.rule, f"{e}; it was not forwarded because douane cannot inspect it", always=True)
+    except UnreadableBody as e:
+        return Block(400, "unreadable_body", f"{e}; it was not forwarded because douane cannot inspect it")
+    assert call.endpoint is not None
+    request = call.provider.adapter.parse_request(call.endpoint, call.path, body)
+    call.request = request
+    call.model_requested = call.model = request.model
+    call.stream = request.stream
+    call.other_parts = strings.others(request.text_parts())
+    call.other_keys = list(dict.fromkeys(strings.keys))
+    if strings.binary:
+        call.note(f"attachments not scanned: {strings.binary} base64 image/audio/file value(s)")
+    return check_numbers(gw, call, body)
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+
+# (JSON path, meaning) of the numbers that decide how much a call may cost, per wire format
+_OUTPUT_CAPS: dict[str, list[tuple[str, ...]]] = {
+    "openai": [("max_tokens",), ("max_completion_tokens",), ("max_output_tokens",)],
+    "anthropic": [("max_tokens",)],
+    "gemini": [("generationConfig", "maxOutputTokens"), ("generationConfig", "max_output_tokens"),
+               ("generation_config", "maxOutputTokens"), ("generation_config", "max_output_tokens")],
+}
+_CHOICES: dict[str, list[tuple[str, ...]]] = {
+    "openai": [("n",)],
+    "anthropic": [],
+    "gemini": [("generationConfig", "candidateCount"), ("generationConfig", "candidate_count"),
+               ("generation_config", "candidateCount"), ("generation_config", "candidate_count")],
+}
+MAX_CHOICES = 128
+
+
+def _at(body: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = body
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_numbers(gw: Gateway, call: Call, body: dict[str, Any]) -> Block | None:
+    """Output caps and choice counts must be whole numbers within 1..the model's maximum: they set
+    the worst case a budget reserves, and a provider would refuse anything else anyway."""
+    fmt = call.provider.format
+    cap = gw.pricer.max_tokens(call.provider.name, call.model) or gw.policy.limits.max_output_tokens
+    for path in _OUTPUT_CAPS[fmt]:
+        present, value = _at(body, path)
+        if not present:
+            continue
+        name = ".".join(path)
+        if not _whole(value) or not 1 <= value <= cap:
+            return _bad_number(name, value, f"a whole number from 1 to {cap}")
+        call.max_output_tokens = max(call.max_output_tokens or 0, value)
+    for path in _CHOICES[fmt]:
+        present, value = _at(body, path)
+        if not present:
+            continue
+        if not _whole(value) or not 1 <= value <= MAX_CHOICES:
+            return _bad_number(".".join(path), value, f"a whole number from 1 to {MAX_CHOICES}")
+        call.choices = value
+    return None
+
+
+def _bad_number(name: str, value: Any, wanted: str) -> Block:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return Block(400, "invalid_number", f"{name} must be {wanted}, not {shown}; it was not forwarded",
+                 always=True)
