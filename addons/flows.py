@@ -39,5 +39,6 @@ def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, block: Block) -> bool:
     mode only record what would have happened (unless the block is `always`). True when blocked."""
     if not decide(call, block, gw.enforcing):
         return False
+    call.upstream = call.served_by = None  # a route may have been chosen, but nothing was sent anywhere
     flow.response = block_response(call, block)
     return True

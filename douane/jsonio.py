@@ -38,14 +38,18 @@ def may_hold_long_integer(raw: bytes) -> bool:
 
 
 def loads(data: bytes | str) -> Any:
-    """json.loads: raises ValueError (UnicodeDecodeError for invalid UTF-8) on what it cannot read."""
+    """json.loads: raises ValueError (UnicodeDecodeError for invalid UTF-8) on what it cannot read,
+    nesting too deep for the parsers included (orjson stops at 1024 levels, json at the recursion limit)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if may_hold_long_integer(raw):
-        return json.loads(data)
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+        if may_hold_long_integer(raw):
+            return json.loads(data)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return json.loads(data)
+    except RecursionError:
+        raise ValueError("the JSON nests too deeply to be read") from None
 
 
 def dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:

@@ -104,7 +104,7 @@ class StreamTap:
         try:
             out = self._feed(chunk)
         except Exception as e:  # a bug or a shape nobody foresaw: not a reason to let text out unread
-            out = self._failed(e, chunk)
+            out = self._failed(e, [chunk] if not self.decoder else [])
         self.bytes_out += sum(len(b) for b in out)
         return out
 
@@ -125,17 +125,24 @@ class StreamTap:
                 self._observe(event)
             return []
         out: list[bytes] = []
-        try:
-            for event in events:
+        for i, event in enumerate(events):
+            try:
                 out.extend(b for b in self._on_event(event) if b)
-            if end:
-                out.extend(self._release())
-        except Blocked as b:
-            self.blocked = b
-            out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
+            except Blocked as b:
+                self.blocked = b
+                out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
+                return out
+            except Exception as e:
+                return out + self._failed(e, [ev.raw for ev in events[i:]])
+        if end:
+            out.extend(self._release())
         return out
 
-    def _failed(self, error: Exception, chunk: bytes) -> list[bytes]:
+    def _failed(self, error: Exception, unsent: list[bytes]) -> list[bytes]:
+        """Closed: the provider's error event ends the stream. Open: `unsent` (the raw events not yet
+        sent) and everything after go through as they come; text held back by a stage is lost."""
+        if self.failed_closed:  # already ended: reading usage of the rest failed too
+            return []
         log.exception("answer: inspecting a streamed answer failed")
         self.failure = f"{type(error).__name__}: {error}"
         if self.fail_closed:
@@ -143,9 +150,8 @@ class StreamTap:
             return [self.adapter.error_event(503, "douane could not inspect this answer, so it was stopped "
                                                   f"({type(error).__name__}); try again [rule: fail.closed]",
                                              "fail.closed")]
-        self.passthrough = True  # open: the rest of the stream goes through as it comes
-        pending = bytes(self.framer.drain())
-        return [pending] if pending else []
+        self.passthrough = True
+        return [*unsent, self.framer.drain()]
 
     @property
     def stopped(self) -> bool:

@@ -1,0 +1,156 @@
+"""douane.classify and douane.bodies: paths, bodies and numbers, read within limits or refused."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+from pathlib import Path
+
+import brotli
+import pytest
+import yaml
+import zstandard
+
+from douane.bodies import BodyTooComplex, walk
+from douane.call import new_call_id
+from douane.classify import (
+    AmbiguousPath,
+    BodyTooLarge,
+    UnreadableBody,
+    canonical_path,
+    decode,
+    open_call,
+    read_request,
+)
+from douane.gateway import Gateway
+from douane.policy.loader import load_policy
+
+
+@pytest.mark.parametrize(("target", "canonical"), [
+    ("/v1/chat/completions", "/v1/chat/completions"),
+    ("/v1beta/models/gemini-2.0-flash%3AgenerateContent?key=k",
+     "/v1beta/models/gemini-2.0-flash:generateContent?key=k"),
+    ("/v1beta/models/gemini-2.0-flash%3agenerateContent", "/v1beta/models/gemini-2.0-flash:generateContent"),
+    ("/v1beta/models/x/../gemini:generateContent", "/v1beta/models/gemini:generateContent"),
+    ("/v1beta/models/x/%2e%2e/gemini:generateContent", "/v1beta/models/gemini:generateContent"),
+    ("/v1//chat/./completions/", "/v1/chat/completions/"),
+    ("/v1/chat/completions?a=%2F", "/v1/chat/completions?a=%2F"),  # the query is not the path
+    ("/caf%C3%A9", "/caf%C3%A9"),
+])
+def test_paths_are_canonicalised_before_classification(target: str, canonical: str) -> None:
+    assert canonical_path(target) == canonical
+
+
+@pytest.mark.parametrize("target", ["/v1/chat%2Fcompletions", "/v1/chat%2fcompletions", "/v1/a%5Cb", "/a\\b",
+                                    "/v1/x%25", "/v1/x%", "/v1/x%zz", "/v1/x%00", "/v1/x%0a", "/a#b", "/v1/x%3F",
+                                    "/..", "/v1/../../x", "/a%ff", "*", "v1/chat/completions"])
+def test_ambiguous_paths_are_refused(target: str) -> None:
+    with pytest.raises(AmbiguousPath):
+        canonical_path(target)
+
+
+def test_compressed_bodies_are_decoded_within_the_limit() -> None:
+    text = b'{"a": "' + b"x" * 1000 + b'"}'
+    for encoding, packed in [("gzip", gzip.compress(text)), ("deflate", zlib.compress(text)),
+                             ("br", brotli.compress(text)), ("zstd", zstandard.ZstdCompressor().compress(text))]:
+        assert decode(packed, encoding, 10_000) == text, encoding
+    bomb = gzip.compress(b"\0" * 10_000_000)
+    assert len(bomb) < 20_000
+    with pytest.raises(BodyTooLarge):
+        decode(bomb, "gzip", 1_000_000)
+    with pytest.raises(UnreadableBody, match="could not be decoded"):
+        decode(b"not gzip at all", "gzip", 1000)
+    with pytest.raises(UnreadableBody, match="not one douane can read"):
+        decode(b"x", "compress", 1000)
+
+
+def test_the_walk_finds_every_string_and_key_without_recursion() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": {"text": "a"}}], "deep": [[["b"]]],
+            "img": "data:image/png;base64,iVBORw0KGgo=", "fake": "data: jo@x.io",
+            "src": {"media_type": "image/png", "data": "AAAA"}, "audio": {"format": "wav", "data": "AAAA"}}
+    strings = walk(body, 64, 1000)
+    assert sorted(p.text for p in strings.values) == sorted(["m", "user", "a", "b", "data: jo@x.io", "image/png",
+                                                             "wav"])
+    assert {"model", "messages", "role", "content", "text", "deep", "src", "media_type", "data"} <= set(strings.keys)
+    assert strings.binary == 3, "well-formed base64 of an image or audio type is not text"
+    deep: list = []
+    node = deep
+    for _ in range(5000):
+        node.append([])
+        node = node[0]
+    with pytest.raises(BodyTooComplex, match="max_json_depth"):
+        walk({"x": deep}, 64, 1000)
+    with pytest.raises(BodyTooComplex, match="max_json_strings"):
+        walk({"x": ["s"] * 2000}, 64, 1000)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+    tmp = tmp_path_factory.mktemp("gw")
+    (tmp / "p.yaml").write_text(yaml.safe_dump({"version": 1, "prices": {"mini-*": {
+        "input_per_mtok": 1, "output_per_mtok": 2, "max_output_tokens": 500}}}))
+    return Gateway(load_policy(tmp / "p.yaml"), tmp / "a.duckdb")
+
+
+def _read(gw: Gateway, provider: str, path: str, body: object) -> tuple[object, object]:
+    call = open_call(new_call_id(), time.time(), gw.providers.by_name(provider), "h", "POST", path)
+    block = read_request(gw, call, json.dumps(body).encode() if not isinstance(body, bytes) else body)
+    return call, block
+
+
+@pytest.mark.parametrize(("provider", "path", "body", "rule"), [
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [], "max_tokens": -1}, "invalid_number"),
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [], "max_tokens": 10**400},
+     "invalid_number"),
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [], "max_tokens": 128_001},
+     "invalid_number"),  # past the model's context window (genai-prices)
+    ("openai", "/v1/chat/completions", {"model": "mini-x", "messages": [], "max_tokens": 501}, "invalid_number"),
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [], "max_tokens": True},
+     "invalid_number"),
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [], "n": 0}, "invalid_number"),
+    ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "x", "max_output_tokens": 2.5}, "invalid_number"),
+    ("anthropic", "/v1/messages", {"model": "claude-sonnet-4-5", "messages": [], "max_tokens": "9"},
+     "invalid_number"),
+    ("gemini", "/v1beta/models/gemini-2.0-flash:generateContent",
+     {"contents": [], "generation_config": {"max_output_tokens": -3}}, "invalid_number"),
+    ("gemini", "/v1beta/models/gemini-2.0-flash:generateContent",
+     {"contents": [], "generationConfig": {"candidateCount": 1000}}, "invalid_number"),
+    ("openai", "/v1/chat/completions", [1, 2], "unreadable_body"),
+    ("openai", "/v1/chat/completions", b"{", "unreadable_body"),
+    ("openai", "/v1/chat/completions", b'{"a": "\xff"}', "unreadable_body"),
+])
+def test_bad_numbers_and_bodies_are_refused_with_a_rule(gw: Gateway, provider: str, path: str, body: object,
+                                                        rule: str) -> None:
+    _, block = _read(gw, provider, path, body)
+    assert block is not None and block.rule == rule and block.status == 400
+
+
+def test_sane_numbers_set_the_calls_output_cap_and_choices(gw: Gateway) -> None:
+    call, block = _read(gw, "openai", "/v1/chat/completions",
+                        {"model": "gpt-4o-mini", "messages": [], "max_tokens": 100, "max_completion_tokens": 300,
+                         "n": 2})
+    assert block is None
+    assert (call.max_output_tokens, call.choices) == (300, 2)  # type: ignore[attr-defined]
+    gem, block = _read(gw, "gemini", "/v1beta/models/gemini-2.0-flash:generateContent",
+                       {"contents": [], "generation_config": {"max_output_tokens": 64}})
+    assert block is None and gem.max_output_tokens == 64  # type: ignore[attr-defined]
+
+
+def test_strings_no_adapter_reads_are_kept_for_the_guards(gw: Gateway) -> None:
+    call, block = _read(gw, "openai", "/v1/chat/completions",
+                        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {"text": "odd shape"}},
+                                                              {"role": "user", "content": "plain"}],
+                         "user": "u@example.com"})
+    assert block is None
+    others = {p.text for p in call.other_parts}  # type: ignore[attr-defined]
+    assert {"odd shape", "u@example.com", "gpt-4o-mini", "user"} <= others
+    assert "plain" not in others, "the adapter's own parts are not scanned twice"
+
+
+def test_a_document_whose_shape_is_unexpected_is_read_not_raised(gw: Gateway, tmp_path: Path) -> None:
+    for body in [{"model": 5, "messages": {"role": "user"}}, {"messages": [None, 3, "x", []]},
+                 {"model": "gpt-4o-mini", "messages": [{"role": ["x"], "content": [{"text": 5}, None]}]}]:
+        call, block = _read(gw, "openai", "/v1/chat/completions", body)
+        assert block is None, body
