@@ -14,6 +14,7 @@ from addons.access import AccessAddon
 from addons.answer import AnswerAddon
 from addons.audit import AuditAddon
 from addons.classify import ClassifyAddon
+from addons.connections import ConnectionsAddon
 from addons.failures import StageFailures
 from addons.identity import IdentityAddon
 from addons.meter import MeterAddon
@@ -26,7 +27,8 @@ from douane.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
-HOOKS = ("http_connect", "requestheaders", "request", "responseheaders", "response", "error", "running", "done")
+HOOKS = ("client_connected", "client_disconnected", "http_connect", "requestheaders", "request", "responseheaders",
+         "response", "error", "running", "done")
 
 
 def build(gw: Gateway) -> list[object]:
@@ -34,6 +36,7 @@ def build(gw: Gateway) -> list[object]:
     install()
     classify = ClassifyAddon(gw)
     stages = [
+        ConnectionsAddon(gw),
         IdentityAddon(gw),
         ShadowAIAddon(gw),
         classify,

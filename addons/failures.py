@@ -16,13 +16,12 @@ prompt guard raising would let the prompt out unread. Here, for every stage:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mitmproxy import http
+from mitmproxy import connection, http
 
-from addons.flows import block_response, call_of, refuse
+from addons.flows import block_response, call_of, record_now, refuse
 from douane.call import Call
 from douane.decision import Block
 from douane.gateway import Gateway
@@ -52,6 +51,8 @@ class StageFailures:
         if flow is None:
             if hook == "running":  # a stage that cannot start: douane must not serve half-built
                 raise SystemExit(f"douane: {what}; stopping") from error
+            if hook == "client_connected" and self.closed and isinstance(args[0], connection.Client):
+                args[0].error = f"douane could not admit the connection: {what}"
             return
         call = self._call(flow)
         if call is not None:
@@ -110,16 +111,8 @@ class StageFailures:
     }
 
     def _record_anyway(self, call: Call) -> None:
-        """The audit stage failed, or never runs for this flow: submit the record directly."""
-        if call.recorded:
-            return
-        call.recorded = True
-        if call.latency_ms is None:
-            call.latency_ms = (time.time() - call.started) * 1000
-        try:
-            self.gw.writer.submit(call.to_record(self.gw.policy.mode))
-        except Exception:
-            log.critical("audit: the record of %s could not be submitted: %s", call.id, call.to_record, exc_info=True)
+        """The audit stage failed, or never runs for this flow (a CONNECT): submit the record directly."""
+        record_now(self.gw, call)
 
 
 class _Once:

@@ -71,6 +71,7 @@ class Meter:
 
     def price(self, call: Call) -> None:
         """The call's cost from its usage (reported, or estimated from what was seen of the answer)."""
+        _no_negative_usage(call)
         if call.cost_usd is None and call.usage.input_tokens is not None:
             cost = self.gw.pricer.cost(call.served_by or call.provider.name, call.served_model or call.model,
                                        call.usage, datetime.fromtimestamp(call.started, UTC))
@@ -107,3 +108,13 @@ def estimate_usage(call: Call, answer_chars: int) -> None:
     if call.usage.output_tokens is None:
         call.usage.output_tokens = -(-answer_chars // CHARS_PER_TOKEN)
     call.usage_estimated = True
+
+
+def _no_negative_usage(call: Call) -> None:
+    """A usage figure below zero (a broken or hostile upstream) would credit the budget: count it as 0."""
+    usage = call.usage
+    for name in ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"):
+        value = getattr(usage, name)
+        if value is not None and value < 0:
+            setattr(usage, name, 0)
+            call.add_error(f"the provider reported {name} = {value}; counted as 0")

@@ -185,6 +185,10 @@ class Limits(Strict):
     # the largest max_tokens a call may ask for when neither the policy's prices nor genai-prices
     # know the model's own limit
     max_output_tokens: int = Field(default=1_000_000, gt=0)
+    # a connection may wait this long for its next request head (new, or kept alive after an answer)
+    idle_timeout_s: float = Field(default=120.0, gt=0)
+    request_body_timeout_s: float = Field(default=60.0, gt=0)  # from a request's head to its last byte
+    max_connections_per_client: int = Field(default=256, gt=0)  # open connections from one address
 
 
 class Policy(Strict):
