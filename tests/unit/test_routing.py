@@ -1,10 +1,13 @@
 import json
 import time
 
+import pytest
+
 from douane import translate
 from douane.meter.pricing import Pricer
 from douane.policy.model import Match
 from douane.providers import ProviderSpec
+from douane.providers.base import UnreadableBody
 from douane.relay import Breakers, Plan
 from douane.routing import Facts, attempt_for, cheapest, matches, set_model
 
@@ -152,3 +155,15 @@ def test_plan_retry_conditions() -> None:
     assert p.should_retry(429, "status") and p.should_retry(503, "status") and not p.should_retry(400, "status")
     assert p.should_retry(None, "timeout") and p.should_retry(None, "error")
     assert not Plan("id", "openai", "m", False, [], ["429"]).should_retry(None, "error")
+
+
+def test_a_tool_call_without_a_name_is_refused_not_crashed() -> None:
+    """The tool a call names is what a policy judges, and what the other format needs: a nameless call
+    is refused with the place, before anything is translated or sent."""
+    body = json.loads(json.dumps(OPENAI_BODY))
+    del body["messages"][2]["tool_calls"][0]["function"]["name"]
+    spec = ProviderSpec("anthropic", "anthropic", ("api.anthropic.com",))
+    with pytest.raises(UnreadableBody) as e:
+        attempt_for(spec, "claude-haiku-4-5", "openai", "chat.completions", body, "/v1/chat/completions", {},
+                    None, False)
+    assert str(e.value) == "messages[2].tool_calls[0].function.name: expected a string, got null"
