@@ -12,6 +12,7 @@ from addons.identity import IDENTITY_KEY
 from douane import jsonio
 from douane.call import METADATA_KEY, Call, new_call_id
 from douane.gateway import Gateway
+from douane.providers import UnreadableBody
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,16 @@ class ClassifyAddon:
             body = jsonio.loads(flow.request.get_content(strict=True) or b"")
             if not isinstance(body, dict):
                 raise ValueError("the body is JSON but not an object")
+            call.request = call.provider.adapter.parse_request(call.endpoint, flow.request.path, body)
+        except UnreadableBody as e:
+            self._unreadable(flow, call, f"the body is not shaped as the provider's API documents it: {e}")
+            return
         except UnicodeDecodeError as e:
             self._unreadable(flow, call, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})")
             return
         except ValueError as e:  # malformed JSON, or a Content-Encoding that does not decode
             self._unreadable(flow, call, f"the body could not be read as JSON: {e}")
             return
-        call.request = call.provider.adapter.parse_request(call.endpoint, flow.request.path, body)
         call.model_requested = call.model = call.request.model
         call.stream = call.request.stream
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from douane import jsonio
-from douane.providers import Adapter, CanonicalRequest, Usage
+from douane.providers import Adapter, CanonicalRequest, UnreadableBody, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
 
@@ -105,7 +105,8 @@ class StreamTap:
                 out.extend(b for b in self._on_event(event) if b)
             if end:
                 out.extend(self._release())
-        except Blocked as b:
+        except (Blocked, UnreadableBody) as e:  # what cannot be read cannot be judged: it does not go out
+            b = e if isinstance(e, Blocked) else Blocked("unreadable_answer", f"an event could not be read ({e})")
             self.blocked = b
             out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
         self.bytes_out += sum(len(b) for b in out)
