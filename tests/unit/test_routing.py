@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 
@@ -137,17 +136,32 @@ def test_attempt_for_another_provider_drops_the_clients_key() -> None:
     assert embeddings is None, "embeddings do not translate"
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_breaker_opens_skips_and_probes_again() -> None:
-    b = Breakers(failures=2, cooldown=0.05)
+    clock = Clock()
+    b = Breakers(failures=2, cooldown=30, clock=clock)
     b.failure("u")
     assert b.allow("u")
     b.failure("u")
     assert not b.allow("u")
-    time.sleep(0.06)
+    clock.now += 29.9
+    assert not b.allow("u"), "open for the whole cooldown"
+    clock.now += 0.1
     assert b.allow("u"), "half-open: one probe"
     assert not b.allow("u"), "only one probe per cooldown"
+    clock.now += 30
+    assert b.allow("u"), "the next probe, a cooldown later"
     b.success("u")
-    assert b.allow("u")
+    assert b.allow("u") and b.allow("u"), "closed again"
 
 
 def test_plan_retry_conditions() -> None:
