@@ -178,9 +178,8 @@ class AnthropicAdapter(Adapter):
         body: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens or 4096, "messages": messages}
         if request.system:
             body["system"] = request.system
-        for key, value in (("temperature", request.temperature), ("top_p", request.top_p)):
-            if value is not None:
-                body[key] = value
+        # temperature and top_p are not written: Anthropic deprecated them, its SDK no longer sends them,
+        # and its models after Opus 4.6 answer 400 to them; every model falls back to its default.
         if request.stop:
             body["stop_sequences"] = request.stop
         tools = [t for t in request.tools if t.kind == "function" and t.name]

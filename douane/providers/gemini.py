@@ -72,6 +72,34 @@ def _read_content(content: Any, kind: str, where: str, into: Message) -> None:
                                                 result, "response", parts))
 
 
+def _json_schema(declaration: dict[str, Any]) -> dict[str, Any] | None:
+    """A function's parameters as JSON Schema: `parametersJsonSchema` is one; `parameters` is Gemini's
+    OpenAPI-style Schema, whose type names (OBJECT, STRING) JSON Schema spells in lower case."""
+    schema = _get(declaration, "parametersJsonSchema", "parameters_json_schema")
+    if isinstance(schema, dict):
+        return schema
+    schema = declaration.get("parameters")
+    return _lower_types(schema) if isinstance(schema, dict) else None
+
+
+def _lower_types(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_lower_types(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: _lower_types(s) for name, s in value.items()}
+        elif key in ("items", "anyOf", "any_of"):
+            out["anyOf" if key == "any_of" else key] = _lower_types(value)
+        else:
+            out[key] = value
+    return out
+
+
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
@@ -173,9 +201,8 @@ class GeminiAdapter(Adapter):
                     continue
                 for j, fn in enumerate(as_list(tool[key], "tools[{}].{}", i, key, single=True)):
                     fn = need_dict(fn, "tools[{}].{}[{}]", i, key, j)
-                    params = fn.get("parameters")
                     defs.append(ToolDef(str_or_none(fn.get("name")), str_or_none(fn.get("description")) or "",
-                                        params if isinstance(params, dict) else None))
+                                        _json_schema(fn)))
         return defs
 
     def write_request(self, request: CanonicalRequest, model: str) -> tuple[dict[str, Any], str]:
@@ -213,7 +240,7 @@ class GeminiAdapter(Adapter):
         if tools:
             body["tools"] = [{"functionDeclarations": [
                 {"name": t.name, "description": t.description,
-                 "parameters": t.parameters or {"type": "object", "properties": {}}} for t in tools]}]
+                 "parametersJsonSchema": t.parameters or {"type": "object", "properties": {}}} for t in tools]}]
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return body, f"/v1beta/models/{model}:{method}"
 
