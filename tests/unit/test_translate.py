@@ -23,6 +23,7 @@ from google import genai
 from google.genai import types as gtypes
 
 from douane import translate
+from douane.providers import ADAPTERS
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
           "required": ["city"], "additionalProperties": False}
@@ -362,3 +363,77 @@ def test_a_translated_stream_accumulates_in_the_clients_sdk(source: str, client:
     got = accumulate(client, translated_stream(source, client))
     assert got == {"text": "It is sunny.", "calls": [("get_weather", ARGS)], "finish": FINISH[client],
                    "usage": (12, 7, 4), "model": "client-model"}
+
+
+# -- tool calls are first-class in the canonical model, in every format ----------------------------
+# (what a tools policy will judge: a tool's name and arguments, wherever they appear)
+
+
+def responses_wire() -> dict[str, Any]:
+    seen: list[httpx.Request] = []
+    reply = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m", "output": [],
+             "status": "completed", "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    openai_client(json_answer(reply), seen).responses.create(
+        model="gpt-x", instructions="Be brief.",
+        input=[{"role": "user", "content": "Weather in Paris?"},
+               {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": json.dumps(ARGS)},
+               {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21 C"}],
+        tools=[{"type": "function", "name": "get_weather", "description": "Weather for a city", "parameters": SCHEMA,
+                "strict": True}, {"type": "web_search"}])
+    return json.loads(seen[0].content)
+
+
+REQUESTS = {**SOURCES, "responses": lambda: (responses_wire(), "responses", "/v1/responses")}
+
+
+@pytest.mark.parametrize("fmt", list(REQUESTS))
+def test_a_requests_tools_calls_and_results_are_read(fmt: str) -> None:
+    body, endpoint, path = REQUESTS[fmt]()
+    req = ADAPTERS["openai" if fmt == "responses" else fmt].parse_request(endpoint, path, body)
+    assert [(t.name, t.parameters, t.kind) for t in req.tools if t.kind == "function"] == \
+        [("get_weather", SCHEMA, "function")]
+    assert [(c.name, c.arguments_object()) for c in req.tool_calls()] == [("get_weather", ARGS)]
+    assert [m.speaker for m in req.messages if m.tool_calls] == ["assistant"]
+    results = [r for m in req.messages for r in m.tool_results]
+    assert [r.text for r in results] == ["sunny, 21 C"]
+    assert results[0].call_id == (None if fmt == "gemini" else "call_1")
+    assert results[0].name == ("get_weather" if fmt == "gemini" else None)
+    call = next(req.tool_calls())
+    assert all(p in list(req.text_parts()) for p in call.parts), "the guards see the arguments too"
+    if fmt == "responses":
+        assert [t.kind for t in req.tools] == ["function", "web_search"]
+
+
+@pytest.mark.parametrize("fmt", list(REPLIES))
+def test_an_answers_tool_calls_are_read(fmt: str) -> None:
+    reply = ADAPTERS[fmt].parse_response(ADAPTERS[fmt].chat_endpoint, json.loads(json.dumps(REPLIES[fmt])))
+    assert [(c.name, c.arguments_object()) for c in reply.tool_calls] == [("get_weather", ARGS)]
+    assert reply.finish == "tool_calls" and reply.text == "It is sunny."
+
+
+@pytest.mark.parametrize("fmt", list(STREAMS))
+def test_a_streams_tool_calls_are_named_on_their_first_fragment(fmt: str) -> None:
+    calls: dict[Any, list[Any]] = {}
+    for name, data in STREAMS[fmt]:
+        event = ADAPTERS[fmt].parse_stream_event(ADAPTERS[fmt].chat_endpoint, name, json.loads(json.dumps(data)), None)
+        for c in event.tool_calls:
+            key = c.index if c.index is not None else len(calls)
+            if key not in calls:
+                calls[key] = [c.name, ""]
+            calls[key][1] += c.arguments
+    assert [(n, json.loads(a)) for n, a in calls.values()] == [("get_weather", ARGS)]
+
+
+def test_a_responses_streams_tool_call_is_named_and_its_arguments_follow() -> None:
+    events = [{"type": "response.output_item.added", "output_index": 1, "sequence_number": 1, "item": {
+                  "type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather", "arguments": "",
+                  "status": "in_progress"}},
+              *[{"type": "response.function_call_arguments.delta", "output_index": 1, "item_id": "fc_1",
+                 "sequence_number": 2 + i, "delta": d} for i, d in enumerate(('{"city": ', '"Paris"}'))]]
+    event_type = pydantic.TypeAdapter(openai.types.responses.ResponseStreamEvent)
+    calls: dict[Any, list[Any]] = {}
+    for data in events:
+        event_type.validate_python(data)
+        for c in ADAPTERS["openai"].parse_stream_event("responses", None, data, None).tool_calls:
+            calls.setdefault(c.index, [c.name, c.id, ""])[2] += c.arguments
+    assert {k: (n, i, json.loads(a)) for k, (n, i, a) in calls.items()} == {1: ("get_weather", "call_1", ARGS)}
