@@ -16,6 +16,7 @@ from douane.providers.base import (
     ToolCall,
     ToolDef,
     ToolResult,
+    UnreadableBody,
     Usage,
     as_dict,
     as_list,
@@ -36,44 +37,57 @@ _TOOL_USES = ("tool_use", "server_tool_use", "mcp_tool_use")
 _TOOL_RESULTS = ("tool_result", "mcp_tool_result")
 
 
-def _tool_call(block: dict[str, Any], where: str) -> ToolCall:
-    name = need_str(block.get("name"), "{}.name", where)
-    args = as_dict(block.get("input"), "{}.input", where)
+def _tool_call(block: dict[str, Any]) -> ToolCall:
+    name = need_str(block.get("name"), "name")
+    args = as_dict(block.get("input"), "input")
     kind = "function" if block.get("type") == "tool_use" else str(block.get("type"))
     return ToolCall(name, str_or_none(block.get("id")), block, "input", list(string_leaves(args, "tool_call")),
                     kind=kind)
 
 
-def _read_blocks(container: dict[str, Any], key: str, kind: str, where: str, into: Message) -> None:
+def _read_blocks(container: dict[str, Any], key: str, kind: str, into: Message) -> None:
     """A `content`/`system` value (a string, or blocks: text, tool_use, tool_result, document, ...) into
-    `into`: its texts, tool calls and tool results."""
+    `into`: its texts, tool calls and tool results. (Text blocks inline: every message of every call.)"""
     value = container.get(key)
-    if isinstance(value, str):
+    if type(value) is str:
         into.parts.append(TextPart(container, key, kind))
         return
-    place = f"{where}.{key}" if where else key
-    for i, block in enumerate(as_list(value, place)):
-        block = need_dict(block, "{}[{}]", place, i)
-        at = f"{place}[{i}]"
-        btype = block.get("type")
-        if has_text(block, "text", "{}.text", at):
+    if type(value) is not list:
+        value = as_list(value, key)
+    for i, block in enumerate(value):
+        if type(block) is not dict:
+            raise UnreadableBody(f"{key}[{i}]", "an object", block)
+        text = block.get("text")
+        if type(text) is str:
             into.parts.append(TextPart(block, "text", kind))
-        elif btype in _TOOL_USES:
-            call = _tool_call(block, at)
-            into.parts.extend(call.parts)
-            into.tool_calls.append(call)
-        elif btype in _TOOL_RESULTS:
-            inner = Message("tool")
-            _read_blocks(block, "content", "tool_result", at, inner)
-            into.parts.extend(inner.parts)
-            into.tool_results.append(ToolResult(str_or_none(block.get("tool_use_id")), None, block, "content",
-                                                inner.parts))
-        elif btype == "document":  # a plain-text document is prompt text like any other
-            source = as_dict(block.get("source"), "{}.source", at)
-            if source is not None and source.get("type") == "text" and has_text(source, "data", "{}.source.data", at):
+        elif text is not None:
+            raise UnreadableBody(f"{key}[{i}].text", "a string", text)
+        elif block.get("type") is not None:
+            try:
+                _read_other_block(block, kind, into)
+            except UnreadableBody as e:
+                raise e.within(f"{key}[{i}]") from None
+
+
+def _read_other_block(block: dict[str, Any], kind: str, into: Message) -> None:
+    btype = block.get("type")
+    if btype in _TOOL_USES:
+        into.add_call(_tool_call(block))
+    elif btype in _TOOL_RESULTS:
+        inner = Message("tool")
+        _read_blocks(block, "content", "tool_result", inner)
+        into.add_result(ToolResult(str_or_none(block.get("tool_use_id")), None, block, "content", inner.parts))
+    elif btype == "document":  # a plain-text document is prompt text like any other
+        source = as_dict(block.get("source"), "source")
+        if source is None:
+            return
+        try:
+            if source.get("type") == "text" and has_text(source, "data"):
                 into.parts.append(TextPart(source, "data", kind))
-            elif source is not None and source.get("type") == "content":
-                _read_blocks(source, "content", kind, at + ".source", into)
+            elif source.get("type") == "content":
+                _read_blocks(source, "content", kind, into)
+        except UnreadableBody as e:
+            raise e.within("source") from None
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -126,13 +140,17 @@ class AnthropicAdapter(Adapter):
         messages: list[Message] = []
         if "system" in body:
             system = Message("system")
-            _read_blocks(body, "system", "system", "", system)
+            _read_blocks(body, "system", "system", system)
             messages.append(system)
         for i, msg in enumerate(as_list(body.get("messages"), "messages")):
-            msg = need_dict(msg, "messages[{}]", i)
+            if type(msg) is not dict:
+                raise UnreadableBody(f"messages[{i}]", "an object", msg)
             role = msg.get("role")
-            message = Message(role if isinstance(role, str) else "user")
-            _read_blocks(msg, "content", "text", f"messages[{i}]", message)
+            message = Message(role if type(role) is str else "user", [])
+            try:
+                _read_blocks(msg, "content", "text", message)
+            except UnreadableBody as e:
+                raise e.within(f"messages[{i}]") from None
             messages.append(message)
         return CanonicalRequest(endpoint, str_or_none(body.get("model")), body.get("stream") is True, messages, body,
                                 int_or_none(body.get("max_tokens")), number_or_none(body.get("temperature")),
@@ -144,7 +162,7 @@ class AnthropicAdapter(Adapter):
         """The caller's tools (with an input_schema; type absent or "custom") and Anthropic's own (typed)."""
         defs = []
         for i, tool in enumerate(as_list(body.get("tools"), "tools")):
-            tool = need_dict(tool, "tools[{}]", i)
+            tool = need_dict(tool, f"tools[{i}]")
             schema = tool.get("input_schema")
             kind = tool.get("type")
             defs.append(ToolDef(str_or_none(tool.get("name")), str_or_none(tool.get("description")) or "",
@@ -195,9 +213,9 @@ class AnthropicAdapter(Adapter):
         if not isinstance(body, dict):
             return CanonicalResponse(None, [], Usage())
         reply = Message("assistant")
-        _read_blocks(body, "content", "text", "", reply)
+        _read_blocks(body, "content", "text", reply)
         return CanonicalResponse(str_or_none(body.get("model")), reply.parts, _usage(body.get("usage")) or Usage(),
-                                 reply.tool_calls, self.finish_from(body.get("stop_reason")))
+                                 list(reply.tool_calls), self.finish_from(body.get("stop_reason")))
 
     def write_response(self, response: CanonicalResponse, model: str) -> dict[str, Any]:
         text = response.text
@@ -222,24 +240,15 @@ class AnthropicAdapter(Adapter):
                 out.model = str_or_none(message.get("model"))
                 out.usage = _usage(message.get("usage"))
         elif kind == "content_block_delta":
-            delta = as_dict(data.get("delta"), "delta") or {}
-            if has_text(delta, "text", "delta.text"):
-                out.parts.append(TextPart(delta, "text"))
-            elif has_text(delta, "partial_json", "delta.partial_json"):
-                part = TextPart(delta, "partial_json", "tool_call")
-                out.parts.append(part)
-                out.tool_calls.append(ToolCall(None, None, delta, "partial_json", [part], index))
+            try:
+                self._delta(as_dict(data.get("delta"), "") or {}, index, out)
+            except UnreadableBody as e:
+                raise e.within("delta") from None
         elif kind == "content_block_start":
-            block = as_dict(data.get("content_block"), "content_block") or {}
-            if has_text(block, "text", "content_block.text") and block["text"]:
-                out.parts.append(TextPart(block, "text"))
-            elif block.get("type") in _TOOL_USES:
-                call = _tool_call(block, "content_block")
-                if not block.get("input"):  # the arguments follow as input_json_delta fragments
-                    call.container = None
-                call.index = index
-                out.parts.extend(call.parts)
-                out.tool_calls.append(call)
+            try:
+                self._block_start(as_dict(data.get("content_block"), "") or {}, index, out)
+            except UnreadableBody as e:
+                raise e.within("content_block") from None
         elif kind == "message_delta":
             delta = as_dict(data.get("delta"), "delta") or {}
             out.finish = self.finish_from(delta.get("stop_reason"))
@@ -252,6 +261,28 @@ class AnthropicAdapter(Adapter):
             err = data.get("error")
             out.error = str(err.get("message") if isinstance(err, dict) else err)
         return out
+
+    @staticmethod
+    def _delta(delta: dict[str, Any], index: Any, out: StreamEvent) -> None:
+        if has_text(delta, "text"):
+            out.parts.append(TextPart(delta, "text"))
+        elif has_text(delta, "partial_json"):
+            part = TextPart(delta, "partial_json", "tool_call")
+            out.parts.append(part)
+            out.tool_calls.append(ToolCall(None, None, delta, "partial_json", [part], index))
+
+    @staticmethod
+    def _block_start(block: dict[str, Any], index: Any, out: StreamEvent) -> None:
+        if has_text(block, "text"):
+            if block["text"]:
+                out.parts.append(TextPart(block, "text"))
+        elif block.get("type") in _TOOL_USES:
+            call = _tool_call(block)
+            if not block.get("input"):  # the arguments follow as input_json_delta fragments
+                call.container = None
+            call.index = index
+            out.parts.extend(call.parts)
+            out.tool_calls.append(call)
 
     def event_writer(self, model: str) -> EventWriter:
         return AnthropicEventWriter(self, model)

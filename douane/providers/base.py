@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,7 +32,17 @@ class UnreadableBody(ValueError):
 
     def __init__(self, where: str, expected: str, got: Any):
         self.where = where
-        super().__init__(f"{where}: expected {expected}, got {_json_type(got)}")
+        self.problem = f"expected {expected}, got {_json_type(got)}"
+        super().__init__(f"{where}: {self.problem}")
+
+    def within(self, outer: str) -> UnreadableBody:
+        """The same problem placed from further out: readers name places relative to what they read,
+        and each level adds its own (`messages[3]` + `content[0].text`) only when one is raised."""
+        inner = self.where
+        e = UnreadableBody(outer if not inner else outer + inner if inner[0] == "[" else f"{outer}.{inner}", "", None)
+        e.problem = self.problem
+        e.args = (f"{e.where}: {e.problem}",)
+        return e
 
 
 class UnknownFormat(ValueError):
@@ -56,10 +66,9 @@ def _json_type(value: Any) -> str:
 
 
 # -- reading shapes: each returns what is there, or raises UnreadableBody naming the place ----------
-# `where` is a format string and `at` its arguments, formatted only when something is wrong.
 
 
-def as_list(value: Any, where: str, *at: Any, single: bool = False) -> list[Any]:
+def as_list(value: Any, where: str, single: bool = False) -> list[Any]:
     """A list (absent or null: empty); `single`: one object stands for a list of one (Gemini)."""
     if value is None:
         return []
@@ -67,38 +76,38 @@ def as_list(value: Any, where: str, *at: Any, single: bool = False) -> list[Any]
         return value
     if single and type(value) is dict:
         return [value]
-    raise UnreadableBody(where.format(*at), "a list", value)
+    raise UnreadableBody(where, "a list", value)
 
 
-def as_dict(value: Any, where: str, *at: Any) -> dict[str, Any] | None:
+def as_dict(value: Any, where: str) -> dict[str, Any] | None:
     """An object, or None when absent or null."""
     if value is None or type(value) is dict:
         return value
-    raise UnreadableBody(where.format(*at), "an object", value)
+    raise UnreadableBody(where, "an object", value)
 
 
-def need_dict(value: Any, where: str, *at: Any) -> dict[str, Any]:
+def need_dict(value: Any, where: str = "") -> dict[str, Any]:
     """An object where one must be (an element of a list)."""
     if type(value) is dict:
         return value
-    raise UnreadableBody(where.format(*at), "an object", value)
+    raise UnreadableBody(where, "an object", value)
 
 
-def need_str(value: Any, where: str, *at: Any) -> str:
+def need_str(value: Any, where: str) -> str:
     """Text where text must be (the name of a tool a call names)."""
     if type(value) is str:
         return value
-    raise UnreadableBody(where.format(*at), "a string", value)
+    raise UnreadableBody(where, "a string", value)
 
 
-def has_text(container: dict[str, Any], key: str, where: str, *at: Any) -> bool:
+def has_text(container: dict[str, Any], key: str) -> bool:
     """Whether `container[key]` is text; absent or null is no text, anything else is unreadable."""
     value = container.get(key)
     if value is None:
         return False
     if type(value) is str:
         return True
-    raise UnreadableBody(where.format(*at), "a string", value)
+    raise UnreadableBody(key, "a string", value)
 
 
 def str_or_none(value: Any) -> str | None:
@@ -237,8 +246,9 @@ class ToolDef:
 class Message:
     role: str  # as on the wire: system, developer, user, assistant, model, tool, function
     parts: list[TextPart] = field(default_factory=list)  # every text in it, tool calls' and results' too
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    tool_results: list[ToolResult] = field(default_factory=list)
+    # most messages have neither: empty tuples cost nothing to make (a long chat makes many messages)
+    tool_calls: Sequence[ToolCall] = ()
+    tool_results: Sequence[ToolResult] = ()
 
     @property
     def speaker(self) -> str:
@@ -249,6 +259,16 @@ class Message:
     def text(self) -> str:
         """The message's own text (not its tool calls' or results')."""
         return "".join(p.text for p in self.parts if p.kind in _MESSAGE_KINDS)
+
+    def add_call(self, call: ToolCall) -> None:
+        """A tool call, its arguments' texts among the parts."""
+        self.tool_calls = [*self.tool_calls, call]
+        self.parts.extend(call.parts)
+
+    def add_result(self, result: ToolResult) -> None:
+        """A tool result, its texts among the parts."""
+        self.tool_results = [*self.tool_results, result]
+        self.parts.extend(result.parts)
 
 
 @dataclass

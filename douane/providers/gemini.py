@@ -8,6 +8,7 @@ documented. Both are read, so that no spelling the API accepts carries text past
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,10 +23,10 @@ from douane.providers.base import (
     ToolCall,
     ToolDef,
     ToolResult,
+    UnreadableBody,
     Usage,
     as_dict,
     as_list,
-    has_text,
     int_or_none,
     need_dict,
     need_str,
@@ -45,31 +46,63 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(snake) if value is None else value
 
 
-def _read_content(content: Any, kind: str, where: str, into: Message) -> None:
-    """A Content's parts into `into`: texts, function calls and function responses."""
-    content = as_dict(content, where)
-    if content is None:
-        return
-    for i, part in enumerate(as_list(content.get("parts"), "{}.parts", where, single=True)):
-        part = need_dict(part, "{}.parts[{}]", where, i)
-        at = f"{where}.parts[{i}]"
-        if has_text(part, "text", "{}.text", at):
-            into.parts.append(TextPart(part, "text", kind))
-            continue
-        call = as_dict(_get(part, "functionCall", "function_call"), "{}.functionCall", at)
-        if call is not None:
-            args = as_dict(call.get("args"), "{}.functionCall.args", at)
-            tool_call = ToolCall(need_str(call.get("name"), "{}.functionCall.name", at), str_or_none(call.get("id")),
-                                 call, "args", list(string_leaves(args, "tool_call")))
-            into.parts.extend(tool_call.parts)
-            into.tool_calls.append(tool_call)
-        result = as_dict(_get(part, "functionResponse", "function_response"), "{}.functionResponse", at)
-        if result is not None:
-            response = as_dict(result.get("response"), "{}.functionResponse.response", at)
-            parts = list(string_leaves(response, "tool_result"))
-            into.parts.extend(parts)
-            into.tool_results.append(ToolResult(str_or_none(result.get("id")), str_or_none(result.get("name")),
-                                                result, "response", parts))
+def _read_content(content: Any, kind: str, into: Message) -> None:
+    """A Content's parts into `into`: texts, function calls and function responses. (Text parts
+    inline: this runs for every message of every call.)"""
+    if type(content) is not dict:
+        if content is None:
+            return
+        raise UnreadableBody("", "an object", content)
+    parts = content.get("parts")
+    if type(parts) is not list:
+        parts = as_list(parts, "parts", single=True)
+    append = into.parts.append
+    for part in parts:  # (the index is looked up only for an error)
+        if type(part) is not dict:
+            raise UnreadableBody(f"parts[{_index(parts, part)}]", "an object", part)
+        text = part.get("text")
+        if type(text) is str:
+            append(TextPart(part, "text", kind))
+        elif text is not None:
+            raise UnreadableBody(f"parts[{_index(parts, part)}].text", "a string", text)
+        else:
+            try:
+                _read_call_or_result(part, into)
+            except UnreadableBody as e:
+                raise e.within(f"parts[{_index(parts, part)}]") from None
+
+
+def _index(items: list[Any], item: Any) -> int:
+    return next(i for i, x in enumerate(items) if x is item)
+
+
+def _read_call_or_result(part: dict[str, Any], into: Message) -> None:
+    call = as_dict(_get(part, "functionCall", "function_call"), "functionCall")
+    if call is not None:
+        args = as_dict(call.get("args"), "functionCall.args")
+        into.add_call(ToolCall(need_str(call.get("name"), "functionCall.name"), str_or_none(call.get("id")),
+                               call, "args", list(string_leaves(args, "tool_call"))))
+    result = as_dict(_get(part, "functionResponse", "function_response"), "functionResponse")
+    if result is not None:
+        parts = list(string_leaves(as_dict(result.get("response"), "functionResponse.response"), "tool_result"))
+        into.add_result(ToolResult(str_or_none(result.get("id")), str_or_none(result.get("name")), result,
+                                   "response", parts))
+
+
+def _each_content(body: dict[str, Any], key: str) -> list[Message]:
+    """The Contents under `key` (a list, or one), each a message."""
+    messages = []
+    for i, content in enumerate(as_list(body.get(key), key, single=True)):
+        if type(content) is not dict:
+            raise UnreadableBody(f"{key}[{i}]", "an object", content)
+        role = content.get("role")
+        message = Message(role if type(role) is str else "user", [])
+        try:
+            _read_content(content, "text", message)
+        except UnreadableBody as e:
+            raise e.within(f"{key}[{i}]") from None
+        messages.append(message)
+    return messages
 
 
 def _json_schema(declaration: dict[str, Any]) -> dict[str, Any] | None:
@@ -121,7 +154,7 @@ def _wire_usage(usage: Usage) -> dict[str, Any]:
     return out
 
 
-def _wire_parts(text: str, calls: list[ToolCall]) -> list[dict[str, Any]]:
+def _wire_parts(text: str, calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = [{"text": text}] if text else []
     return parts + [{"functionCall": {"name": c.name or "", "args": c.arguments_object()}}
                     for c in calls if c.kind == "function"]
@@ -151,21 +184,30 @@ class GeminiAdapter(Adapter):
 
     # -- requests ---------------------------------------------------------------------------------
     def parse_request(self, endpoint: str, path: str, body: Any) -> CanonicalRequest:
-        messages = self._conversation(body, "")
+        messages = self._conversation(body)
         if endpoint == "countTokens":  # the call to count may come whole
             inner = as_dict(_get(body, "generateContentRequest", "generate_content_request"),
                             "generateContentRequest")
             if inner is not None:
-                messages += self._conversation(inner, "generateContentRequest.")
+                try:
+                    messages += self._conversation(inner)
+                except UnreadableBody as e:
+                    raise e.within("generateContentRequest") from None
         if endpoint == "embedContent":
             embedded = Message("user")
-            _read_content(body.get("content"), "text", "content", embedded)
+            try:
+                _read_content(body.get("content"), "text", embedded)
+            except UnreadableBody as e:
+                raise e.within("content") from None
             messages.append(embedded)
-        for i, req in enumerate(as_list(body.get("requests"), "requests", single=True)
-                                if endpoint == "batchEmbedContents" else []):
-            embedded = Message("user")
-            _read_content(need_dict(req, "requests[{}]", i).get("content"), "text", f"requests[{i}].content", embedded)
-            messages.append(embedded)
+        if endpoint == "batchEmbedContents":
+            for i, req in enumerate(as_list(body.get("requests"), "requests", single=True)):
+                embedded = Message("user")
+                try:
+                    _read_content(need_dict(req).get("content"), "text", embedded)
+                except UnreadableBody as e:
+                    raise e.within(f"requests[{i}].content") from None
+                messages.append(embedded)
         config = as_dict(_get(body, "generationConfig", "generation_config"), "generationConfig") or {}
         return CanonicalRequest(endpoint, self.model_from_path(path), endpoint == "streamGenerateContent",
                                 messages, body, int_or_none(_get(config, "maxOutputTokens", "max_output_tokens")),
@@ -174,33 +216,30 @@ class GeminiAdapter(Adapter):
                                 strings(_get(config, "stopSequences", "stop_sequences")), self._tools(body))
 
     @staticmethod
-    def _conversation(body: dict[str, Any], where: str) -> list[Message]:
+    def _conversation(body: dict[str, Any]) -> list[Message]:
         messages = []
         system = _get(body, "systemInstruction", "system_instruction")
         if system is not None:
             message = Message("system")
-            _read_content(system, "system", where + "systemInstruction", message)
+            try:
+                _read_content(system, "system", message)
+            except UnreadableBody as e:
+                raise e.within("systemInstruction") from None
             messages.append(message)
-        for i, content in enumerate(as_list(body.get("contents"), "{}contents", where, single=True)):
-            content = need_dict(content, "{}contents[{}]", where, i)
-            role = content.get("role")
-            message = Message(role if isinstance(role, str) else "user")
-            _read_content(content, "text", f"{where}contents[{i}]", message)
-            messages.append(message)
-        return messages
+        return messages + _each_content(body, "contents")
 
     @staticmethod
     def _tools(body: dict[str, Any]) -> list[ToolDef]:
         """Function declarations, and Gemini's own tools (googleSearch, codeExecution, ...) by name."""
         defs = []
         for i, tool in enumerate(as_list(body.get("tools"), "tools", single=True)):
-            tool = need_dict(tool, "tools[{}]", i)
+            tool = need_dict(tool, f"tools[{i}]")
             for key in tool:
                 if key not in ("functionDeclarations", "function_declarations"):
                     defs.append(ToolDef(None, kind=key))
                     continue
-                for j, fn in enumerate(as_list(tool[key], "tools[{}].{}", i, key, single=True)):
-                    fn = need_dict(fn, "tools[{}].{}[{}]", i, key, j)
+                for j, fn in enumerate(as_list(tool[key], f"tools[{i}].{key}", single=True)):
+                    fn = need_dict(fn, f"tools[{i}].{key}[{j}]")
                     defs.append(ToolDef(str_or_none(fn.get("name")), str_or_none(fn.get("description")) or "",
                                         _json_schema(fn)))
         return defs
@@ -245,12 +284,20 @@ class GeminiAdapter(Adapter):
         return body, f"/v1beta/models/{model}:{method}"
 
     # -- replies ----------------------------------------------------------------------------------
-    def _read_chunk(self, chunk: dict[str, Any], where: str, out: CanonicalResponse | StreamEvent) -> None:
+    def _read_chunk(self, chunk: dict[str, Any], out: CanonicalResponse | StreamEvent) -> None:
         """One GenerateContentResponse (a whole reply, or one event of a stream) into `out`."""
-        for i, cand in enumerate(as_list(chunk.get("candidates"), "{}candidates", where, single=True)):
-            cand = need_dict(cand, "{}candidates[{}]", where, i)
+        for i, cand in enumerate(as_list(chunk.get("candidates"), "candidates", single=True)):
             reply = Message("model")
-            _read_content(cand.get("content"), "text", f"{where}candidates[{i}].content", reply)
+            try:
+                cand = need_dict(cand)
+                content = cand.get("content")
+                if content is not None:
+                    try:
+                        _read_content(content, "text", reply)
+                    except UnreadableBody as e:
+                        raise e.within("content") from None
+            except UnreadableBody as e:
+                raise e.within(f"candidates[{i}]") from None
             out.parts.extend(reply.parts)
             out.tool_calls.extend(reply.tool_calls)
             if i == 0:
@@ -264,7 +311,10 @@ class GeminiAdapter(Adapter):
         chunks = body if isinstance(body, list) else [body]  # streamGenerateContent without alt=sse: an array
         for i, chunk in enumerate(chunks):
             if isinstance(chunk, dict):
-                self._read_chunk(chunk, f"[{i}]." if chunks is body else "", out)
+                try:
+                    self._read_chunk(chunk, out)
+                except UnreadableBody as e:
+                    raise e.within(f"[{i}]") if chunks is body else e from None
                 out.usage.update(_usage(chunk.get("usageMetadata")))
         return out
 
@@ -281,7 +331,7 @@ class GeminiAdapter(Adapter):
         out = StreamEvent()
         if not isinstance(data, dict):
             return out
-        self._read_chunk(data, "", out)
+        self._read_chunk(data, out)
         out.final = out.finish is not None
         out.usage = _usage(data.get("usageMetadata"))
         err = data.get("error")

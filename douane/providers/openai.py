@@ -6,6 +6,7 @@ Reads all four; writes chat.completions (requests, replies, streams) for transla
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from douane.providers.base import (
@@ -19,6 +20,7 @@ from douane.providers.base import (
     ToolCall,
     ToolDef,
     ToolResult,
+    UnreadableBody,
     Usage,
     as_dict,
     as_list,
@@ -44,64 +46,187 @@ _SYSTEM_ROLES = ("system", "developer")
 _TOOL_ROLES = ("tool", "function")
 
 
-def _content_parts(container: dict[str, Any], key: str, kind: str, where: str) -> list[TextPart]:
-    """`content` is a string or a list of typed parts (text, input_text, output_text, refusal, ...)."""
+def _content_parts(container: dict[str, Any], key: str, kind: str) -> list[TextPart]:
+    """`content` is a string or a list of typed parts (text, input_text, output_text, refusal, ...).
+    (Checks inline: this runs for every message of every call.)"""
     value = container.get(key)
-    if isinstance(value, str):
+    if type(value) is str:
         return [TextPart(container, key, kind)]
+    if value is None:
+        return []
     parts = []
-    for i, item in enumerate(as_list(value, "{}.{}", where, key)):
-        if isinstance(item, str):
+    for i, item in enumerate(as_list(value, key)):
+        if type(item) is str:
             parts.append(TextPart(value, i, kind))
             continue
-        item = need_dict(item, "{}.{}[{}]", where, key, i)
-        if has_text(item, "text", "{}.{}[{}].text", where, key, i):
-            parts.append(TextPart(item, "text", kind))
-        elif has_text(item, "refusal", "{}.{}[{}].refusal", where, key, i):
-            parts.append(TextPart(item, "refusal", kind))
+        if type(item) is not dict:
+            raise UnreadableBody(f"{key}[{i}]", "an object", item)
+        for field in ("text", "refusal"):
+            text = item.get(field)
+            if type(text) is str:
+                parts.append(TextPart(item, field, kind))
+                break
+            if text is not None:
+                raise UnreadableBody(f"{key}[{i}].{field}", "a string", text)
     return parts
 
 
-def _chat_tool_call(call: Any, where: str, legacy: bool = False) -> ToolCall:
+def _chat_tool_call(call: Any, legacy: bool = False) -> ToolCall:
     """One entry of `tool_calls` (`function` or `custom`), or a legacy `function_call` (the function itself)."""
-    call = need_dict(call, where)
+    call = need_dict(call)
     if legacy:
-        spec, key = call, "arguments"
+        at, spec, key = "", call, "arguments"
     elif call.get("function") is None and "custom" in call:
-        where, spec, key = where + ".custom", call["custom"], "input"
+        at, spec, key = "custom", call["custom"], "input"
     else:
-        where, spec, key = where + ".function", call.get("function"), "arguments"
-    spec = need_dict(spec, where)
-    name = need_str(spec.get("name"), "{}.name", where)
-    parts = [TextPart(spec, key, "tool_call")] if has_text(spec, key, "{}.{}", where, key) else []
+        at, spec, key = "function", call.get("function"), "arguments"
+    try:
+        spec = need_dict(spec)
+        name = need_str(spec.get("name"), "name")
+        parts = [TextPart(spec, key, "tool_call")] if has_text(spec, key) else []
+    except UnreadableBody as e:
+        raise e.within(at) if at else e from None
     return ToolCall(name, str_or_none(call.get("id")), spec, key, parts)
 
 
-def _item_call(item: dict[str, Any], where: str) -> ToolCall:
+def _item_call(item: dict[str, Any]) -> ToolCall:
     """A Responses API function_call (JSON arguments) or custom_tool_call (free-text input) item."""
     key = "arguments" if item.get("type") == "function_call" else "input"
-    name = need_str(item.get("name"), "{}.name", where)
-    parts = [TextPart(item, key, "tool_call")] if has_text(item, key, "{}.{}", where, key) else []
+    name = need_str(item.get("name"), "name")
+    parts = [TextPart(item, key, "tool_call")] if has_text(item, key) else []
     return ToolCall(name, str_or_none(item.get("call_id")), item, key, parts)
+
+
+def _each(items: list[Any], where: str, read: Callable[[Any], Any]) -> list[Any]:
+    """`read` of each item; a problem inside one is placed at `where[i]`."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(read(item))
+        except UnreadableBody as e:
+            raise e.within(f"{where}[{i}]") from None
+    return out
+
+
+def _tool_def(tool: Any) -> ToolDef:
+    tool = need_dict(tool)
+    kind = str(tool.get("type") or "function")
+    spec = as_dict(tool.get("function") or tool.get("custom"), kind) or tool
+    params = spec.get("parameters")
+    return ToolDef(str_or_none(spec.get("name")), str_or_none(spec.get("description")) or "",
+                   params if isinstance(params, dict) else None, kind)
 
 
 def _tool_defs(body: dict[str, Any]) -> list[ToolDef]:
     """`tools` (chat: nested under `function`; responses: flat; built-in tools by type) and the legacy
     `functions`."""
-    defs = []
-    for i, tool in enumerate(as_list(body.get("tools"), "tools")):
-        tool = need_dict(tool, "tools[{}]", i)
-        kind = str(tool.get("type") or "function")
-        spec = as_dict(tool.get("function") or tool.get("custom"), "tools[{}].{}", i, kind) or tool
-        params = spec.get("parameters")
-        defs.append(ToolDef(str_or_none(spec.get("name")), str_or_none(spec.get("description")) or "",
-                            params if isinstance(params, dict) else None, kind))
-    for i, fn in enumerate(as_list(body.get("functions"), "functions")):
-        fn = need_dict(fn, "functions[{}]", i)
-        params = fn.get("parameters")
-        defs.append(ToolDef(str_or_none(fn.get("name")), str_or_none(fn.get("description")) or "",
-                            params if isinstance(params, dict) else None))
-    return defs
+    tools, functions = body.get("tools"), body.get("functions")
+    if tools is None and functions is None:
+        return []
+    return _each(as_list(tools, "tools"), "tools", _tool_def) \
+        + _each(as_list(functions, "functions"), "functions", _tool_def)
+
+
+def _chat_message(msg: Any) -> Message:
+    if type(msg) is not dict:
+        raise UnreadableBody("", "an object", msg)
+    role = msg.get("role")
+    if type(role) is not str:
+        role = "user"
+    kind = "system" if role in _SYSTEM_ROLES else "tool_result" if role in _TOOL_ROLES else "text"
+    message = Message(role, _content_parts(msg, "content", kind))
+    if kind == "tool_result":
+        message.tool_results = [ToolResult(str_or_none(msg.get("tool_call_id")), str_or_none(msg.get("name")),
+                                           msg, "content", list(message.parts))]
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        for call in _each(as_list(calls, "tool_calls"), "tool_calls", _chat_tool_call):
+            message.add_call(call)
+    legacy = msg.get("function_call")
+    if legacy is not None:
+        try:
+            message.add_call(_chat_tool_call(legacy, legacy=True))
+        except UnreadableBody as e:
+            raise e.within("function_call") from None
+    return message
+
+
+def _response_item(item: Any) -> Message | None:
+    item = need_dict(item)
+    item_type = item.get("type")
+    if item_type in ("function_call", "custom_tool_call"):
+        call = _item_call(item)
+        return Message("assistant", list(call.parts), tool_calls=[call])
+    if item_type in ("function_call_output", "custom_tool_call_output"):
+        parts = _content_parts(item, "output", "tool_result")
+        return Message("tool", list(parts),
+                       tool_results=[ToolResult(str_or_none(item.get("call_id")), None, item, "output", parts)])
+    if "content" in item:
+        role = item.get("role")
+        role = role if type(role) is str else "user"
+        return Message(role, _content_parts(item, "content", "system" if role in _SYSTEM_ROLES else "text"))
+    return None
+
+
+def _choice(choice: Any) -> Message:
+    """One choice of a reply: a completion's text, or a chat message's content, refusal and tool calls."""
+    choice = need_dict(choice)
+    out = Message("assistant")
+    if has_text(choice, "text"):
+        out.parts.append(TextPart(choice, "text"))
+    msg = as_dict(choice.get("message"), "message")
+    if msg is None:
+        return out
+    try:
+        out.parts.extend(_content_parts(msg, "content", "text"))
+        if has_text(msg, "refusal"):
+            out.parts.append(TextPart(msg, "refusal"))
+        calls = msg.get("tool_calls")
+        if calls is not None:
+            for call in _each(as_list(calls, "tool_calls"), "tool_calls", _chat_tool_call):
+                out.add_call(call)
+    except UnreadableBody as e:
+        raise e.within("message") from None
+    return out
+
+
+def _call_fragment(call: Any, position: int) -> ToolCall:
+    """A piece of a streamed tool call: the first names the tool, the rest carry arguments."""
+    call = need_dict(call)
+    fn = as_dict(call.get("function"), "function") or {}
+    try:
+        parts = [TextPart(fn, "arguments", "tool_call")] if has_text(fn, "arguments") else []
+    except UnreadableBody as e:
+        raise e.within("function") from None
+    index = call.get("index")
+    return ToolCall(str_or_none(fn.get("name")), str_or_none(call.get("id")), fn, "arguments", parts,
+                    index if isinstance(index, int) else position)
+
+
+def _output_items(output: Any, where: str) -> tuple[list[TextPart], list[ToolCall]]:
+    """Texts and tool calls of the Responses API's `output` items."""
+    parts: list[TextPart] = []
+    calls: list[ToolCall] = []
+    for item in _each(as_list(output, where), where, _output_item):
+        parts.extend(item.parts)
+        calls.extend(item.tool_calls)
+    return parts, calls
+
+
+def _output_item(item: Any) -> Message:
+    item = need_dict(item)
+    out = Message("assistant")
+    if item.get("type") in ("function_call", "custom_tool_call"):
+        out.add_call(_item_call(item))
+    content = item.get("content")
+    if content is not None:
+        out.parts.extend(p for c in _each(as_list(content, "content"), "content", _output_text) for p in c)
+    return out
+
+
+def _output_text(content: Any) -> list[TextPart]:
+    content = need_dict(content)
+    return [TextPart(content, "text")] if has_text(content, "text") else []
 
 
 class OpenAIAdapter(Adapter):
@@ -127,7 +252,7 @@ class OpenAIAdapter(Adapter):
     # -- requests ---------------------------------------------------------------------------------
     def parse_request(self, endpoint: str, path: str, body: Any) -> CanonicalRequest:
         if endpoint == "chat.completions":
-            messages = self._chat_messages(body)
+            messages = _each(as_list(body.get("messages"), "messages"), "messages", _chat_message)
         elif endpoint == "responses":
             messages = self._response_items(body)
         elif endpoint in ("embeddings", "completions"):
@@ -141,52 +266,14 @@ class OpenAIAdapter(Adapter):
                                 strings(body.get("stop")), _tool_defs(body))
 
     @staticmethod
-    def _chat_messages(body: dict[str, Any]) -> list[Message]:
-        messages = []
-        for i, msg in enumerate(as_list(body.get("messages"), "messages")):
-            msg = need_dict(msg, "messages[{}]", i)
-            where = f"messages[{i}]"
-            role = msg.get("role")
-            role = role if isinstance(role, str) else "user"
-            kind = "system" if role in _SYSTEM_ROLES else "tool_result" if role in _TOOL_ROLES else "text"
-            message = Message(role, _content_parts(msg, "content", kind, where))
-            if role in _TOOL_ROLES:
-                message.tool_results.append(ToolResult(str_or_none(msg.get("tool_call_id")),
-                                                       str_or_none(msg.get("name")), msg, "content",
-                                                       list(message.parts)))
-            for j, call in enumerate(as_list(msg.get("tool_calls"), "{}.tool_calls", where)):
-                message.tool_calls.append(_chat_tool_call(call, f"{where}.tool_calls[{j}]"))
-            if msg.get("function_call") is not None:
-                message.tool_calls.append(_chat_tool_call(msg["function_call"], f"{where}.function_call", True))
-            message.parts.extend(p for c in message.tool_calls for p in c.parts)
-            messages.append(message)
-        return messages
-
-    @staticmethod
     def _response_items(body: dict[str, Any]) -> list[Message]:
         messages = []
-        if has_text(body, "instructions", "instructions"):
+        if has_text(body, "instructions"):
             messages.append(Message("system", [TextPart(body, "instructions", "system")]))
         items = body.get("input")
-        if isinstance(items, str):
+        if type(items) is str:
             return [*messages, Message("user", [TextPart(body, "input")])]
-        for i, item in enumerate(as_list(items, "input")):
-            item = need_dict(item, "input[{}]", i)
-            where = f"input[{i}]"
-            item_type = item.get("type")
-            if item_type in ("function_call", "custom_tool_call"):
-                call = _item_call(item, where)
-                messages.append(Message("assistant", list(call.parts), tool_calls=[call]))
-            elif item_type in ("function_call_output", "custom_tool_call_output"):
-                parts = _content_parts(item, "output", "tool_result", where)
-                result = ToolResult(str_or_none(item.get("call_id")), None, item, "output", parts)
-                messages.append(Message("tool", list(parts), tool_results=[result]))
-            elif "content" in item:
-                role = item.get("role")
-                role = role if isinstance(role, str) else "user"
-                kind = "system" if role in _SYSTEM_ROLES else "text"
-                messages.append(Message(role, _content_parts(item, "content", kind, where)))
-        return messages
+        return messages + [m for m in _each(as_list(items, "input"), "input", _response_item) if m is not None]
 
     @staticmethod
     def _prompts(body: dict[str, Any], key: str) -> list[Message]:
@@ -249,44 +336,16 @@ class OpenAIAdapter(Adapter):
         if not isinstance(body, dict):
             return out
         if endpoint in ("chat.completions", "completions"):
-            for i, choice in enumerate(as_list(body.get("choices"), "choices")):
-                choice = need_dict(choice, "choices[{}]", i)
-                if has_text(choice, "text", "choices[{}].text", i):
-                    out.parts.append(TextPart(choice, "text"))
-                msg = as_dict(choice.get("message"), "choices[{}].message", i)
-                if msg is not None:
-                    out.parts.extend(_content_parts(msg, "content", "text", f"choices[{i}].message"))
-                    if has_text(msg, "refusal", "choices[{}].message.refusal", i):
-                        out.parts.append(TextPart(msg, "refusal"))
-                    for j, call in enumerate(as_list(msg.get("tool_calls"), "choices[{}].message.tool_calls", i)):
-                        tool_call = _chat_tool_call(call, f"choices[{i}].message.tool_calls[{j}]")
-                        out.parts.extend(tool_call.parts)
-                        out.tool_calls.append(tool_call)
-                if i == 0:
-                    out.finish = self.finish_from(choice.get("finish_reason"))
+            choices = _each(as_list(body.get("choices"), "choices"), "choices", _choice)
+            for choice in choices:
+                out.parts.extend(choice.parts)
+                out.tool_calls.extend(choice.tool_calls)
+            out.finish = self.finish_from(body["choices"][0].get("finish_reason")) if choices else None
         elif endpoint == "responses":
-            out.parts, out.tool_calls = self._output_items(body.get("output"), "output")
+            out.parts, out.tool_calls = _output_items(body.get("output"), "output")
         out.usage = self._usage(body.get("usage"))
         out.model = str_or_none(body.get("model"))
         return out
-
-    @staticmethod
-    def _output_items(output: Any, where: str) -> tuple[list[TextPart], list[ToolCall]]:
-        """Texts and tool calls of the Responses API's `output` items."""
-        parts: list[TextPart] = []
-        calls: list[ToolCall] = []
-        for i, item in enumerate(as_list(output, where)):
-            item = need_dict(item, "{}[{}]", where, i)
-            at = f"{where}[{i}]"
-            if item.get("type") in ("function_call", "custom_tool_call"):
-                call = _item_call(item, at)
-                parts.extend(call.parts)
-                calls.append(call)
-            for j, content in enumerate(as_list(item.get("content"), "{}.content", at)):
-                content = need_dict(content, "{}.content[{}]", at, j)
-                if has_text(content, "text", "{}.content[{}].text", at, j):
-                    parts.append(TextPart(content, "text"))
-        return parts, calls
 
     @staticmethod
     def _usage(raw: Any) -> Usage:
@@ -326,62 +385,72 @@ class OpenAIAdapter(Adapter):
         out.model = str_or_none(data.get("model"))
         choices = data.get("choices")
         for i, choice in enumerate(as_list(choices, "choices")):
-            choice = need_dict(choice, "choices[{}]", i)
-            if choice.get("finish_reason"):
-                out.final = True
-                out.finish = out.finish or self.finish_from(choice["finish_reason"])
-            delta = as_dict(choice.get("delta"), "choices[{}].delta", i)
-            if delta is not None:
-                self._delta(delta, f"choices[{i}].delta", out)
-            elif has_text(choice, "text", "choices[{}].text", i):
-                out.parts.append(TextPart(choice, "text"))
+            try:
+                self._chunk_choice(need_dict(choice), out)
+            except UnreadableBody as e:
+                raise e.within(f"choices[{i}]") from None
         if data.get("usage"):
             out.usage = self._usage(data["usage"])
             out.internal = choices == []
         return out
 
-    @staticmethod
-    def _delta(delta: dict[str, Any], where: str, out: StreamEvent) -> None:
-        if has_text(delta, "content", "{}.content", where):
-            out.parts.append(TextPart(delta, "content"))
-        if has_text(delta, "refusal", "{}.refusal", where):
-            out.parts.append(TextPart(delta, "refusal"))
-        for j, call in enumerate(as_list(delta.get("tool_calls"), "{}.tool_calls", where)):
-            call = need_dict(call, "{}.tool_calls[{}]", where, j)
-            fn = as_dict(call.get("function"), "{}.tool_calls[{}].function", where, j) or {}
-            parts = [TextPart(fn, "arguments", "tool_call")] \
-                if has_text(fn, "arguments", "{}.tool_calls[{}].function.arguments", where, j) else []
-            out.parts.extend(parts)
-            index = call.get("index")
-            out.tool_calls.append(ToolCall(str_or_none(fn.get("name")), str_or_none(call.get("id")), fn,
-                                           "arguments", parts, index if isinstance(index, int) else j))
+    def _chunk_choice(self, choice: dict[str, Any], out: StreamEvent) -> None:
+        if choice.get("finish_reason"):
+            out.final = True
+            out.finish = out.finish or self.finish_from(choice["finish_reason"])
+        delta = as_dict(choice.get("delta"), "delta")
+        if delta is None:
+            if has_text(choice, "text"):
+                out.parts.append(TextPart(choice, "text"))
+            return
+        try:
+            if has_text(delta, "content"):
+                out.parts.append(TextPart(delta, "content"))
+            if has_text(delta, "refusal"):
+                out.parts.append(TextPart(delta, "refusal"))
+            calls = delta.get("tool_calls")
+            if calls is not None:
+                for j, call in enumerate(as_list(calls, "tool_calls")):
+                    try:
+                        fragment = _call_fragment(call, j)
+                    except UnreadableBody as e:
+                        raise e.within(f"tool_calls[{j}]") from None
+                    out.parts.extend(fragment.parts)
+                    out.tool_calls.append(fragment)
+        except UnreadableBody as e:
+            raise e.within("delta") from None
 
     def _response_event(self, data: dict[str, Any]) -> StreamEvent:
         """One typed event of the Responses API."""
         out = StreamEvent()
         kind = data.get("type")
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
-                    "response.custom_tool_call_input.delta") and has_text(data, "delta", "delta"):
+                    "response.custom_tool_call_input.delta") and has_text(data, "delta"):
             part = TextPart(data, "delta", "text" if kind == "response.output_text.delta" else "tool_call")
             out.parts.append(part)
             if part.kind == "tool_call":
                 out.tool_calls.append(ToolCall(None, None, data, "delta", [part], data.get("output_index")))
-        if kind == "response.output_text.done" and has_text(data, "text", "text"):
+        if kind == "response.output_text.done" and has_text(data, "text"):
             out.snapshots.append(TextPart(data, "text"))
         part_done = as_dict(data.get("part"), "part")
-        if kind == "response.content_part.done" and part_done is not None \
-                and has_text(part_done, "text", "part.text"):
-            out.snapshots.append(TextPart(part_done, "text"))
+        if kind == "response.content_part.done" and part_done is not None:
+            out.snapshots.extend(_output_text(part_done))
         item = as_dict(data.get("item"), "item")
         if kind == "response.output_item.added" and item is not None \
                 and item.get("type") in ("function_call", "custom_tool_call"):
             out.tool_calls.append(ToolCall(str_or_none(item.get("name")), str_or_none(item.get("call_id")),
                                            index=data.get("output_index")))
         if kind == "response.output_item.done" and item is not None:
-            out.snapshots.extend(self._output_items([item], "item")[0])
+            try:
+                out.snapshots.extend(_output_item(item).parts)
+            except UnreadableBody as e:
+                raise e.within("item") from None
         response = as_dict(data.get("response"), "response")
         if response is not None:
-            out.snapshots.extend(self._output_items(response.get("output"), "response.output")[0])
+            try:
+                out.snapshots.extend(_output_items(response.get("output"), "output")[0])
+            except UnreadableBody as e:
+                raise e.within("response") from None
             out.model = str_or_none(response.get("model"))
             if response.get("usage"):
                 out.usage = self._usage(response["usage"])
