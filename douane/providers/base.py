@@ -39,10 +39,11 @@ class UnreadableBody(ValueError):
         """The same problem placed from further out: readers name places relative to what they read,
         and each level adds its own (`messages[3]` + `content[0].text`) only when one is raised."""
         inner = self.where
-        e = UnreadableBody(outer if not inner else outer + inner if inner[0] == "[" else f"{outer}.{inner}", "", None)
-        e.problem = self.problem
-        e.args = (f"{e.where}: {e.problem}",)
-        return e
+        moved = UnreadableBody.__new__(UnreadableBody)
+        moved.where = outer if not inner else outer + inner if inner.startswith("[") else f"{outer}.{inner}"
+        moved.problem = self.problem
+        moved.args = (f"{moved.where}: {moved.problem}",)
+        return moved
 
 
 class UnknownFormat(ValueError):

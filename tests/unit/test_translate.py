@@ -437,3 +437,17 @@ def test_a_responses_streams_tool_call_is_named_and_its_arguments_follow() -> No
         for c in ADAPTERS["openai"].parse_stream_event("responses", None, data, None).tool_calls:
             calls.setdefault(c.index, [c.name, c.id, ""])[2] += c.arguments
     assert {k: (n, i, json.loads(a)) for k, (n, i, a) in calls.items()} == {1: ("get_weather", "call_1", ARGS)}
+
+
+def test_an_unknown_format_is_an_error_never_another_format() -> None:
+    """The old translator read any format it did not know as Gemini."""
+    from douane.providers import ProviderSpec, UnknownFormat
+
+    with pytest.raises(UnknownFormat, match="unknown wire format 'mistral': douane reads and writes anthropic, "
+                                             "gemini, openai"):
+        translate.read_request("mistral", {"contents": [{"parts": [{"text": "hi"}]}]})
+    for make in (lambda: translate.StreamReader("mistral"), lambda: translate.StreamWriter("mistral", "m"),
+                 lambda: translate.reply("openai", REPLIES["openai"], "mistral", "m"),
+                 lambda: ProviderSpec("mistral", "mistral", ("api.mistral.ai",))):
+        with pytest.raises(UnknownFormat):
+            make()
