@@ -15,7 +15,7 @@ from douane.decision import Block
 from douane.gateway import Gateway
 from douane.guard import INLINE_SCAN_CHARS, scan, scan_failed
 from douane.meter.gate import estimate_usage
-from douane.providers import CanonicalResponse, TextPart
+from douane.providers import CanonicalResponse, TextPart, UnreadableBody
 from douane.rewrite import Blocked, OutputGuard, Stage
 from douane.streaming import StreamTap, make_decoder
 
@@ -131,7 +131,15 @@ class AnswerAddon:
             if resp.status_code < 400:
                 call.add_error("the provider's answer is not JSON; delivered as it came")
             return
-        parsed = call.provider.adapter.parse_response(call.endpoint, body)
+        try:
+            parsed = call.provider.adapter.parse_response(call.endpoint, body)
+        except UnreadableBody as e:  # what cannot be read cannot be judged: it does not go out
+            if resp.status_code < 400:
+                refuse_answer(self.gw, flow, call, Block(502, "unreadable_answer", f"the provider's answer is not "
+                                                         f"shaped as its API documents it ({e})", always=True))
+            else:
+                call.add_error(f"upstream answered {resp.status_code}, in a shape douane cannot read: {e}")
+            return
         call.usage.update(parsed.usage)
         call.model = parsed.model or call.model
         if resp.status_code >= 400:

@@ -121,7 +121,7 @@ class ClassifyAddon:
             refuse(self.gw, flow, call, Block(413, "limits.max_request_bytes", f"{e}; it was not forwarded",
                                               always=True))
             return None
-        except classify.UnreadableBody as e:
+        except classify.NotReadable as e:
             if not refuse(self.gw, flow, call, Block(400, "unreadable_body", f"{e}; it was not forwarded")):
                 call.note("unreadable body: forwarded uninspected")
             return None

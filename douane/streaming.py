@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from douane import faults, jsonio
-from douane.providers import Adapter, CanonicalRequest, Usage
+from douane.providers import Adapter, CanonicalRequest, UnreadableBody, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
 
@@ -128,7 +128,8 @@ class StreamTap:
         for i, event in enumerate(events):
             try:
                 out.extend(b for b in self._on_event(event) if b)
-            except Blocked as b:
+            except (Blocked, UnreadableBody) as e:  # what cannot be read cannot be judged: it does not go out
+                b = e if isinstance(e, Blocked) else Blocked("unreadable_answer", f"an event could not be read ({e})")
                 self.blocked = b
                 out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
                 return out
@@ -141,7 +142,7 @@ class StreamTap:
     def _failed(self, error: Exception, unsent: list[bytes]) -> list[bytes]:
         """Closed: the provider's error event ends the stream. Open: `unsent` (the raw events not yet
         sent) and everything after go through as they come; text held back by a stage is lost."""
-        if self.failed_closed:  # already ended: reading usage of the rest failed too
+        if self.stopped:  # already ended: reading usage of the rest failed too
             return []
         log.exception("answer: inspecting a streamed answer failed")
         self.failure = f"{type(error).__name__}: {error}"
