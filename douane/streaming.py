@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from douane import faults, jsonio
+from douane.call import Call
 from douane.providers import Adapter, CanonicalRequest, StreamEvent, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
@@ -312,3 +313,13 @@ def _payload(event: SSEEvent) -> Any:
         return jsonio.loads(event.data)
     except ValueError:
         return None
+
+
+def record_findings(call: Call, stages: list[Stage]) -> None:
+    """What the output guards of an answer found, on its call (the row's output_findings and reason)."""
+    for stage in stages:
+        if isinstance(stage, OutputGuard):
+            call.output_findings.extend(f"{f.kind}:{f.name}" for f in stage.findings)
+            if stage.findings and call.decision != "blocked":
+                kinds = sorted({f"{f.kind}:{f.name}" for f in stage.findings})
+                call.note(f"output: {', '.join(kinds)} ({stage.secrets_action}/{stage.pii_action})")
