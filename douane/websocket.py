@@ -281,7 +281,7 @@ class Session:
         activity, a steered successor) gets a turn of its own, metered like the others."""
         rid = openai_ws.response_id(self.protocol, data)
         if kind == openai_ws.RESPONSE_STARTED:
-            turn = next((t for t in self.turns if not t.created), None) or await self._server_turn()
+            turn = next((t for t in self.turns if not t.created), None) or await self._server_turn(rid)
             turn.created, turn.response_id = True, rid
             return turn
         if rid is not None:
@@ -299,12 +299,12 @@ class Session:
             return next((t for t in self.turns if cause and t.client_event_id == cause), None)
         return self.turns[0] if self.turns else None
 
-    async def _server_turn(self) -> Turn:
+    async def _server_turn(self, rid: str | None) -> Turn:
         call = self._call(0)
         call.endpoint, call.model_requested, call.model = self.protocol, self.model, self.model
         call.note("response started by the provider, not by a response.create")
         self._carry_into(call, "")
-        turn = Turn(call, self._tap(call))
+        turn = Turn(call, self._tap(call), response_id=rid)
         self.turns.append(turn)
         block = await self.meter.reserve(call)
         if block is not None and self._enforce(call, block):
