@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests import mock_ws
 from tests.e2e.conftest import Douane, free_port, routed_policy
+from tests.e2e.test_sdks import client_env
 
 EMAIL, EMAIL2, PHONE = "jane.roe@example.com", "max.mustermann@example.org", "+1 212-555-0143"
 AWS = "AKIAIOSFODNN7EXAMPLE"
@@ -380,3 +382,22 @@ def test_realtime_injection_is_blocked_with_the_client_event_named(guarded: Doua
     assert frames("conversation.item.create") == []
     row = websocket_rows(d, 1, since)[0]
     assert row["decision"] == "blocked" and row["endpoint"] == "realtime"
+
+
+def test_the_official_sdks_realtime_client_works_unchanged(guarded: Douane, upstream: str, since: float) -> None:
+    """No application change: the openai SDK's Realtime client reads HTTPS_PROXY and SSL_CERT_FILE."""
+    with client_env(guarded), openai.OpenAI(api_key="sk-test").realtime.connect(model="gpt-realtime") as conn:
+        conn.session.update(session={"type": "realtime", "instructions": "Be brief."})
+        conn.conversation.item.create(item={"type": "message", "role": "user",
+                                            "content": [{"type": "input_text", "text": f"I am {EMAIL}"}]})
+        conn.response.create()
+        text = ""
+        for event in conn:
+            if event.type == "response.output_text.delta":
+                text += event.delta
+            if event.type in ("response.done", "error"):
+                break
+    assert event.type == "response.done" and text == f"echo: I am {EMAIL}"
+    assert EMAIL not in json.dumps(frames("conversation.item.create"))
+    row = websocket_rows(guarded, 1, since)[0]
+    assert row["endpoint"] == "realtime" and row["pii_entities"] == ["EMAIL_ADDRESS"] and row["cost_usd"] > 0
