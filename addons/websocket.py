@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from mitmproxy import ctx, http
 from mitmproxy.websocket import WebSocketMessage
 
-from addons.flows import REQUEST_ID_HEADER, call_of
+from addons.flows import call_of
 from douane import faults
 from douane.call import METADATA_KEY, Call
 from douane.gateway import Gateway
@@ -64,11 +64,6 @@ class WebSocketAddon:
             call.note("other_websockets.forward: frames forwarded uninspected")
             return
         flow.metadata[SOCKET_KEY] = flow.metadata.pop(METADATA_KEY)
-
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        call: Call | None = flow.metadata.get(SOCKET_KEY)
-        if call is not None and flow.response is not None:
-            flow.response.headers[REQUEST_ID_HEADER] = call.id
 
     def response(self, flow: http.HTTPFlow) -> None:
         """The provider answered the upgrade without upgrading: an HTTP call after all, recorded as one."""

@@ -162,7 +162,7 @@ class Session:
         if self._enforce(call, block):
             return self._blocked(call, block)
         call.note("unreadable frame: forwarded uninspected")
-        self.carried.append((call, content.decode("utf-8", "replace")))
+        self._carry(call, content.decode("utf-8", "replace"))
         return FrameVerdict()
 
     def _read(self, call: Call, event: openai_ws.ClientEvent, frame: dict[str, Any]) -> Block | None:
@@ -187,10 +187,15 @@ class Session:
     def _accept(self, call: Call, kind: str, text: str, event_id: Any) -> None:
         """A frame on its way: a response's request opens its turn; other frames' findings go to the next."""
         if kind != CREATE:
-            self.carried.append((call, text))
+            self._carry(call, text)
             return
         self._carry_into(call, text)
         self.turns.append(Turn(call, self._tap(call), event_id if isinstance(event_id, str) else None))
+
+    def _carry(self, call: Call, text: str) -> None:
+        """Keep what the next response's row needs of a frame, not the frame (a socket may send many)."""
+        call.request, call.other_parts, call.other_keys = None, [], []
+        self.carried.append((call, text[:self.gw.policy.audit.max_body_chars]))
 
     def _carry_into(self, call: Call, text: str) -> None:
         """What the frames since the last response carried, on this response's row: they are its prompt."""
