@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mitmproxy import http
 
@@ -41,24 +40,10 @@ class AuditAddon:
         self._record(flow, call)
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:
-        if call.recorded:
-            return
-        call.recorded = True
         resp = flow.response
-        if resp is not None and resp.timestamp_end and flow.request.timestamp_start:
+        if not call.recorded and resp is not None and resp.timestamp_end and flow.request.timestamp_start:
             call.latency_ms = (resp.timestamp_end - flow.request.timestamp_start) * 1000
-        if call.latency_ms is None and flow.request.timestamp_start:
-            call.latency_ms = (time.time() - flow.request.timestamp_start) * 1000
-        audit = self.gw.policy.audit
-        if audit.bodies == "none":
-            call.request_body = call.response_body = None
-        else:
-            cap = audit.max_body_chars
-            for name in ("request_body", "response_body"):
-                value = getattr(call, name)
-                if value is not None and len(value) > cap:
-                    setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
-        self.gw.writer.submit(call.to_record(self.gw.policy.mode))
+        self.gw.record(call)
 
     def done(self) -> None:
         self.gw.writer.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mitmproxy import http
 
@@ -47,13 +46,5 @@ def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, block: Block) -> bool:
 
 def record_now(gw: Gateway, call: Call) -> None:
     """Submit a call's record outside the audit stage: for flows it never sees (a CONNECT, a
-    connection closed mid-request) or when it failed. Never raises: it is the last resort."""
-    if call.recorded:
-        return
-    call.recorded = True
-    if call.latency_ms is None:
-        call.latency_ms = (time.time() - call.started) * 1000
-    try:
-        gw.writer.submit(call.to_record(gw.policy.mode))
-    except Exception:
-        log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
+    connection closed mid-request) or when it failed."""
+    gw.record(call)

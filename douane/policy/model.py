@@ -198,6 +198,9 @@ class Policy(Strict):
     # provider paths douane does not model (files, batches, fine-tuning, ...): forwarded with their
     # text bodies scanned for PII, or refused
     other_endpoints: Literal["forward", "block"] = "forward"
+    # WebSockets to a provider host other than the ones douane inspects (OpenAI's Responses and
+    # Realtime): refused (and recorded), or forwarded uninspected
+    other_websockets: Literal["block", "forward"] = "block"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     injection: InjectionPolicy | None = None
