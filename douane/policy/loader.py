@@ -61,7 +61,10 @@ class PolicyError(Exception):
 def policy_files(path: str | Path) -> list[Path]:
     p = Path(path)
     if p.is_dir():
-        files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        try:
+            files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        except OSError as e:
+            raise PolicyError([PolicyIssue(str(p), 0, "", f"cannot list the folder: {e}")]) from None
         if not files:
             raise PolicyError([PolicyIssue(str(p), 0, "", "folder holds no *.yaml or *.yml file; pass a policy file or "
                                            "a folder of them")])
@@ -370,14 +373,19 @@ def _schema_issue(err: Any, where: dict[Path_, Where], default_file: str) -> Pol
     file, line = _locate(loc, where, default_file)
     kind = err["type"]
     if kind == "extra_forbidden":
-        message = _unknown_key(loc)
-    elif kind == "missing":
-        message = "required: add this key"
+        return PolicyIssue(file, line, _dotted(loc), _unknown_key(loc))
+    if kind == "missing":
+        return PolicyIssue(file, line, _dotted(loc), "required: add this key")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        model = _model_at(loc)
+        keys = f" such as {', '.join(list(model.model_fields)[:4])}" if model else ""
+        message = f"must be a mapping of keys{keys}"
+    elif kind == "list_type":
+        message = "must be a list: [a, b], or one `- item` per line"
     else:
         message = err["msg"].removeprefix("Value error, ")
-        shown = repr(err["input"])
-        message += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
-    return PolicyIssue(file, line, _dotted(loc), message)
+    shown = repr(err["input"])
+    return PolicyIssue(file, line, _dotted(loc), f"{message} (got {shown if len(shown) <= 80 else shown[:77] + '...'})")
 
 
 def _unknown_key(loc: Path_) -> str:

@@ -110,3 +110,15 @@ def test_a_client_quota_is_named_by_its_place_in_the_policy(tmp_path: Path) -> N
     assert [rule for rule, _ in limits.quotas("t", "c493")] == ["clients[493]"]
     assert limits.quotas("t", "c4") == [] and limits.quotas("t", "nobody") == []
     assert limits.quotas("t", "c3")[0][1].requests_per_minute == 5
+
+
+def test_wrong_shapes_say_what_to_write(tmp_path: Path) -> None:
+    f = write(tmp_path, "p.yaml", "version: 1\ninjection: 5\nclients: {}\npii:\n  entities: EMAIL_ADDRESS\n"
+                                  "fallbacks:\n  - when: {}\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    got = {i.field: (i.line, i.message) for i in e.value.issues}
+    assert got["injection"] == (2, "must be a mapping of keys such as action, threshold (got 5)")
+    assert got["clients"][0] == 3 and got["clients"][1].startswith("must be a list")
+    assert got["pii.entities"] == (5, "must be a list: [a, b], or one `- item` per line (got 'EMAIL_ADDRESS')")
+    assert got["fallbacks[0].to"] == (7, "required: add this key")
