@@ -156,6 +156,9 @@ class _Builder:
         except yaml.constructor.ConstructorError:
             self.issue(node, path, f"unsupported tag {node.tag}; a policy holds plain values: remove the tag")
             return _UNREADABLE
+        except (ValueError, TypeError, OverflowError) as e:  # e.g. an integer of 5,000 digits, `!!int abc`
+            self.issue(node, path, f"cannot read {node.value[:40]!r} as {node.tag.rsplit(':', 1)[-1]}: {e}")
+            return _UNREADABLE
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -68,8 +68,21 @@ def _redis_options(v: str) -> None:
         raise ValueError(f"redis cannot use the options in this URL: {e}") from None
 
 
+# Counters (in memory, in Redis' Lua) and costs are exact up to here; a larger number is a typo.
+MAX_POLICY_INT = 2**53
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` passed `ge=0` and then broke every budget reservation (no limit is spelt null)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _int_in_range(cls, v: object) -> object:
+        if type(v) is int and not -MAX_POLICY_INT <= v <= MAX_POLICY_INT:
+            raise ValueError(f"must be at most {MAX_POLICY_INT:,} (2**53): counters and costs are exact only "
+                             "up to there; leave the key out for no limit")
+        return v
 
 
 class ProviderConfig(Strict):

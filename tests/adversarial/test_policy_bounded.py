@@ -116,3 +116,11 @@ def test_the_pure_python_parser_is_bounded_too(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(loader, "_LOADER", yaml.SafeLoader)
     issues = issues_of(write(tmp_path, text))
     assert len(issues) == 1 and ("alias" in issues[0].message or "nested" in issues[0].message), issues
+
+
+def test_scalars_python_cannot_convert_are_errors(tmp_path: Path) -> None:
+    """int() refuses 5,000 digits (CVE-2020-10735's limit) and `!!int abc`: a ValueError, not a traceback."""
+    issues = issues_of(write(tmp_path, "version: 1\nteams:\n  t:\n    requests_per_minute: " + "1" * 5000
+                             + "\nmode: !!int abc\n"))
+    assert [(i.line, i.field) for i in issues] == [(4, "teams.t.requests_per_minute"), (5, "mode")]
+    assert all("cannot read" in i.message for i in issues)
