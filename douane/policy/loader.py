@@ -149,8 +149,7 @@ class _Builder:
                                        "(an alias bomb?); write shared values out or share fewer levels"))
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
-        if node.tag == _STR_TAG:
-            return node.value
+        """A scalar YAML typed (a number, a boolean, null): built by PyYAML's safe constructor."""
         try:
             return self._constructor.construct_object(node)
         except yaml.constructor.ConstructorError:
@@ -314,7 +313,7 @@ def _locate(path: Path_, where: dict[Path_, Where], default_file: str) -> Where:
     return (default_file, 0)
 
 
-def read_policy(files: list[Path]) -> tuple[dict[str, Any], dict[Path_, Where], list[PolicyIssue], bool]:
+def _read_policy(files: list[Path]) -> tuple[dict[str, Any], dict[Path_, Where], list[PolicyIssue], bool]:
     """The merged document of `files`, where each value stands, the problems so far, and whether
     every file was read to its end (references cannot be judged while one is missing)."""
     doc: dict[str, Any] = {}
@@ -355,7 +354,7 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def _load(files: list[Path]) -> Policy:
-    doc, where, issues, complete = read_policy(files)
+    doc, where, issues, complete = _read_policy(files)
     first_file = str(files[0])
     policy = None
     try:
