@@ -234,6 +234,44 @@ def audit_query(sql: str, db: str | None, fmt: str) -> None:
     _emit(columns, rows, fmt)
 
 
+@audit.command("doctor")
+@DB
+@click.option("--repair", is_flag=True, help="fix what can be fixed without losing a row (stop the proxy first)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def audit_doctor(db: str | None, repair: bool, fmt: str) -> None:
+    """Check the audit store (manifest, segments, spill and temp files); exit 1 while problems remain."""
+    from rich.markup import escape
+
+    from douane.audit.doctor import diagnose
+    from douane.audit.doctor import repair as repair_store
+    from douane.audit.store import AuditStore, StoreBusy
+
+    store = AuditStore(_db_path(db))
+    try:
+        result = repair_store(store) if repair else diagnose(store)
+    except StoreBusy as e:
+        err.print(f"[bold red]cannot repair[/]: {escape(e.strerror or str(e))}; "
+                  "run without --repair to only check", highlight=False)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        rows = "?" if result.rows is None else str(result.rows)
+        running = " (a proxy is writing to it)" if result.writer_running else ""
+        out.print(f"{escape(result.db)}{running}: {rows} row(s) in {result.live_segments} live segment(s), "
+                  f"{result.quarantined_files} file(s) in quarantine", highlight=False, soft_wrap=True)
+        if result.problems:
+            table = Table("problem", "where", "detail", "repair" if not repair else "fixed",
+                          title=f"{len(result.problems)} problem(s)")
+            for p in result.problems:
+                table.add_row(p.kind, escape(p.path), escape(p.detail),
+                              ("yes" if p.fixed else "no") if repair else escape(p.repair))
+            out.print(table)
+        if not result.ok and not repair:
+            out.print("fix them with: douane audit doctor --repair (with the proxy stopped)", highlight=False)
+    sys.exit(0 if result.ok else 1)
+
+
 @audit.group()
 def report() -> None:
     """Ready-made reports over the audit store."""

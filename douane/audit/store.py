@@ -134,8 +134,9 @@ class AuditStore:
             os.close(fd)
         return False
 
-    def prepare(self, con: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Make the segment folder, its schema segment, a manifest for a new store, and the view.
+    def prepare(self, con: duckdb.DuckDBPyConnection | None = None, view: bool = True) -> None:
+        """Make the segment folder, its schema segment, a manifest for a new store, and the view
+        (which needs a manifest: the writer asks for it once it has adopted or rebuilt one).
 
         Only what is missing or out of date is written, so a restart on a full disk does not
         fail on files it already has.
@@ -153,6 +154,10 @@ class AuditStore:
             tmp = manifest.with_name(MANIFEST + ".tmp")
             tmp.write_text('{"live": ["' + SCHEMA_SEGMENT + '"]}')
             os.replace(tmp, manifest)
+        if view:
+            self.ensure_view()
+
+    def ensure_view(self) -> None:
         if not self._view_is_current():
             self._write_view()
 

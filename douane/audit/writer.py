@@ -133,18 +133,18 @@ class AuditWriter:
 
     # -- the public side: called from the proxy's threads -------------------------------------
 
-    def start(self) -> None:
-        """Take the store's writer lock and prepare it; raise OSError when it cannot be used at all.
+    def start(self, lock: int | None = None) -> None:
+        """Take the store's writer lock (or the one given, already held) and prepare the store;
+        raise OSError when it cannot be used at all (StoreBusy: another process writes to it).
 
         An existing store that cannot be written right now (a full disk) does not stop the
         start: the writer begins degraded and keeps trying.
         """
         existed = self.store.segments.exists()
-        self._lock_fd = self.store.lock_writer()
+        self._lock_fd = lock if lock is not None else self.store.lock_writer()
         try:
             self._con = duckdb.connect(config={"threads": 1})
-            self.store.prepare(self._con)
-            self._prepared = True
+            self.store.prepare(self._con, view=False)
         except (OSError, duckdb.Error) as e:
             if not existed:
                 self._release_lock()
@@ -268,11 +268,13 @@ class AuditWriter:
             for stale in self.store.segments.glob("*.tmp"):  # we hold the writer lock: nobody else writes
                 stale.unlink(missing_ok=True)
             if not self._prepared or not self.store.prepared():  # e.g. the folder was removed
-                self.store.prepare(self._con)
-                self._prepared = True
+                self.store.prepare(self._con, view=False)
             segments = SegmentSet(self.store, self._con, fanout0=self.compact_at, fanout=self.fanout,
                                   commit_delay=self.commit_delay)
             segments.start()
+            if not self._prepared or not self.store.prepared():
+                self.store.ensure_view()  # binds the manifest: after start() has written one
+                self._prepared = True
             self._segments = segments
             self._ready = True
             self._next_verify = self.clock.now() + self.verify_every
