@@ -346,9 +346,8 @@ class AuditWriter:
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
-            log.warning("audit: writing works again after %.0f s and %d failed attempt(s); %d record(s) "
-                        "waiting are being written", self.clock.now() - self._failing_since, self._failures,
-                        len(self._pending))
+            log.warning("audit: writing works again after %.0f s and %d failed attempt(s)",
+                        self.clock.now() - self._failing_since, self._failures)
         self._failures = 0
         self._problem = None
         self._failing_since = None

@@ -16,7 +16,8 @@ from douane.audit import AuditRecord
 
 
 class VirtualClock:
-    """Time that moves only when the writer waits with a timeout: each such wait jumps to its end.
+    """Time that moves only when the writer waits with a timeout: a wait that nobody cuts short
+    (within a real millisecond) jumps to its end.
 
     Backoffs, batching intervals and log rate limits then take no real time, and a test can tell
     how much (virtual) time passed. Not for tests whose readers race merges: a merge's
@@ -33,8 +34,8 @@ class VirtualClock:
         if timeout is None:
             cond.wait()
             return
-        cond.wait(0.001)  # lets submitters in; the time itself is virtual
-        self.t += max(timeout, 0.0)
+        if not cond.wait(0.001):  # woken early (notified): no time passed; else the wait ran out
+            self.t += max(timeout, 0.0)
 
 
 def record(i: object, **kw: object) -> AuditRecord:
