@@ -6,6 +6,7 @@ import logging
 import time
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 
 from addons.flows import call_of
 from douane.call import Call
@@ -18,6 +19,10 @@ class AuditAddon:
     def __init__(self, gw: Gateway):
         self.gw = gw
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.gw.draining and flow.response is not None and flow.response.http_version == "HTTP/1.1":
+            flow.response.headers["connection"] = "close"  # the proxy is stopping: next call elsewhere
+
     def response(self, flow: http.HTTPFlow) -> None:
         call = call_of(flow)
         if call is None or flow.response is None:
@@ -29,19 +34,24 @@ class AuditAddon:
         call = call_of(flow)
         if call is None or call.recorded:
             return
-        if flow.response is not None and not flow.response.stream:
+        streamed = flow.response is not None and flow.response.stream
+        if flow.response is not None and not streamed and not client_gone(flow):
             return  # an answer for the failure is about to be sent; `response` records it
-        if flow.response is not None:  # streamed, then cut off
+        if streamed:  # then cut off
+            assert flow.response is not None
             call.status = flow.response.status_code
             call.error = f"upstream stream ended early: {flow.error.msg if flow.error else 'unknown'}"
         else:
             call.error = flow.error.msg if flow.error else "unknown error"
+        if self.gw.draining:
+            call.error = f"{call.error} (cut off: douane was stopping and the grace period ran out)"
         self._record(flow, call)
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:
         if call.recorded:
             return
         call.recorded = True
+        self.gw.inflight.discard(call.id)
         resp = flow.response
         if resp is not None and resp.timestamp_end and flow.request.timestamp_start:
             call.latency_ms = (resp.timestamp_end - flow.request.timestamp_start) * 1000
@@ -58,5 +68,9 @@ class AuditAddon:
                     setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
         self.gw.writer.submit(call.to_record(self.gw.policy.mode))
 
-    def done(self) -> None:
-        self.gw.writer.close()
+
+def client_gone(flow: http.HTTPFlow) -> bool:
+    """The client closed its connection or reset its stream: no answer will reach it, so no
+    `response` hook will come to record the call."""
+    closed = not flow.client_conn.state & ConnectionState.CAN_WRITE
+    return closed or bool(flow.error and "by client" in flow.error.msg)

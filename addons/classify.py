@@ -41,6 +41,7 @@ class ClassifyAddon:
         if who is not None:
             call.client, call.team = who.client, who.team
         flow.metadata[METADATA_KEY] = call
+        self.gw.inflight.add(call.id)
         limit = self.gw.policy.limits.max_request_bytes
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:

@@ -10,7 +10,7 @@ import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from douane import __version__
 from douane.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from douane.audit.writer import WriterHealth
 
 err = Console(stderr=True, soft_wrap=True)  # errors carry paths: never fold them
 out = Console()
@@ -70,8 +73,10 @@ def main() -> None:
 @click.option("--db", help="audit store [env DOUANE_DB; the policy's audit.db; ./douane.duckdb]")
 @click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
+@click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...]) -> None:
+        sets: tuple[str, ...], grace: float) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
     from douane.gateway import ConfigError, Gateway
@@ -118,13 +123,34 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner))
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
     except ValueError as e:
         err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
         sys.exit(2)
     finally:
-        gw.writer.close()
-    err.print(f"douane stopped; audit records written to {db_path}", highlight=False)
+        # a writer that has been failing gets a last short try; a healthy one all it needs
+        final = gw.writer.close(timeout=30.0 if gw.writer.health().ok else 3.0)
+    sys.exit(_stopped(db_path, final, len(gw.inflight)))
+
+
+def _stopped(db_path: Path, final: WriterHealth, unrecorded: int) -> int:
+    """Say where every record went; exit 0 only when each call has its row in the store."""
+    from rich.markup import escape
+
+    told = [f"{final.written} audit record(s) written to {escape(str(db_path))}"]
+    if final.folded:
+        told.append(f"{final.folded} more from an earlier run's spill files")
+    if final.quarantined:
+        told.append(f"{final.quarantined} kept whole in quarantine/ (their rows say why)")
+    if final.spilled:
+        told.append(f"[bold red]{final.spilled} NOT written[/]: kept in {escape(', '.join(final.spill_files))}; "
+                    "the next start (or douane audit doctor --repair) folds them in")
+    if final.lost:
+        told.append(f"[bold red]{final.lost} LOST[/]: they could be kept nowhere (their ids are in the log above)")
+    if unrecorded:
+        told.append(f"[bold red]{unrecorded} call(s) in flight have no audit row[/]")
+    err.print("douane stopped: " + "; ".join(told), highlight=False)
+    return 0 if not (final.spilled or final.lost or unrecorded) else 1
 
 
 @main.command()

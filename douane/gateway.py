@@ -87,6 +87,8 @@ class Gateway:
     secrets: SecretsDetector | None = field(init=False)
     injection: InjectionDetector | None = field(init=False)
     prefixes: Prefixes = field(init=False)
+    inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
+    draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))

@@ -207,9 +207,10 @@ class AuditWriter:
 
     def health(self) -> WriterHealth:
         with self._cond:
-            reason = self._problem
-            if reason is None and (self._spilled or self._lost):
-                reason = f"{self._spilled + self._lost} record(s) could not be written to the store"
+            notes = [self._problem] if self._problem else []
+            if self._spilled or self._lost:
+                notes.append(f"{self._spilled + self._lost} record(s) could not be written to the store")
+            reason = "; ".join(notes) or None
             return WriterHealth(
                 status="ok" if reason is None else "degraded", reason=reason, pending=len(self._pending),
                 written=self._written, folded=self._folded, quarantined=self._quarantined,
@@ -453,7 +454,8 @@ class AuditWriter:
                 with open(path, "w", encoding="ascii") as fh:
                     fh.write(text)
             except OSError as e:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
                 errors.append(f"{folder}: {e.strerror or e}")
                 continue
             with self._cond:

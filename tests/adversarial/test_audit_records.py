@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
 from douane.audit import AuditStore, AuditWriter, query
@@ -89,3 +91,16 @@ def test_a_prompt_with_a_lone_surrogate_through_the_proxy(make_douane) -> None: 
     rows = d.rows(expect=21)
     bad = [r for r in rows if r["id"] == first.headers["x-douane-request-id"]]
     assert bad and "\ufffd" in bad[0]["response_body"] and "surrogate" in bad[0]["error"]
+
+
+def test_a_client_that_hangs_up_while_its_call_is_upstream_still_gets_a_row(make_douane) -> None:  # noqa: F811
+    """The upstream-errors addon answers every failure with a 502 set in the error hook; when the
+    failure is the client's own departure that answer is never sent, so no `response` hook came
+    to record the call (found while cutting calls off at shutdown)."""
+    d: Douane = make_douane()
+    verify = ssl.create_default_context(cafile=d.bundle)
+    with httpx.Client(proxy=d.proxy, verify=verify, timeout=0.2, trust_env=False) as http, \
+            pytest.raises(httpx.TimeoutException):
+        http.post(CHAT, json={"model": "gpt-4o-mini-slow", "messages": [{"role": "user", "content": "bye"}]})
+    row = d.rows(expect=1)[0]
+    assert row["status"] is None and row["error"] == "Client disconnected."
