@@ -8,11 +8,11 @@ only a view over them. Any number of auditors can open it read-only at any time,
 said by `manifest.json` beside them (see compaction.py): that is what lets segments be merged
 without a reader ever counting a row twice or missing one.
 
-The view names its files relative to the .duckdb file's folder (`NAME.duckdb.segments/...`), so a
-copy of the store (the .duckdb file and its segments folder, side by side) reads its own segments.
-DuckDB resolves a relative path against the reader's working directory, or against the
-`file_search_path` setting when set: `douane audit query` sets it to the store's folder; stock
-DuckDB users run from that folder or `SET file_search_path` themselves (see the README).
+No absolute path is stored: the view finds the segments folder beside whichever .duckdb file
+holds it (see AuditStore._beside), so a copy of the store (the .duckdb file and its segments
+folder, side by side) reads its own segments. DuckDB resolves a relative path against the reader's
+working directory, or the `file_search_path` setting: `douane audit query` sets it to the store's
+folder; the README says what stock DuckDB users do when they ATTACH a store.
 """
 
 from __future__ import annotations
@@ -271,9 +271,11 @@ def open_reader(db_path: str | Path, attempts: int = 50) -> duckdb.DuckDBPyConne
 
 def query(db_path: str | Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run SQL against the store; retried once if a compaction removed a segment mid-read."""
+    store = AuditStore(db_path)
     for attempt in range(3):
         con = open_reader(db_path)
         try:
+            _own_view(con, store)
             cur = con.execute(sql, params)
             columns = [d[0] for d in cur.description or []]
             return columns, cur.fetchall()
@@ -283,3 +285,12 @@ def query(db_path: str | Path, sql: str, params: list[Any] | None = None) -> tup
         finally:
             con.close()
     raise AssertionError("unreachable")
+
+
+def _own_view(con: duckdb.DuckDBPyConnection, store: AuditStore) -> None:
+    """A store copied under another file name still has the view written for the old name: this
+    connection gets a temporary one over its own segments (`douane audit doctor --repair` rewrites
+    the stored one for everyone)."""
+    rows = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = ? AND NOT internal", [VIEW]).fetchall()
+    if rows and _sql_str(f"{store.relative_segments}/*.parquet") not in rows[0][0]:
+        con.execute(store.view_sql().replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))
