@@ -55,6 +55,7 @@ async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] 
                 grace: float = 10.0) -> None:
     """Build the master inside the running loop (mitmproxy needs one), then serve until a signal."""
     master = make_master(gw, listen)
+    keep_serving_through_audit_trouble(master)
     if on_ready is not None:
         on_ready()
     loop = asyncio.get_running_loop()
@@ -65,6 +66,14 @@ async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] 
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     settle_garbage_collector()
     await master.run()
+
+
+def keep_serving_through_audit_trouble(master: DumpMaster) -> None:
+    """mitmproxy exits when anything logs an error while it starts. The audit writer's errors (a
+    full disk, a segment set aside) must not stop the proxy: it serves, degraded, and says so."""
+    errorcheck = master.addons.get("errorcheck")
+    if errorcheck is not None:
+        errorcheck.logger.addFilter(lambda record: not record.name.startswith("douane.audit"))
 
 
 class GracefulStop:

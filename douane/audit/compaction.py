@@ -130,7 +130,7 @@ class SegmentSet:
             info = inspect_segment(self.con, self._path(name))
             if info.error:
                 self.quarantine(info.name, info.error, manifest)
-        stray = sorted(on_disk - set(manifest.live) - set(manifest.doomed))
+        stray = sorted(on_disk - set(manifest.live) - set(manifest.doomed) - set(self.quarantined))
         if stray:
             log.warning("audit: %d segment file(s) not named by the manifest are left in place and not queried: "
                         "%s; see douane audit doctor", len(stray), ", ".join(stray))

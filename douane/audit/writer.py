@@ -137,8 +137,10 @@ class AuditWriter:
         """Take the store's writer lock (or the one given, already held) and prepare the store;
         raise OSError when it cannot be used at all (StoreBusy: another process writes to it).
 
-        An existing store that cannot be written right now (a full disk) does not stop the
-        start: the writer begins degraded and keeps trying.
+        The store is opened before this returns (a lost manifest rebuilt, unreadable segments set
+        apart, spill files folded in), so what the proxy serves is recorded in a sound store. An
+        existing store that cannot be written right now (a full disk) does not stop the start:
+        the writer begins degraded and keeps trying.
         """
         existed = self.store.segments.exists()
         self._lock_fd = lock if lock is not None else self.store.lock_writer()
@@ -151,6 +153,8 @@ class AuditWriter:
                 raise OSError(f"cannot create the audit store at {self.store.db_path}: {e}") from e
             with self._cond:
                 self._fail("preparing the store", e)
+        else:
+            self._open_step()
         self._thread.start()
 
     def submit(self, record: AuditRecord) -> None:

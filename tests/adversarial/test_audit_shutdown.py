@@ -3,6 +3,7 @@ SIGKILL loses at most the last flush interval (issue 9, sections 6.4, 6.5, 6.8).
 
 from __future__ import annotations
 
+import logging
 import signal
 import ssl
 import threading
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mitmproxy.addons.errorcheck import ErrorCheck
 
 from douane.audit import query
+from douane.runner import keep_serving_through_audit_trouble
 from tests import mock_provider
 from tests.adversarial.audit_load import CHAT, Load
 from tests.adversarial.audit_support import fill, small_disk, wait_until
@@ -139,11 +142,35 @@ def test_sigterm_on_a_full_disk_tells_the_truth_and_loses_nothing(make_douane, t
         assert "douane stopped: 5 audit record(s) written" in log and "20 NOT written" in log
         assert str(tmp_path / "tmp") in log, "and where they are"
         assert "No space left on device" in log
+        d.start()  # on the still full disk: it serves, degraded
+        with d.http() as http:
+            r = http.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "restarted"}]})
+            assert r.status_code == 200
+            ids.append(r.headers["x-douane-request-id"])
         filler.unlink()
-        d.start()
         try:
-            d.rows(expect=25)
+            d.rows(expect=26, timeout=30)
             assert set(stored_ids(d)) == set(ids)
         finally:
             assert d.stop() == 0
         assert not [p for p in (tmp_path / "tmp").rglob("unwritten-*")], "folded back in, then removed"
+
+
+def test_audit_errors_while_mitmproxy_starts_do_not_stop_the_proxy() -> None:
+    """mitmproxy's errorcheck exits on any error logged during start-up; the audit writer's own
+    (a full disk, a segment set aside) must leave the proxy serving, degraded."""
+    check = ErrorCheck()
+    try:
+        class Master:
+            class addons:  # noqa: N801
+                @staticmethod
+                def get(name: str) -> object:
+                    return check if name == "errorcheck" else None
+
+        keep_serving_through_audit_trouble(Master)  # type: ignore[arg-type]
+        logging.getLogger("douane.audit.writer").error("audit: the disk is full")
+        assert check.logger.has_errored == []
+        logging.getLogger("douane.gateway").error("something else")
+        assert len(check.logger.has_errored) == 1
+    finally:
+        check.finish()
