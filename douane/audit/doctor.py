@@ -77,7 +77,7 @@ def diagnose(store: AuditStore) -> Report:
     for spill in _spill_files(store):
         report.problems.append(Problem("spill", str(spill), f"{_count_lines(spill)} record(s) not in the store",
                                        "fold them into the store"))
-    if store.db_path.exists() and manifest is not None and not store._view_is_current():
+    if store.db_path.exists() and manifest is not None and not store.view_is_current():
         report.problems.append(Problem("view", str(store.db_path), "the requests view is missing or outdated",
                                        "rewrite it"))
     report.quarantined_files = len(list(store.quarantine.glob("*"))) if store.quarantine.exists() else 0

@@ -158,7 +158,7 @@ class AuditStore:
             self.ensure_view()
 
     def ensure_view(self) -> None:
-        if not self._view_is_current():
+        if not self.view_is_current():
             self._write_view()
 
     def prepared(self) -> bool:
@@ -185,7 +185,7 @@ class AuditStore:
             tmp.unlink(missing_ok=True)
             con.execute(f"DROP TABLE IF EXISTS temp.{empty}")
 
-    def _view_is_current(self) -> bool:
+    def view_is_current(self) -> bool:
         if not self.db_path.exists():
             return False
         try:
