@@ -128,8 +128,7 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
         sys.exit(2)
     finally:
-        # a writer that has been failing gets a last short try; a healthy one all it needs
-        final = gw.writer.close(timeout=30.0 if gw.writer.health().ok else 3.0)
+        final = gw.writer.close()
     sys.exit(_stopped(db_path, final, len(gw.inflight)))
 
 

@@ -90,7 +90,7 @@ class AuditWriter:
     def __init__(self, store: AuditStore, compact_at: int = 64, max_batch: int = 20000,
                  min_interval: float = 0.25, fanout: int = 16, commit_delay: float = 1.0,
                  clock: Clock | None = None, max_backoff: float = 2.0, log_every: float = 30.0,
-                 verify_every: float = 30.0):
+                 verify_every: float = 30.0, close_attempts: int = 5):
         self.store = store
         self.compact_at = compact_at
         self.fanout = fanout
@@ -100,6 +100,7 @@ class AuditWriter:
         self.max_backoff = max_backoff
         self.log_every = log_every
         self.verify_every = verify_every
+        self.close_attempts = close_attempts  # failures in a row after which close() stops trying
         self.clock: Clock = clock or SystemClock()
         self._pending: deque[AuditRecord] = deque()
         self._cond = threading.Condition()
@@ -191,8 +192,8 @@ class AuditWriter:
                 self._flushing -= 1
 
     def close(self, timeout: float = 30.0) -> WriterHealth:
-        """Write what is pending, retrying for up to `timeout` seconds; spill what still cannot be
-        written. Returns the final account of where every record went."""
+        """Write what is pending, retrying for up to `timeout` seconds or `close_attempts` failures
+        in a row; spill what still cannot be written. Returns the account of where every record went."""
         with self._cond:
             self._closing = True
             self._close_by = self.clock.now() + timeout
@@ -240,8 +241,8 @@ class AuditWriter:
         with self._cond:
             while True:
                 now = self.clock.now()
-                if self._closing and now >= self._close_by:
-                    return None
+                if self._closing and (now >= self._close_by or self._failures >= self.close_attempts):
+                    return None  # close() spills what is left
                 if not self._ready and now >= self._retry_at:
                     return []  # open first, even to close: an earlier run's spill files are folded in
                 if self._closing and not self._pending:
