@@ -268,8 +268,7 @@ class AuditWriter:
     def _open_step(self) -> None:
         """(Re)open the store: folder, schema, view, manifest, leftovers of an earlier run."""
         try:
-            assert self._con is not None
-            if self._con is None:
+            if self._con is None:  # dropped after an error DuckDB does not recover from
                 self._con = duckdb.connect(config={"threads": 1})
             for stale in self.store.segments.glob("*.tmp"):  # we hold the writer lock: nobody else writes
                 stale.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from douane.audit import AuditStore, AuditWriter, query
@@ -67,3 +68,25 @@ def test_a_failing_store_is_reported_once_then_at_most_every_log_every(
     assert len(recovered) == 1
     assert w.health().ok and w.health().written == 5
     w.close()
+
+
+def test_a_connection_duckdb_gave_up_on_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a fatal error DuckDB refuses further work on a connection: the retry opens a new one."""
+    w = AuditWriter(AuditStore(tmp_path / "a.duckdb"), clock=VirtualClock())
+    real = w._write_segment
+    calls = [0]
+
+    def write(lines: list[bytes], spill: str | None = None) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise duckdb.FatalException("FATAL Error: database has been invalidated")
+        real(lines, spill)
+
+    monkeypatch.setattr(w, "_write_segment", write)
+    w.start()
+    first = w._con
+    w.submit(record(1))
+    assert w.flush()
+    assert w._con is not first and w.health().ok
+    w.close()
+    assert query(w.store.db_path, "SELECT count(*) FROM requests")[1] == [(1,)]
