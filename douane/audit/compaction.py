@@ -141,7 +141,10 @@ class SegmentSet:
         m = manifest or self.m
         target = self.store.quarantine / name
         self.store.quarantine.mkdir(exist_ok=True)
-        os.replace(self._path(name), target)
+        try:
+            os.replace(self._path(name), target)
+        except FileNotFoundError:
+            why, target = f"{why}; the file is gone", self._path(name)
         self.quarantined.append(name)
         m.live = [n for n in m.live if n != name]
         m.level.pop(name, None)
