@@ -89,6 +89,8 @@ class Gateway:
     secrets: SecretsDetector | None = field(init=False)
     injection: InjectionDetector | None = field(init=False)
     prefixes: Prefixes = field(init=False)
+    inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
+    draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -115,6 +117,7 @@ class Gateway:
     def record(self, call: Call, now: float | None = None) -> None:
         """Write the call's one row (once), keeping the bodies the policy keeps. Never raises: it is
         how every transport and every failure path records a call, the last resort included."""
+        self.inflight.discard(call.id)
         if call.recorded:
             return
         call.recorded = True
