@@ -211,15 +211,19 @@ class SegmentSet:
         self._start_merges(now)
 
     def reap(self) -> bool:
-        """Delete doomed files if no reader is connected (else try again later)."""
-        if not self.m.doomed:
-            return True
-        if reader_connected(self.store.db_path):
-            return False
-        for name in self.m.doomed:
+        """Delete doomed files while no reader is connected (else try again later).
+
+        The check is made again before each file: a reader that connects while files are being
+        deleted lists the folder right after, and must not list a file that is gone before it reads
+        it. Checking once for the whole batch left that window open for as long as the batch took
+        (seen under load: a reader failed on a file deleted under it)."""
+        while self.m.doomed:
+            if reader_connected(self.store.db_path):
+                return False
+            name = self.m.doomed[0]
             if SEGMENT_NAME.fullmatch(name) and name not in self.m.live:
                 self._path(name).unlink(missing_ok=True)
-        self.m.doomed = []
+            self.m.doomed.pop(0)
         return True
 
     def commit_all(self) -> None:

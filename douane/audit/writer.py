@@ -143,6 +143,8 @@ class AuditWriter:
         existing store that cannot be written right now (a full disk) does not stop the start:
         the writer begins degraded and keeps trying.
         """
+        if self.store.db_path.is_dir():  # a mistake in --db, not a disk that may come back
+            raise OSError(f"{self.store.db_path} is a folder: the store is a .duckdb file (its segments go beside it)")
         existed = self.store.segments.exists()
         self._lock_fd = lock if lock is not None else self.store.lock_writer()
         try:
@@ -156,6 +158,9 @@ class AuditWriter:
                 self._fail("preparing the store", e)
         else:
             self._open_step()
+            if not existed and not self._ready:  # a new store that cannot be opened: nothing to wait for
+                self._release_lock()
+                raise OSError(f"cannot create the audit store at {self.store.db_path}: {self._problem}")
         self._thread.start()
 
     def submit(self, record: AuditRecord) -> None:
