@@ -54,16 +54,18 @@ def windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
     return [(s, s + size) for s in starts]
 
 
-def window_features(view: str, size: int, window: int, stride: int, with_pairs: bool = True
+def window_features(view: str, size: int, window: int, stride: int, with_pairs: bool, with_words: bool
                     ) -> list[dict[str, float]]:
     """Feature values per window, as the model sees them (the training script fits on these)."""
-    pre = prefixes(tokens(view), size)
+    toks = tokens(view)
+    pre = prefixes(toks, size)
     bi = pairs(pre) if with_pairs else []
     out = []
     for start, end in windows(len(pre), window, stride):
         value = 1.0 / math.sqrt(max(1, end - start))
         feats: dict[str, float] = {}
-        for f in pre[start:end] + bi[start:max(start, end - 1)]:
+        words = toks[start:end] if with_words else []
+        for f in pre[start:end] + words + bi[start:max(start, end - 1)]:
             feats[f] = feats.get(f, 0.0) + value
         out.append(feats)
     return out
@@ -79,6 +81,7 @@ class InjectionModel:
     window: int
     stride: int
     pairs: bool
+    words: bool
     bias: float
     weights: dict[str, float]
 
@@ -88,7 +91,8 @@ class InjectionModel:
         try:
             raw = json.loads(path.read_bytes())
             model = cls(name=str(raw["name"]), prefix=int(raw["prefix"]), window=int(raw["window"]),
-                        stride=int(raw["stride"]), pairs=bool(raw["pairs"]), bias=float(raw["bias"]),
+                        stride=int(raw["stride"]), pairs=bool(raw["pairs"]),
+                        words=bool(raw["words"]), bias=float(raw["bias"]),
                         weights={str(k): float(v) for k, v in raw["weights"].items()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"injection model {path}: cannot be read ({e}); restore it from git or re-run "
@@ -100,12 +104,18 @@ class InjectionModel:
 
     def logit(self, view: str) -> float:
         """The strongest window's logit; the bias alone for text with no words."""
-        pre = prefixes(tokens(view), self.prefix)
+        toks = tokens(view)
+        pre = prefixes(toks, self.prefix)
         n = len(pre)
         if n == 0:
             return self.bias
         get = self.weights.get
-        uni = [0.0, *accumulate(map(get, pre, repeat(0.0)))]
+        contributions = map(get, pre, repeat(0.0))
+        if self.words:  # a word no longer than the prefix is the same key, counted twice, as in training
+            contributions = map(add, contributions, map(get, toks, repeat(0.0)))
+        if n <= self.window and not self.pairs:  # one window: no running sums needed
+            return self.bias + sum(contributions) / math.sqrt(n)
+        uni = [0.0, *accumulate(contributions)]
         bi = [0.0, *accumulate(map(get, pairs(pre), repeat(0.0)))] if self.pairs else [0.0] * n
         best = -math.inf
         for start, end in windows(n, self.window, self.stride):
