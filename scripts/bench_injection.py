@@ -43,12 +43,12 @@ def per_text_us(fn, items: list[str]) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
-def main() -> None:
+def table() -> list[str]:
     rng = random.Random(5)
     model = default_model()
     rules = InjectionDetector(model=False)._score
-    print("| text | rules alone | model alone (view + score) | detector (both, uncached) |")
-    print("| --- | --- | --- | --- |")
+    out = ["| text | rules alone | model alone (view + score) | detector (both, uncached) |",
+           "| --- | --- | --- | --- |"]
     for label, size, words in (("200 B", 200, WORDS), ("2 KB", 2048, WORDS), ("2 KB accented", 2048,
                                WORDS + ACCENTED), ("20 KB", 20480, WORDS)):
         items = texts(200 if size < 10000 else 40, size, rng, words)
@@ -57,7 +57,13 @@ def main() -> None:
             InjectionDetector(cache_size=1).score(t)
 
         alone = per_text_us(lambda t: model.score(_base_view(t)), items)
-        print(f"| {label} | {per_text_us(rules, items):.0f} us | {alone:.0f} us | {per_text_us(both, items):.0f} us |")
+        together = per_text_us(both, items)
+        out.append(f"| {label} | {per_text_us(rules, items):.0f} us | {alone:.0f} us | {together:.0f} us |")
+    return out
+
+
+def main() -> None:
+    print("\n".join(table()))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Usage: .venv/bin/python scripts/eval_injection.py [--write]   (--write rewrites 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -84,14 +85,19 @@ def table() -> list[str]:
 
 def write_results(rows: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_injection import table as cost
     from benchmarks_md import write_section as write
 
+    load = os.getloadavg()[0]
     write("injection", f"## scripts/eval_injection.py\n\nRun {time.strftime('%Y-%m-%d')}, threshold {THRESHOLD}. "
           "`dev` was used while writing the rules; `heldout` was written after they were fixed; `bastion` "
           "(bastioncorpus 0.6.0, MIT) and `spikee_lowres` (spikee 0.9.2, Apache-2.0, Zulu/Albanian/Irish/"
           "Scottish Gaelic) never entered the model's training (see douane/detect/models/README.md). `model` "
           "is the learned tier alone (injection-v1), `combined` the detector as the proxy runs it. Goal on "
-          "bastion: TPR >= 0.90 at FPR <= 0.02.\n\n" + "\n".join(rows))
+          "bastion: TPR >= 0.90 at FPR <= 0.02 (not met: see douane/detect/models/README.md).\n\n" + "\n".join(rows)
+          + f"\n\nCost per fresh text, in-process CPU time (scripts/bench_injection.py; load average {load:.1f} on "
+          "2 cores while measured: divide by the rules' ratio to their unloaded 66 us per 2 KB for a quiet "
+          "machine):\n\n" + "\n".join(cost()))
 
 
 if __name__ == "__main__":
