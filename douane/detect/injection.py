@@ -348,12 +348,14 @@ class InjectionDetector:
 # The rules explain the phrasings they name; the model catches paraphrases, other languages and
 # persona jailbreaks. The score is the stronger of the two. A rule that fires (>= 0.5) keeps the
 # explanation (its name first); the model ("model:injection-v1") comes first when it decided alone.
+# Below NOISE the model says nothing, so ordinary rows keep score 0 and no rule.
 FIRES = 0.5
+NOISE = 0.1
 
 
 def with_model(rules: Verdict, model: InjectionModel, probability: float) -> Verdict:
     """The rules' verdict with the model's probability of injection folded in."""
-    if probability < FIRES and probability <= rules.score:
+    if probability < NOISE or (probability < FIRES and probability <= rules.score):
         return rules
     name = f"model:{model.name}"
     score = round(max(rules.score, probability), 4)

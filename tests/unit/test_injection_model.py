@@ -126,6 +126,7 @@ def test_with_model_combines_by_the_stronger() -> None:
     model = default_model()
     none = Verdict(0.0, ())
     assert with_model(none, model, 0.2) == Verdict(0.2, (RULE,))  # it set the score: it is named
+    assert with_model(none, model, 0.05) == none  # noise: an ordinary row keeps score 0 and no rule
     assert with_model(Verdict(0.3, ("persona",)), model, 0.2) == Verdict(0.3, ("persona",))
     assert with_model(Verdict(0.3, ("persona",)), model, 0.8) == Verdict(0.8, (RULE, "persona"))
     assert with_model(Verdict(0.9, ("override",)), model, 0.95) == Verdict(0.95, ("override", RULE))
