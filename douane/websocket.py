@@ -34,6 +34,7 @@ from douane.providers import UnreadableBody, openai_ws
 from douane.providers.openai_ws import AUDIO, CREATE, REALTIME
 from douane.rewrite import Blocked
 from douane.streaming import KEEP, Emit, EventTap, record_findings
+from douane.toolguard import ToolWatch
 
 if TYPE_CHECKING:
     from douane.gateway import Gateway
@@ -403,7 +404,8 @@ class Session:
         request = call.request if call is not None else None
         protocol = self.protocol
         return EventTap(lambda name, data: openai_ws.parse_server_event(protocol, data, request), jsonio.loads,
-                        stages, audited, lambda: self.gw.answer_stages(pseudonyms))
+                        stages, audited, lambda: self.gw.answer_stages(pseudonyms),
+                        tools=ToolWatch(self.gw.policy, call) if call is not None else None)
 
     def _error(self, status: int, message: str, code: str, client_event_id: Any = None) -> bytes:
         event = openai_ws.error_event(self.protocol, status, message, code, f"event_douane_{new_call_id()[4:20]}",

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SCHEMA_SEGMENT = "00000000000000000000-schema.parquet"
 MANIFEST = "manifest.json"
 VIEW = "requests"
+TOOL_CALLS_VIEW = "tool_calls"
 
 
 def _sql_str(value: str) -> str:
@@ -83,9 +84,17 @@ class AuditStore:
                 continue
             try:
                 db.execute(view)
+                db.execute(TOOL_CALLS_SQL)
             finally:
                 db.close()
             return
+
+
+# One row per tool call seen (requests.tool_calls unnested), with who made the call it was seen in.
+TOOL_CALLS_SQL = (f"CREATE OR REPLACE VIEW {TOOL_CALLS_VIEW} AS SELECT id AS request_id, ts, client, team, provider, "
+                  f"model, t.position, t.tool.direction AS direction, t.tool.tool AS tool, "
+                  f"t.tool.arguments AS arguments, t.tool.decision AS decision, t.tool.rule AS rule "
+                  f"FROM {VIEW}, unnest(tool_calls) WITH ORDINALITY AS t(tool, position)")
 
 
 _FLOCK = "hh4xqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from douane.providers.base import (
+    EVERY_CALL,
     Adapter,
     CanonicalRequest,
     CanonicalResponse,
@@ -43,6 +44,8 @@ _ENDPOINTS = {
     "/completions": "completions",
 }
 _SYSTEM_ROLES = ("system", "developer")
+_CALL_DONE = ("response.function_call_arguments.done", "response.custom_tool_call_input.done")
+_RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed", "response.done")
 _TOOL_ROLES = ("tool", "function")
 
 
@@ -123,8 +126,13 @@ def _tool_defs(body: dict[str, Any]) -> list[ToolDef]:
     tools, functions = body.get("tools"), body.get("functions")
     if tools is None and functions is None:
         return []
-    return _each(as_list(tools, "tools"), "tools", _tool_def) \
-        + _each(as_list(functions, "functions"), "functions", _tool_def)
+    defs = []
+    for key in ("tools", "functions"):
+        items = as_list(body.get(key), key)
+        for i, tool in enumerate(_each(items, key, _tool_def)):
+            tool.container, tool.key = items, i
+            defs.append(tool)
+    return defs
 
 
 def _chat_message(msg: Any) -> Message:
@@ -424,6 +432,11 @@ class OpenAIAdapter(Adapter):
         """One typed event of the Responses API."""
         out = StreamEvent()
         kind = data.get("type")
+        if kind in _CALL_DONE or kind == "response.output_item.done" and isinstance(data.get("item"), dict) \
+                and data["item"].get("type") in ("function_call", "custom_tool_call"):
+            out.tool_calls_done.append(data.get("output_index"))
+        elif kind in _RESPONSE_ENDS:
+            out.tool_calls_done.append(EVERY_CALL)
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
                     "response.custom_tool_call_input.delta") and has_text(data, "delta"):
             part = TextPart(data, "delta", "text" if kind == "response.output_text.delta" else "tool_call")
