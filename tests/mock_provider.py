@@ -134,10 +134,14 @@ def tool_events(fmt: str, responses: bool, model: str, calls: list[tuple[str, di
         ev = [{"type": "response.created", "response": {"id": "resp_tool", "model": model, "status": "in_progress",
                                                         "output": []}},
               {"type": "response.output_item.added", "output_index": 0, "item": {**items[0], "content": []}},
+              {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+               "part": {"type": "output_text", "text": "", "annotations": []}},
               *[{"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0,
                  "delta": t} for t in text],
               {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
                "text": TOOL_PREAMBLE},
+              {"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+               "part": items[0]["content"][0]},
               {"type": "response.output_item.done", "output_index": 0, "item": items[0]}]
         for i, item in enumerate(items[1:], 1):
             ev.append({"type": "response.output_item.added", "output_index": i, "item": {**item, "arguments": ""}})
