@@ -138,7 +138,8 @@ def test_a_denied_call_is_refused_the_sdks_own_way(tooled: Douane, fmt: str, str
 def raw_request(fmt: str, text: str, stream: bool) -> tuple[str, dict[str, Any]]:
     model = MODELS[fmt]
     if fmt == "openai":
-        return "/v1/chat/completions", {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}
+        return "/v1/chat/completions", {"model": model, "stream": stream,
+                                        "messages": [{"role": "user", "content": text}]}
     if fmt == "responses":
         return "/v1/responses", {"model": model, "stream": stream, "input": text}
     if fmt == "anthropic":
