@@ -4,6 +4,7 @@ way, a tool result carrying an injection is refused, and every call seen is a ro
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -260,3 +261,38 @@ def test_a_denied_tool_offered_to_the_model_is_stripped(tooled: Douane, received
     rows = tool_rows(tooled, reply.headers["x-douane-request-id"])
     assert {(r["direction"], r["tool"], r["decision"]) for r in rows} == {
         ("definition", "fetch", "allowed"), ("definition", "shell_exec", "stripped")}
+
+
+# -- scopes and translation ---------------------------------------------------------------------------
+
+
+def test_a_teams_tools_override_the_policys_key_by_key(make_douane: Any, mock: str) -> None:
+    digest = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("ops-pass", "web-pass")}
+    d = make_douane(routed_policy(
+        mock, tools=TOOLS, teams={"ops": {"tools": {"deny": []}}, "web": {}},
+        clients=[{"name": "ops-bot", "team": "ops", "key_sha256": digest["ops-pass"]},
+                 {"name": "web-bot", "team": "web", "key_sha256": digest["web-pass"]}]))
+    path, body = raw_request("anthropic", prompt(DENIED["name"][0]), stream=True)
+    with d.http("ops-bot:ops-pass") as ops, d.http("web-bot:web-pass") as web:
+        allowed = ops.post(f"https://api.anthropic.com{path}", json=body)
+        refused = web.post(f"https://api.anthropic.com{path}", json=body)
+        plain = raw_request("anthropic", prompt(DENIED["argument"][0]), stream=False)[1]
+        fetch = ops.post(f"https://api.anthropic.com{path}", json=plain)
+    assert '"name": "shell_exec"' in allowed.text and "tools.deny" not in allowed.text
+    assert "event: error" in refused.text and "tools.deny" in refused.text
+    assert '"name": "shell_exec"' not in refused.text
+    assert fetch.status_code == 403 and "tools.arguments.web" in fetch.text  # the team inherits the argument rules
+    rows = {r["client"]: r for r in d.rows(expect=3)}
+    assert rows["web-bot"]["decision"] == "blocked" and rows["web-bot"]["reason"].startswith("tools.deny")
+
+
+def test_a_translated_answer_is_judged_as_the_client_gets_it(make_douane: Any, mock: str, received: list) -> None:
+    d = make_douane(routed_policy(mock, tools=TOOLS, routes=[
+        {"when": {"model": "gpt-tool-call"}, "set_provider": "anthropic", "set_model": "claude-tool-call"}]))
+    assert sdk_calls("openai", d, prompt(ALLOWED), stream=True) == [ALLOWED]
+    assert sdk_calls("openai", d, prompt(ALLOWED), stream=False) == [ALLOWED]
+    for stream in (True, False):
+        assert "tools.arguments.web" in refused_by_sdk("openai", d, prompt(DENIED["argument"][0]), stream)
+    assert all("/v1/messages" in r["path"] for r in received)  # Anthropic answered every one
+    rows = d.rows(expect=4)
+    assert [r["decision"] for r in rows] == ["allowed", "allowed", "blocked", "blocked"]
