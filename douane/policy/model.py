@@ -198,6 +198,30 @@ class ToolsPolicy(Strict):
         return v
 
 
+class McpServerConfig(Strict):
+    """An MCP server reached over streamable HTTP, intercepted like a provider."""
+
+    hosts: list[str] = Field(min_length=1)  # host or host:port, as clients name it
+    upstream: str | None = None  # send its traffic here instead (a local copy, a test double)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_names(cls, v: list[str]) -> list[str]:
+        return ProviderConfig._hosts_are_names(v) or v
+
+
+class McpPolicy(Strict):
+    """MCP servers whose JSON-RPC traffic douane inspects: tools/call judged by the caller's `tools:`
+    rules, tools/list filtered by them, tool results scanned for injection, each exchange a row."""
+
+    servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+
+
 class Quota(Strict):
     """Limits shared by teams and clients; None means no limit."""
 
@@ -372,6 +396,7 @@ class Policy(Strict):
     injection: InjectionPolicy | None = None
     output: OutputPolicy | None = None
     tools: ToolsPolicy | None = None
+    mcp: McpPolicy | None = None
     clients: list[Client] | None = None
     teams: dict[str, Team] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
