@@ -37,8 +37,9 @@ def last_user_text(fmt: str, body: dict, path: str) -> str:
             content = body.get("input")
             if isinstance(content, list):
                 content = content[-1].get("content") if isinstance(content[-1], dict) else content[-1]
-    elif fmt == "anthropic":
-        content = body["messages"][-1]["content"]
+    elif fmt == "anthropic":  # the last user turn (an agent may put other roles after it)
+        turns = body["messages"]
+        content = next((m for m in reversed(turns) if m.get("role") == "user"), turns[-1])["content"]
     else:
         content = body["contents"][-1]["parts"]
     if isinstance(content, list):
@@ -54,12 +55,19 @@ def words(text: str) -> list[str]:
 
 TOOL_PREAMBLE = "Let me check."
 CREATED = 1_700_000_000  # fixed, so that the same call answers the same bytes (tests compare them)
-_CALL = re.compile(r"CALL\s+(\S+)\s+(\{.*?\})(?=\s*CALL\s|\s*$)", re.S)
+_CALL = re.compile(r"CALL\s+([\w.-]+)\s+(?=\{)")
 
 
 def requested_calls(text: str) -> list[tuple[str, dict]]:
     """`CALL name {json}` instructions in a prompt: the tool calls to answer with."""
-    return [(name, json.loads(args)) for name, args in _CALL.findall(text)]
+    calls = []
+    for m in _CALL.finditer(text):
+        try:
+            args, _ = json.JSONDecoder().raw_decode(text, m.end())
+        except ValueError:
+            continue
+        calls.append((m.group(1), args))
+    return calls
 
 
 def _fragments(text: str, n: int = 3) -> list[str]:
