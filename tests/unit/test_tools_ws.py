@@ -8,6 +8,7 @@ from pathlib import Path
 
 from douane.websocket import Session
 from tests.mock_provider import tool_events
+from douane.providers.openai_ws import REALTIME
 from tests.unit.test_websocket import create, gateway, session
 
 
@@ -42,3 +43,45 @@ def test_a_denied_call_on_a_websocket_ends_the_response_with_an_error_frame(tmp_
     assert [(r.decision, [(t["tool"], t["decision"]) for t in r.tool_calls if t["direction"] == "call"])
             for r in rows] == [("allowed", [("search", "allowed")]), ("blocked", [("shell", "blocked")])]
     assert "tools.deny" in (rows[1].reason or "")
+
+
+def realtime_call(name: str, arguments: str) -> list[bytes]:
+    """A Realtime response that calls one function, its arguments in two deltas."""
+    item = {"id": "item1", "type": "function_call", "name": name, "call_id": "c1", "arguments": ""}
+    at = {"response_id": "r1", "item_id": "item1", "output_index": 0, "call_id": "c1"}
+    half = len(arguments) // 2
+    events = [{"type": "response.created", "response": {"id": "r1", "status": "in_progress", "output": []}},
+              {"type": "response.output_item.added", "response_id": "r1", "output_index": 0, "item": item},
+              {"type": "response.function_call_arguments.delta", **at, "delta": arguments[:half]},
+              {"type": "response.function_call_arguments.delta", **at, "delta": arguments[half:]},
+              {"type": "response.function_call_arguments.done", **at, "arguments": arguments},
+              {"type": "response.output_item.done", "response_id": "r1", "output_index": 0,
+               "item": {**item, "arguments": arguments}},
+              {"type": "response.done", "response": {"id": "r1", "status": "completed", "output": [
+                  {**item, "arguments": arguments}], "usage": {"input_tokens": 5, "output_tokens": 3}}}]
+    return [json.dumps(e).encode() for e in events]
+
+
+def test_realtime_function_calls_are_held_and_judged_too(tmp_path: Path) -> None:
+    gw, rows = gateway(tmp_path, tools={"deny": ["shell"]})
+
+    async def run(name: str) -> list[bytes]:
+        s = session(gw, REALTIME)
+        assert (await s.client_frame(json.dumps({"type": "response.create"}).encode(), True)).forward
+        return await answer(s, realtime_call(name, '{"q": "x"}'))
+
+    allowed = asyncio.run(run("search"))
+    assert allowed == realtime_call("search", '{"q": "x"}')
+    denied = asyncio.run(run("shell"))
+    assert not any(b'"name": "shell"' in f for f in denied)
+    assert [json.loads(f)["type"] for f in denied] == ["response.created", "error"]
+    assert [(r.decision, [(t["tool"], t["decision"]) for t in r.tool_calls]) for r in rows] == [
+        ("allowed", [("search", "allowed")]), ("blocked", [("shell", "blocked")])]
+
+
+def test_a_denied_function_call_in_a_realtime_conversation_item_is_refused(tmp_path: Path) -> None:
+    gw, rows = gateway(tmp_path, tools={"deny": ["shell"]})
+    item = {"type": "conversation.item.create", "item": {"type": "function_call", "name": "shell", "call_id": "c1",
+                                                         "arguments": '{"command": "ls"}'}}
+    verdict = asyncio.run(session(gw, REALTIME).client_frame(json.dumps(item).encode(), True))
+    assert not verdict.forward and b"tools.deny" in verdict.to_client[0]
