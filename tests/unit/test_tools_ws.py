@@ -6,9 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
+from douane.providers.openai_ws import REALTIME
 from douane.websocket import Session
 from tests.mock_provider import tool_events
-from douane.providers.openai_ws import REALTIME
 from tests.unit.test_websocket import create, gateway, session
 
 
