@@ -180,11 +180,14 @@ class Session:
     def _carry(self, call: Call, text: str) -> None:
         """Keep what the next response's row needs of a frame, not the frame (a socket may send many)."""
         call.request, call.other_parts, call.other_keys = None, [], []
+        for use in call.tool_calls:  # their text as the frame left, without keeping the frame
+            use.arguments, use.source = use.row()["arguments"], None
         self.carried.append((call, text[:self.gw.policy.audit.max_body_chars]))
 
     def _carry_into(self, call: Call, text: str) -> None:
         """What the frames since the last response carried, on this response's row: they are its prompt."""
         frames = [*self.carried, (call, text)]
+        call.tool_calls[:0] = [use for other, _ in self.carried for use in other.tool_calls]
         for other, _ in self.carried:
             call.pii_entities = sorted({*call.pii_entities, *other.pii_entities})
             for reason in other.reasons:

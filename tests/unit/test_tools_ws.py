@@ -85,3 +85,18 @@ def test_a_denied_function_call_in_a_realtime_conversation_item_is_refused(tmp_p
                                                          "arguments": '{"command": "ls"}'}}
     verdict = asyncio.run(session(gw, REALTIME).client_frame(json.dumps(item).encode(), True))
     assert not verdict.forward and b"tools.deny" in verdict.to_client[0]
+
+
+def test_tool_results_sent_in_frames_before_a_response_are_on_its_row(tmp_path: Path) -> None:
+    gw, rows = gateway(tmp_path, tools={"deny": ["shell"]})
+    item = {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "c1",
+                                                         "output": "42 files"}}
+
+    async def run() -> None:
+        s = session(gw, REALTIME)
+        assert (await s.client_frame(json.dumps(item).encode(), True)).forward
+        assert (await s.client_frame(json.dumps({"type": "response.create"}).encode(), True)).forward
+        await answer(s, realtime_call("search", "{}"))
+
+    asyncio.run(run())
+    assert [(t["direction"], t["arguments"]) for t in rows[0].tool_calls] == [("result", "42 files"), ("call", "{}")]
