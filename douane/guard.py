@@ -153,14 +153,16 @@ class PromptGuard:
             use = owner.get(id(part))
             if use is None:
                 rest.append(verdict)
-            elif verdict.score >= threshold and (worst is None or verdict.score > worst[0].score):
+            elif worst is None or verdict.score > worst[0].score:
                 worst = (verdict, use)
         others = max(rest, key=lambda v: v.score, default=None)
         if worst is None:
             return None, others
         verdict, use = worst
-        if call.injection_score is None or verdict.score >= call.injection_score:
+        if call.injection_score is None or verdict.score >= call.injection_score:  # the row has the highest score
             call.injection_score, call.injection_rule = verdict.score, verdict.rule
+        if verdict.score < threshold:
+            return None, others
         what = (f"the result of tool {use.tool or '(unnamed)'} looks like prompt injection "
                 f"({', '.join(verdict.rules)}; score {verdict.score:.2f} >= {threshold})")
         use.rule = "injection.tool_result"

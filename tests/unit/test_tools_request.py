@@ -187,3 +187,11 @@ def test_arguments_of_a_refused_request_are_not_kept(strict: Gateway) -> None:
     assert block is not None
     record = call.to_record("enforce")
     assert all(t["arguments"] is None for t in record.tool_calls if t["direction"] in ("history", "result"))
+
+
+def test_a_result_under_its_threshold_passes_and_its_score_is_recorded(tmp_path: Path) -> None:
+    score = score_of(INJECTION)
+    gw = gateway(tmp_path, injection={"threshold": round(score - 0.1, 3), "tool_result_threshold": 1.0})
+    call, block = inspect(gw, "anthropic", with_result("anthropic", INJECTION))
+    assert block is None and call.injection_score == score  # a result is held to its own threshold only
+    assert next(u for u in call.tool_calls if u.direction == "result").decision == "allowed"
