@@ -44,6 +44,7 @@ _ENDPOINTS = {
     "/completions": "completions",
 }
 _SYSTEM_ROLES = ("system", "developer")
+LEGACY_CALL = "function_call"  # the stream key of the deprecated API's one call
 _CALL_DONE = ("response.function_call_arguments.done", "response.custom_tool_call_input.done")
 _RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed", "response.done")
 _TOOL_ROLES = ("tool", "function")
@@ -193,6 +194,12 @@ def _choice(choice: Any) -> Message:
         if calls is not None:
             for call in _each(as_list(calls, "tool_calls"), "tool_calls", _chat_tool_call):
                 out.add_call(call)
+        legacy = msg.get("function_call")  # the deprecated `functions` API's single call
+        if legacy is not None:
+            try:
+                out.add_call(_chat_tool_call(legacy, legacy=True))
+            except UnreadableBody as e:
+                raise e.within("function_call") from None
     except UnreadableBody as e:
         raise e.within("message") from None
     return out
@@ -416,6 +423,15 @@ class OpenAIAdapter(Adapter):
                 out.parts.append(TextPart(delta, "content"))
             if has_text(delta, "refusal"):
                 out.parts.append(TextPart(delta, "refusal"))
+            legacy = as_dict(delta.get("function_call"), "function_call")
+            if legacy is not None:  # the deprecated `functions` API: one call, named on its first fragment
+                try:
+                    parts = [TextPart(legacy, "arguments", "tool_call")] if has_text(legacy, "arguments") else []
+                except UnreadableBody as e:
+                    raise e.within("function_call") from None
+                out.parts.extend(parts)
+                out.tool_calls.append(ToolCall(str_or_none(legacy.get("name")), None, legacy, "arguments", parts,
+                                               LEGACY_CALL))
             calls = delta.get("tool_calls")
             if calls is not None:
                 for j, call in enumerate(as_list(calls, "tool_calls")):

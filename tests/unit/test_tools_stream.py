@@ -194,3 +194,21 @@ def test_plain_answers_calls_are_judged_and_recorded(fmt: str, responses: bool, 
     assert [(u.direction, u.tool, u.decision) for u in call.tool_calls] == [
         ("call", "fetch", "allowed"), ("call", "shell", "blocked")]
     assert json.loads(call.tool_calls[0].arguments or "") == {"url": "https://ok.example"}
+
+
+def test_the_deprecated_function_call_is_judged_plain_and_streamed() -> None:
+    body = {"model": "m", "choices": [{"index": 0, "finish_reason": "function_call", "message": {
+        "role": "assistant", "content": None, "function_call": {"name": "shell", "arguments": '{"command": "ls"}'}}}]}
+    parsed = ADAPTERS["openai"].parse_response("chat.completions", body)
+    block = check_answer(POLICY, call_for("openai", "/v1/chat/completions"), parsed.tool_calls)
+    assert block is not None and block.rule == "tools.deny"
+    deltas = [{"role": "assistant", "function_call": {"name": "shell", "arguments": ""}},
+              {"function_call": {"arguments": '{"command"'}}, {"function_call": {"arguments": ': "ls"}'}}]
+    chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "function_call"}]})
+    events = [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+    call = call_for("openai", "/v1/chat/completions")
+    tap = tap_for("openai", "chat.completions", call)
+    out = b"".join(feed_events(tap, events)).decode()
+    assert tap.blocked is not None and tap.blocked.rule == "tools.deny" and '"name": "shell"' not in out
+    assert [(u.tool, u.arguments) for u in call.tool_calls] == [("shell", '{"command": "ls"}')]
