@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,9 +45,17 @@ def tooled(tmp_path_factory: pytest.TempPathFactory, mock: str, certs: Any) -> I
 # -- the official SDKs ----------------------------------------------------------------------------
 
 
-def sdk_calls(fmt: str, d: Douane, text: str, stream: bool) -> list[tuple[str, dict[str, Any]]]:
+def unique(fmt: str) -> str:
+    """A model name of the mock's tool-call family that names this one request in the audit."""
+    return f"{MODELS[fmt]}-{uuid.uuid4().hex[:8]}"
+
+
+Calls = list[tuple[str, dict[str, Any]]]
+
+
+def sdk_calls(fmt: str, d: Douane, text: str, stream: bool, model: str | None = None) -> Calls:
     """The tool calls the client's SDK read from the answer: (name, arguments)."""
-    model = MODELS[fmt]
+    model = model or MODELS[fmt]
     with client_env(d):
         if fmt == "openai":
             c = openai.OpenAI(api_key="sk-x", max_retries=0)
@@ -85,10 +94,10 @@ def sdk_calls(fmt: str, d: Douane, text: str, stream: bool) -> list[tuple[str, d
         return [(f.name or "", dict(f.args or {})) for r in replies for f in r.function_calls or []]
 
 
-def refused_by_sdk(fmt: str, d: Douane, text: str, stream: bool) -> str:
+def refused_by_sdk(fmt: str, d: Douane, text: str, stream: bool, model: str | None = None) -> str:
     """The SDK's error for an answer douane refuses, as text."""
     with pytest.raises(Exception) as e:  # noqa: B017 - each SDK raises its own type; checked below
-        sdk_calls(fmt, d, text, stream)
+        sdk_calls(fmt, d, text, stream, model)
     err = e.value
     if not stream:  # a plain answer: the provider's 403, which each SDK raises as its permission error
         assert isinstance(err, openai.PermissionDeniedError | anthropic.PermissionDeniedError | genai.errors.APIError)
@@ -98,20 +107,23 @@ def refused_by_sdk(fmt: str, d: Douane, text: str, stream: bool) -> str:
     return str(err)
 
 
-def last_row(d: Douane, before: int) -> dict[str, Any]:
-    return d.rows(expect=before + 1)[-1]
+def row_of(d: Douane, model: str) -> dict[str, Any]:
+    """The one row of the request made for `model` (unique per request: see `unique`)."""
+    rows = d.rows(f"SELECT * FROM requests WHERE model_requested = '{model}'", expect=1)
+    assert len(rows) == 1, rows
+    return rows[0]
 
 
-def tool_rows(d: Douane, request_id: str) -> list[dict[str, Any]]:
-    return d.rows(f"SELECT * FROM tool_calls WHERE request_id = '{request_id}' ORDER BY position")
+def tool_rows(d: Douane, request_id: str, expect: int | None = None) -> list[dict[str, Any]]:
+    return d.rows(f"SELECT * FROM tool_calls WHERE request_id = '{request_id}' ORDER BY position", expect=expect)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_allowed_call_reaches_the_sdk(tooled: Douane, fmt: str, stream: bool) -> None:
-    before = len(tooled.rows())
-    assert sdk_calls(fmt, tooled, prompt(ALLOWED), stream) == [ALLOWED]
-    row = last_row(tooled, before)
+    model = unique(fmt)
+    assert sdk_calls(fmt, tooled, prompt(ALLOWED), stream, model) == [ALLOWED]
+    row = row_of(tooled, model)
     assert row["decision"] == "allowed" and row["status"] == 200
     calls = [r for r in tool_rows(tooled, row["id"]) if r["direction"] == "call"]
     assert [(r["tool"], r["decision"], json.loads(r["arguments"])) for r in calls] == [(*ALLOWED[:1], "allowed",
@@ -123,10 +135,10 @@ def test_an_allowed_call_reaches_the_sdk(tooled: Douane, fmt: str, stream: bool)
 @pytest.mark.parametrize("what", list(DENIED))
 def test_a_denied_call_is_refused_the_sdks_own_way(tooled: Douane, fmt: str, stream: bool, what: str) -> None:
     call, rule = DENIED[what]
-    before = len(tooled.rows())
-    message = refused_by_sdk(fmt, tooled, prompt(call), stream)
+    model = unique(fmt)
+    message = refused_by_sdk(fmt, tooled, prompt(call), stream, model)
     assert rule in message
-    row = last_row(tooled, before)
+    row = row_of(tooled, model)
     assert row["decision"] == "blocked" and row["reason"].startswith(rule)
     assert row["status"] == (200 if stream else 403)  # a stream has begun when its error event comes
     calls = [r for r in tool_rows(tooled, row["id"]) if r["direction"] == "call"]
@@ -192,8 +204,7 @@ def history_messages(fmt: str, name: str, args: dict[str, Any], result: str) -> 
         {"role": "user", "parts": [{"function_response": {"name": name, "response": {"content": result}}}]}]}
 
 
-def send_history(fmt: str, d: Douane, kwargs: dict[str, Any], stream: bool) -> None:
-    model = MODELS[fmt]
+def send_history(fmt: str, d: Douane, kwargs: dict[str, Any], stream: bool, model: str) -> None:
     with client_env(d):
         if fmt == "openai":
             out: Any = openai.OpenAI(api_key="sk-x", max_retries=0).chat.completions.create(
@@ -215,29 +226,29 @@ def send_history(fmt: str, d: Douane, kwargs: dict[str, Any], stream: bool) -> N
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_tool_result_carrying_an_injection_is_refused(tooled: Douane, received: list, fmt: str,
                                                          stream: bool) -> None:
-    before = len(tooled.rows())
+    model = unique(fmt)
     with pytest.raises((openai.PermissionDeniedError, anthropic.PermissionDeniedError, genai.errors.APIError)) as e:
         send_history(fmt, tooled, history_messages(fmt, "web_fetch", {"url": "https://docs.example.com"},
-                                                    INJECTION), stream)
+                                                    INJECTION), stream, model)
     assert "injection.tool_result" in str(e.value) and "web_fetch" in str(e.value)
     assert received == []  # nothing reached the provider
-    row = last_row(tooled, before)
+    row = row_of(tooled, model)
     assert row["decision"] == "blocked" and row["status"] == 403 and row["reason"].startswith("injection.tool_result")
-    results = [r for r in tool_rows(tooled, row["id"]) if r["direction"] == "result"]
+    results = [r for r in tool_rows(tooled, row["id"], expect=2) if r["direction"] == "result"]
     assert [(r["tool"], r["decision"], r["rule"]) for r in results] == [("web_fetch", "blocked",
                                                                          "injection.tool_result")]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_denied_call_in_the_history_is_refused(tooled: Douane, received: list, fmt: str) -> None:
-    before = len(tooled.rows())
+    model = unique(fmt)
     with pytest.raises((openai.PermissionDeniedError, anthropic.PermissionDeniedError, genai.errors.APIError)) as e:
-        send_history(fmt, tooled, history_messages(fmt, "shell_exec", {"command": "ls"}, "a.txt"), stream=False)
+        send_history(fmt, tooled, history_messages(fmt, "shell_exec", {"command": "ls"}, "a.txt"), False, model)
     assert "tools.deny" in str(e.value) and received == []
-    row = last_row(tooled, before)
+    row = row_of(tooled, model)
     assert row["decision"] == "blocked" and row["reason"].startswith("tools.deny")
     assert ("history", "shell_exec", "blocked") in [(r["direction"], r["tool"], r["decision"])
-                                                    for r in tool_rows(tooled, row["id"])]
+                                                    for r in tool_rows(tooled, row["id"], expect=2)]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -258,7 +269,7 @@ def test_a_denied_tool_offered_to_the_model_is_stripped(tooled: Douane, received
     assert reply.status_code == 200
     sent = json.dumps(body_of(received[-1])["tools"])
     assert "fetch" in sent and "shell_exec" not in sent
-    rows = tool_rows(tooled, reply.headers["x-douane-request-id"])
+    rows = tool_rows(tooled, reply.headers["x-douane-request-id"], expect=2)
     assert {(r["direction"], r["tool"], r["decision"]) for r in rows} == {
         ("definition", "fetch", "allowed"), ("definition", "shell_exec", "stripped")}
 
