@@ -247,8 +247,8 @@ class ToolDef:
     key: Any = None
 
     def remove(self) -> None:
-        """Take the definition out of the body; the others stay where they are (list entries are
-        blanked to None first and swept by `sweep_tools`, so that indices stay valid meanwhile)."""
+        """Take the definition out of the body. A list entry is blanked to None, so that the other
+        definitions' indices stay valid; whoever removes definitions sweeps the Nones out after."""
         if isinstance(self.container, dict):
             self.container.pop(self.key, None)
         elif isinstance(self.container, list):
