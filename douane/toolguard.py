@@ -169,6 +169,7 @@ def _strip(call: Call, tools: list[ToolDef]) -> None:
     """Take denied tools out of the request before it leaves, so that the model never sees them."""
     request = call.request
     assert request is not None
+    touched = {id(t.container) for t in tools}  # the lists and objects something is taken out of
     for tool in tools:
         tool.remove()
         request.tools.remove(tool)
@@ -176,15 +177,18 @@ def _strip(call: Call, tools: list[ToolDef]) -> None:
     for key, choice_keys in (("tools", ("tool_choice", "toolConfig", "tool_config", "parallel_tool_calls")),
                              ("functions", ("function_call",))):
         value = body.get(key)
-        if isinstance(value, list):
-            for entry in value:  # a Gemini tool whose declarations are all gone
-                if isinstance(entry, dict):
-                    for k in [k for k, v in entry.items() if isinstance(v, list)]:
-                        entry[k] = [v for v in entry[k] if v is not None]
-                        if not entry[k]:
+        entries = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+        for entry in entries:  # a Gemini tool whose declarations are all gone is gone too
+            if isinstance(entry, dict):
+                for k, v in list(entry.items()):
+                    if isinstance(v, list) and id(v) in touched:
+                        v[:] = [x for x in v if x is not None]
+                        touched.add(id(entry))
+                        if not v:
                             del entry[k]
-            value[:] = [v for v in value if v is not None and v != {}]
-        if value == [] or value == {}:
+        if isinstance(value, list) and id(value) in touched | {id(e) for e in entries}:
+            value[:] = [v for v in value if v is not None and not (v == {} and id(v) in touched)]
+        if value in ([], {}) and id(value) in touched:
             del body[key]
             for choice in choice_keys:
                 body.pop(choice, None)

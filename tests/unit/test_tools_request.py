@@ -195,3 +195,16 @@ def test_a_result_under_its_threshold_passes_and_its_score_is_recorded(tmp_path:
     call, block = inspect(gw, "anthropic", with_result("anthropic", INJECTION))
     assert block is None and call.injection_score == score  # a result is held to its own threshold only
     assert next(u for u in call.tool_calls if u.direction == "result").decision == "allowed"
+
+
+def test_stripping_leaves_the_other_definitions_exactly_as_they_were(strict: Gateway) -> None:
+    kept = {"name": "search", "input_schema": {"type": "object", "required": []}, "allowed_callers": []}
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "shell", "input_schema": {}}, json.loads(json.dumps(kept))]}
+    call, block = inspect(strict, "anthropic", body)
+    assert block is None and call.request is not None and call.request.body["tools"] == [kept]
+    gemini = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+              "tools": {"functionDeclarations": {"name": "shell"}}, "toolConfig": {"functionCallingConfig": {}}}
+    call, block = inspect(strict, "gemini", gemini)  # one object where the API documents a list, both times
+    assert block is None and call.request is not None
+    assert "tools" not in call.request.body and "toolConfig" not in call.request.body
