@@ -18,7 +18,6 @@ Pure logic: addons/mcp.py glues it to flows.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from douane.call import Call, ToolUse
 from douane.detect.pii import redact
 from douane.detect.tools import ALLOWED, BLOCKED, MONITORED, STRIPPED
 from douane.policy import Policy
-from douane.providers import ProviderSpec
+from douane.providers import ProviderSpec, ProviderTable
 from douane.providers.sse import SSEEvent
 from douane.toolguard import CALL, DEFINITION, RESULT, judge_for, judge_one
 
@@ -51,29 +50,22 @@ class McpServer:
 
 
 class McpServers:
-    """The policy's MCP servers, by the host a connection goes to (never the Host header)."""
+    """The policy's MCP servers, by the host a connection goes to (never the Host header): the
+    providers' own host table, over specs standing for the servers."""
 
     def __init__(self, policy: Policy):
         self.servers = [McpServer(name, tuple(cfg.hosts), cfg.upstream)
                         for name, cfg in (policy.mcp.servers if policy.mcp else {}).items()]
-        self._by_host: dict[tuple[str, int | None], McpServer] = {}
-        for server in self.servers:
-            for host in server.hosts:
-                name, _, port = host.lower().partition(":")
-                self._by_host[(name, int(port) if port else None)] = server
+        self._by_name = {s.spec.name: s for s in self.servers}
+        self._table = ProviderTable([s.spec for s in self.servers])
 
     def match(self, host: str, port: int) -> McpServer | None:
-        host = host.lower().rstrip(".")
-        return self._by_host.get((host, port)) or self._by_host.get((host, None))
+        spec = self._table.match(host, port)
+        return self._by_name[spec.name] if spec is not None else None
 
     def allow_hosts(self) -> list[str]:
         """Regexes for mitmproxy's allow_hosts: these hosts are intercepted, like providers'."""
-        out = []
-        for server in self.servers:
-            for host in server.hosts:
-                name, _, port = host.partition(":")
-                out.append(f"^{re.escape(name.rstrip('.'))}\\.?:{port or '[0-9]+'}$")
-        return out
+        return self._table.allow_hosts()
 
 
 def _key(message_id: Any) -> str:
