@@ -17,6 +17,7 @@ from addons.classify import ClassifyAddon
 from addons.connections import ConnectionsAddon
 from addons.failures import StageFailures
 from addons.identity import IdentityAddon
+from addons.mcp import McpAddon
 from addons.meter import MeterAddon
 from addons.prompt_guard import PromptGuardAddon
 from addons.router import RouterAddon
@@ -41,6 +42,7 @@ def build(gw: Gateway) -> list[object]:
         IdentityAddon(gw),
         ShadowAIAddon(gw),
         classify,
+        McpAddon(gw),  # MCP servers' flows: judged and recorded on their own, never seen by the stages below
         AccessAddon(gw),
         PromptGuardAddon(gw),
         RouterAddon(gw),

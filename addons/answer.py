@@ -18,6 +18,7 @@ from douane.meter.gate import estimate_usage
 from douane.providers import CanonicalResponse, TextPart, UnreadableBody
 from douane.rewrite import Blocked, OutputGuard, Stage
 from douane.streaming import StreamTap, make_decoder, record_findings
+from douane.toolguard import ToolWatch, check_answer, lead_with
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class AnswerAddon:
         tap = StreamTap(call.provider.adapter, call.endpoint or "", call.request, strip_internal=call.strip_usage_chunk,
                         decoder=decoder, stages=stages, audit_after=audited,
                         stage_factory=lambda: self.gw.answer_stages(pseudonyms),
-                        fail_closed=self.gw.policy.fail == "closed")
+                        fail_closed=self.gw.policy.fail == "closed", tools=ToolWatch(self.gw.policy, call))
         tap.faults = flow.metadata.get(faults.METADATA_KEY, frozenset())
         flow.metadata[TAP_KEY] = tap
         resp.stream = tap
@@ -105,6 +106,8 @@ class AnswerAddon:
         if tap.blocked is not None:
             call.decision = "blocked"
             call.note(tap.blocked.rule)
+            if tap.blocked.rule.startswith("tools."):
+                lead_with(call, tap.blocked.rule)
 
     async def _plain(self, flow: http.HTTPFlow, call: Call, resp: http.Response) -> None:
         """A plain answer: its usage for the meter, its text through the output stages."""
@@ -145,8 +148,23 @@ class AnswerAddon:
         if resp.status_code >= 400:
             call.add_error(f"upstream answered {resp.status_code}")
             return
-        if await self._guard(flow, call, parsed):
+        changed = await self._guard(flow, call, parsed)
+        if call.decision == "blocked":  # the output guard refused it
+            return
+        if self._tools(flow, call, parsed):
+            return
+        if changed:
             resp.content = jsonio.dumps(body)
+
+    def _tools(self, flow: http.HTTPFlow, call: Call, parsed: CanonicalResponse) -> bool:
+        """The answer's tool calls, as the client would get them, judged and recorded; True when one
+        is refused (the answer is replaced by the provider's error)."""
+        block = check_answer(self.gw.policy, call, parsed.tool_calls)
+        if block is None:
+            return False
+        refuse_answer(self.gw, flow, call, block)
+        lead_with(call, block.rule)
+        return True
 
     async def _guard(self, flow: http.HTTPFlow, call: Call, parsed: CanonicalResponse) -> bool:
         """The answer's text through the stages; True when the body must be re-serialised."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from douane.audit.record import AuditRecord
 from douane.meter.limits import Reservation
-from douane.providers import CanonicalRequest, ProviderSpec, TextPart, Usage
+from douane.providers import CanonicalRequest, ProviderSpec, TextPart, ToolCall, ToolResult, Usage
 
 METADATA_KEY = "douane"
 
@@ -21,6 +21,36 @@ _IDS = random.Random(os.urandom(32))
 
 def new_call_id() -> str:
     return f"dou_{_IDS.getrandbits(128):032x}"
+
+
+# a tool call's arguments (or a result's text) kept in the audit: enough to see what was asked
+MAX_TOOL_TEXT = 16_384
+
+
+@dataclass(slots=True)
+class ToolUse:
+    """One tool call seen in a call, for the `tool_calls` view: asked by the model (call), resent in
+    the history (history), a result sent back (result), or a tool offered to the model (definition)."""
+
+    direction: str
+    tool: str | None
+    decision: str = "allowed"  # allowed | blocked | monitored (a rule matched in monitor) | stripped
+    rule: str | None = None
+    arguments: str | None = None  # as the audit keeps it: redacted, never a user's own values
+    source: ToolCall | ToolResult | None = None  # in the request's body: read when the row is made, as it left
+
+    def row(self, keep_text: bool = True, sent: bool = True) -> dict[str, str | None]:
+        """`sent`: whether the request left (rewritten by the guards); the text of one that did not is
+        not kept: it was never redacted."""
+        text = self.arguments
+        if self.source is not None:
+            text = (self.source.arguments if isinstance(self.source, ToolCall) else self.source.text) if sent else None
+        if not keep_text:
+            text = None
+        elif text is not None and len(text) > MAX_TOOL_TEXT:
+            text = text[:MAX_TOOL_TEXT] + f"...[truncated {len(text) - MAX_TOOL_TEXT} chars]"
+        return {"direction": self.direction, "tool": self.tool, "arguments": text, "decision": self.decision,
+                "rule": self.rule}
 
 
 @dataclass(slots=True)
@@ -69,6 +99,7 @@ class Call:
     max_output_tokens: int | None = None  # the output cap the body asks for, checked
     choices: int = 1  # answers asked for (OpenAI n, Gemini candidateCount)
     usage_estimated: bool = False  # no usage from the provider: estimated from what was seen
+    tool_calls: list[ToolUse] = field(default_factory=list)  # every tool call seen, for the audit
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:
@@ -81,7 +112,7 @@ class Call:
         elif error not in self.error.split("; "):
             self.error = f"{self.error}; {error}"
 
-    def to_record(self, mode: str) -> AuditRecord:
+    def to_record(self, mode: str, bodies: bool = True) -> AuditRecord:
         return AuditRecord(
             id=self.id,
             ts=datetime.fromtimestamp(self.started, UTC),
@@ -118,4 +149,5 @@ class Call:
             error=self.error,
             request_body=self.request_body,
             response_body=self.response_body,
+            tool_calls=[use.row(bodies, sent=self.request_body is not None) for use in self.tool_calls],
         )

@@ -388,5 +388,28 @@ def report_blocked(since: str, db: str | None, fmt: str) -> None:
     _emit(columns, rows, fmt, f"blocked calls, last {since}")
 
 
+@report.command("tools")
+@SINCE
+@DB
+@FORMAT
+def report_tools(since: str, db: str | None, fmt: str) -> None:
+    """Tool calls per tool: how often the model asked for it, how often douane blocked it, and by whom."""
+    sql = f"""
+        SELECT coalesce(tool, '(unnamed)') AS tool,
+               count(*) FILTER (WHERE direction = 'call') AS calls,
+               count(*) FILTER (WHERE direction = 'call' AND decision = 'blocked') AS blocked,
+               count(*) FILTER (WHERE decision = 'monitored') AS monitored,
+               count(*) FILTER (WHERE direction = 'history' AND decision = 'blocked') AS history_refused,
+               count(*) FILTER (WHERE direction = 'result' AND decision <> 'allowed') AS results_flagged,
+               count(*) FILTER (WHERE direction = 'definition') AS offered,
+               count(*) FILTER (WHERE decision = 'stripped') AS stripped,
+               string_agg(DISTINCT coalesce(team, '(none)'), ', ' ORDER BY coalesce(team, '(none)')) AS teams,
+               string_agg(DISTINCT rule, ', ' ORDER BY rule) AS rules
+        FROM tool_calls WHERE ts >= now() - INTERVAL '{_since(since)}'
+        GROUP BY 1 ORDER BY calls DESC, blocked DESC, tool"""
+    columns, rows = _run_sql(db, sql)
+    _emit(columns, rows, fmt, f"tool calls, last {since}")
+
+
 if __name__ == "__main__":
     main()

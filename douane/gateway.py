@@ -133,7 +133,7 @@ class Gateway:
                 cap = audit.max_body_chars
                 setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
         try:
-            self.writer.submit(call.to_record(self.policy.mode))
+            self.writer.submit(call.to_record(self.policy.mode, bodies=audit.bodies != "none"))
         except Exception:
             log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
 

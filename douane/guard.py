@@ -20,12 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from douane.call import Call
+from douane.call import Call, ToolUse
 from douane.decision import Block
 from douane.detect.injection import NO_EVIDENCE, Verdict
 from douane.detect.pii import Finding, Pseudonyms, redact
 from douane.detect.prefix import Rewritten
-from douane.providers import TextPart
+from douane.providers import TextPart, ToolResult
+from douane.toolguard import RESULT, check_request
 
 if TYPE_CHECKING:
     from douane.gateway import Gateway
@@ -78,6 +79,9 @@ class PromptGuard:
         only the new part (a WebSocket session): its placeholders go on from there, and it is updated."""
         if call.request is None:
             return None
+        block = check_request(self.gw.policy, call)  # tools offered, called in the history, results sent back
+        if block is not None:
+            return block
         pairs = [(p, m.role in ("assistant", "model")) for m in call.request.messages for p in m.parts if p.text]
         main = len(pairs)  # the adapter's parts: a chat's next call resends them, they are remembered
         pairs += [(p, False) for p in call.other_parts if p.text]
@@ -96,8 +100,11 @@ class PromptGuard:
                                                                     [self.gw.pii.scan(k) for k in keys]))
         except Exception as e:
             return scan_failed(self.gw, call, "prompt scan", e)
-        if read.verdict is not None and (block := self._injection(call, read.verdict)) is not None:
+        result_block, verdict = self._tool_results(call, parts, read)
+        if verdict is not None and (block := self._injection(call, verdict)) is not None:
             return block
+        if result_block is not None:
+            return result_block
         return self._pii(call, parts, trusted[:main], read, memo, key_findings, pseudonyms)
 
     @property
@@ -129,12 +136,50 @@ class PromptGuard:
         findings = [k if k is not None else self.gw.pii.scan(t) for t, k in zip(texts, known, strict=True)]
         return _Read(verdict, verdicts, findings)
 
+    def _tool_results(self, call: Call, parts: list[TextPart], read: _Read) -> tuple[Block | None, Verdict | None]:
+        """Tool results are untrusted input (a web page, a file, another agent's output) judged under
+        their own threshold, `injection.tool_result_threshold`; the result that crosses it blocks (or
+        is recorded, `monitor`) and its tool_calls row says which tool returned it. Returns that
+        block, and the strongest verdict over the other parts, for the prompt's own threshold."""
+        policy = self.gw.policy.injection
+        owner = {id(p): use for use in call.tool_calls if use.direction == RESULT and isinstance(use.source, ToolResult)
+                 for p in use.source.parts}
+        if policy is None or not owner or not read.verdicts:
+            return None, read.verdict
+        threshold = policy.threshold if policy.tool_result_threshold is None else policy.tool_result_threshold
+        rest: list[Verdict] = []
+        worst: tuple[Verdict, ToolUse] | None = None
+        for part, verdict in zip(parts, read.verdicts, strict=False):
+            use = owner.get(id(part))
+            if use is None:
+                rest.append(verdict)
+            elif worst is None or verdict.score > worst[0].score:
+                worst = (verdict, use)
+        others = max(rest, key=lambda v: v.score, default=None)
+        if worst is None:
+            return None, others
+        verdict, use = worst
+        if call.injection_score is None or verdict.score >= call.injection_score:  # the row has the highest score
+            call.injection_score, call.injection_rule = verdict.score, verdict.rule
+        if verdict.score < threshold:
+            return None, others
+        what = (f"the result of tool {use.tool or '(unnamed)'} looks like prompt injection "
+                f"({', '.join(verdict.rules)}; score {verdict.score:.2f} >= {threshold})")
+        use.rule = "injection.tool_result"
+        if policy.action == "monitor" or not self.gw.enforcing:
+            use.decision = "monitored"
+            call.note(f"injection.tool_result (monitor): {what}")
+            return None, others
+        use.decision = "blocked"
+        return Block(403, "injection.tool_result", f"{what}; the call was not forwarded"), others
+
     def _injection(self, call: Call, verdict: Verdict) -> Block | None:
         """Record the score; block at or above the threshold."""
         policy = self.gw.policy.injection
         assert policy is not None
-        call.injection_score = verdict.score
-        call.injection_rule = verdict.rule
+        if call.injection_score is None or verdict.score >= call.injection_score:
+            call.injection_score = verdict.score
+            call.injection_rule = verdict.rule
         if verdict.score < policy.threshold:
             return None
         what = f"prompt injection ({', '.join(verdict.rules)}; score {verdict.score:.2f} >= {policy.threshold})"

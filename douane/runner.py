@@ -13,6 +13,7 @@ from mitmproxy import exceptions, options
 from mitmproxy.tools.dump import DumpMaster
 
 from douane.gateway import Gateway
+from douane.mcp import McpServers
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
         # lazy: the request hook may send the call elsewhere before any upstream connection is made
         connection_strategy="lazy",
         # intercept provider hosts only; everything else is tunnelled untouched
-        allow_hosts=gw.providers.allow_hosts(),
+        allow_hosts=gw.providers.allow_hosts() + McpServers(gw.policy).allow_hosts(),
         termlog_verbosity="info",
     )
     if listen.sets:

@@ -23,6 +23,7 @@ from douane.call import Call
 from douane.providers import Adapter, CanonicalRequest, StreamEvent, UnreadableBody, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
+from douane.toolguard import ToolWatch
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,17 @@ class EventTap[F]:
 
     def __init__(self, parse: Callable[[str | None, Any], StreamEvent], reparse: Callable[[F], Any],
                  stages: list[Stage] | None = None, audit_after: int = 0,
-                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, strip_internal: bool = False):
+                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, strip_internal: bool = False,
+                 tools: ToolWatch | None = None, text_overtakes_tools: bool = False):
         self.parse = parse
         self.reparse = reparse
         self.strip_internal = strip_internal
+        # tool calls: gathered and recorded; held until judged when rules apply (see _hold)
+        self.tools = tools
+        self.text_overtakes_tools = text_overtakes_tools  # the format lets text frames pass held ones
+        self.held: list[tuple[F, str | None, Any, StreamEvent]] = []
+        self._tools_rewritten = False  # a complete call's arguments were changed by the stages
+        self._tool_guards: list[Stage] = []  # the stages that judged whole arguments (their findings count)
         # text goes through `stages`; other kinds (tool-call arguments) get their own from the factory
         self.lanes: dict[str, _Lane] = {"text": _Lane(stages or [], audit_after)}
         self._factory = stage_factory
@@ -106,7 +114,7 @@ class EventTap[F]:
 
     @property
     def stages(self) -> list[Stage]:
-        return [s for lane in self.lanes.values() for s in lane.stages]
+        return [s for lane in self.lanes.values() for s in lane.stages] + self._tool_guards
 
     def _lane(self, kind: str) -> _Lane:
         if kind not in self.lanes:
@@ -136,29 +144,114 @@ class EventTap[F]:
         """One event; `payload` None for one that is not JSON (or [DONE]): what is held goes out first."""
         self.events += 1
         if payload is None:
-            return [*self.release(), Emit(frame)]
+            return [*self.settle_tools(), *self.release(), Emit(frame)]
         info = self._read(name, payload)
         if info.internal and self.strip_internal:
             return []
+        if self.tools is not None:
+            if info.tool_calls:
+                self.tools.gather(info.tool_calls)
+            if self.tools.holds and (self.held or info.tool_calls):
+                return self._hold(frame, name, payload, info)
+            if self.tools.pending:
+                out = self._pass(frame, name, payload, info)
+                self._judge(self.tools.completed(info))
+                return out
+        return self._pass(frame, name, payload, info)
+
+    def _pass(self, frame: F, name: str | None, payload: Any, info: StreamEvent,
+              raw_tools: bool = False) -> list[Emit[F]]:
+        """An event through the stages; `raw_tools`: its tool-call arguments were judged whole and need
+        no change, so they go out as they came. A frame whose texts all come out unchanged is sent as
+        it came, byte for byte."""
         if not self.rewrites:  # nothing may change on the wire: monitor stages only see the text
             for part in info.parts:
                 self._run(part.kind, self._lane(part.kind), part.text, info.final)
             return [Emit(frame)]
         kinds: dict[str, list] = {}
         for part in info.parts:
-            kinds.setdefault(part.kind, []).append(part)
+            if not (raw_tools and part.kind == "tool_call"):
+                kinds.setdefault(part.kind, []).append(part)
         prefix = self.release(keep=set(kinds))
         if not kinds and not info.snapshots:
             return [*prefix, Emit(frame)]
+        changed = False
         for kind, parts in kinds.items():
             lane = self._lane(kind)
             if not info.final:
                 lane.template = (frame, name)
             for i, part in enumerate(parts):
-                part.replace(self._run(kind, lane, part.text, info.final and i == len(parts) - 1))
+                old = part.text
+                new = self._run(kind, lane, old, info.final and i == len(parts) - 1)
+                if new != old:
+                    part.replace(new)
+                    changed = True
         for part in info.snapshots:  # whole texts repeated at the end: rewrite them the same way
-            part.replace(self._whole(part.text))
-        return [*prefix, Emit(frame, payload)]
+            old = part.text
+            new = self._whole(old)
+            if new != old:
+                part.replace(new)
+                changed = True
+        return [*prefix, Emit(frame, payload) if changed else Emit(frame)]
+
+    # -- tool calls: held from their first fragment until judged whole ----------------------------------
+
+    def _hold(self, frame: F, name: str | None, payload: Any, info: StreamEvent) -> list[Emit[F]]:
+        """Frames from a tool call's first fragment on wait, in order, until every call in progress is
+        complete and judged; then they go on (unchanged, unless the stages rewrite the arguments). Text
+        frames pass them when the format allows it (their order does not matter to its clients)."""
+        if self.held and self.text_overtakes_tools and _text_only(info):
+            return self._pass(frame, name, payload, info)
+        self.held.append((frame, name, payload, info))
+        assert self.tools is not None
+        self._judge(self.tools.completed(info))
+        return [] if self.tools.pending else self._flush()
+
+    def _judge(self, done: list[Any]) -> None:
+        """Complete calls judged on their arguments as the client would get them (Blocked stops the
+        stream); the audit keeps them as the stages left them before the user's values went back."""
+        assert self.tools is not None
+        for pending in done:
+            raw = "".join(pending.fragments)
+            audited: str | None
+            try:
+                final, audited = self._whole_arguments(raw)
+            except Blocked:
+                if self.tools.holds:
+                    raise
+                final, audited = raw, None  # only recorded: the lane's own stages block the stream
+            self.tools.decide(pending, final, audited)
+            self._tools_rewritten |= final != raw
+
+    def _whole_arguments(self, text: str) -> tuple[str, str]:
+        """A complete call's arguments through fresh stages of the tool-call lane: (as the client gets
+        them, as the audit keeps them)."""
+        stages, audit_after = self._factory() if self._factory else ([], 0)
+        audited = text
+        for i, stage in enumerate(stages):
+            if i == audit_after:
+                audited = text
+            text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text)
+        if audit_after >= len(stages):
+            audited = text
+        self._tool_guards.extend(s for s in stages if isinstance(s, OutputGuard))
+        return text, audited
+
+    def _flush(self) -> list[Emit[F]]:
+        held, self.held = self.held, []
+        raw, self._tools_rewritten = not self._tools_rewritten, False
+        return [e for frame, name, payload, info in held for e in self._pass(frame, name, payload, info, raw)]
+
+    def settle_tools(self) -> list[Emit[F]]:
+        """The stream ends: calls still in progress are complete as they are, judged, and sent on."""
+        if self.tools is None or not (self.tools.pending or self.held):
+            return []
+        self._judge(self.tools.completed(None))
+        return self._flush()
+
+    def finish(self) -> list[Emit[F]]:
+        """What is still held when the stream ends: tool calls (judged), then held-back text."""
+        return [*self.settle_tools(), *self.release()]
 
     def release(self, keep: set[str] | None = None) -> list[Emit[F]]:
         """Synthetic events for every lane still holding text (but those in `keep`)."""
@@ -210,6 +303,12 @@ class EventTap[F]:
         return "".join(self.text)
 
 
+def _text_only(info: StreamEvent) -> bool:
+    """An event that carries text and nothing that ends or belongs to a tool call."""
+    return not info.tool_calls and not info.tool_calls_done and info.finish is None and not info.final \
+        and not info.snapshots and all(p.kind == "text" for p in info.parts)
+
+
 def _sse_payload(event: SSEEvent) -> Any:
     return jsonio.loads(event.data or "null")
 
@@ -220,9 +319,12 @@ class StreamTap(EventTap[SSEEvent]):
     def __init__(self, adapter: Adapter, endpoint: str, request: CanonicalRequest | None,
                  strip_internal: bool = False, decoder: Callable[[bytes], bytes] | None = None,
                  stages: list[Stage] | None = None, audit_after: int = 0,
-                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, fail_closed: bool = True):
+                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, fail_closed: bool = True,
+                 tools: ToolWatch | None = None):
+        # OpenAI chat clients gather each field of a choice apart: text may pass a held tool call
         super().__init__(lambda name, data: adapter.parse_stream_event(endpoint, name, data, request),
-                         _sse_payload, stages, audit_after, stage_factory, strip_internal)
+                         _sse_payload, stages, audit_after, stage_factory, strip_internal, tools,
+                         text_overtakes_tools=adapter.format == "openai" and endpoint == "chat.completions")
         self.adapter = adapter
         self.endpoint = endpoint
         self.request = request
@@ -270,15 +372,22 @@ class StreamTap(EventTap[SSEEvent]):
             try:
                 out.extend(b for b in self._on_event(event) if b)
             except (Blocked, UnreadableBody) as e:  # what cannot be read cannot be judged: it does not go out
-                b = e if isinstance(e, Blocked) else Blocked("unreadable_answer", f"an event could not be read ({e})")
-                self.blocked = b
-                out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
-                return out
+                return [*out, self._stopped_by(e)]
             except Exception as e:
                 return out + self._failed(e, [ev.raw for ev in events[i:]])
         if end:
-            out.extend(self._encode(e) for e in self.release())
+            try:
+                out.extend(self._encode(e) for e in self.finish())
+            except Blocked as e:
+                out.append(self._stopped_by(e))
         return out
+
+    def _stopped_by(self, error: Blocked | UnreadableBody) -> bytes:
+        """The provider's error event that ends the stream, naming the rule."""
+        b = error if isinstance(error, Blocked) else \
+            Blocked("unreadable_answer", f"an event could not be read ({error})")
+        self.blocked = b
+        return self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule)
 
     def _failed(self, error: Exception, unsent: list[bytes]) -> list[bytes]:
         """Closed: the provider's error event ends the stream. Open: `unsent` (the raw events not yet

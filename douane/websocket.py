@@ -34,6 +34,7 @@ from douane.providers import UnreadableBody, openai_ws
 from douane.providers.openai_ws import AUDIO, CREATE, REALTIME
 from douane.rewrite import Blocked
 from douane.streaming import KEEP, Emit, EventTap, record_findings
+from douane.toolguard import ToolWatch
 
 if TYPE_CHECKING:
     from douane.gateway import Gateway
@@ -179,11 +180,14 @@ class Session:
     def _carry(self, call: Call, text: str) -> None:
         """Keep what the next response's row needs of a frame, not the frame (a socket may send many)."""
         call.request, call.other_parts, call.other_keys = None, [], []
+        for use in call.tool_calls:  # their text as the frame left, without keeping the frame
+            use.arguments, use.source = use.row()["arguments"], None
         self.carried.append((call, text[:self.gw.policy.audit.max_body_chars]))
 
     def _carry_into(self, call: Call, text: str) -> None:
         """What the frames since the last response carried, on this response's row: they are its prompt."""
         frames = [*self.carried, (call, text)]
+        call.tool_calls[:0] = [use for other, _ in self.carried for use in other.tool_calls]
         for other, _ in self.carried:
             call.pii_entities = sorted({*call.pii_entities, *other.pii_entities})
             for reason in other.reasons:
@@ -403,7 +407,8 @@ class Session:
         request = call.request if call is not None else None
         protocol = self.protocol
         return EventTap(lambda name, data: openai_ws.parse_server_event(protocol, data, request), jsonio.loads,
-                        stages, audited, lambda: self.gw.answer_stages(pseudonyms))
+                        stages, audited, lambda: self.gw.answer_stages(pseudonyms),
+                        tools=ToolWatch(self.gw.policy, call) if call is not None else None)
 
     def _error(self, status: int, message: str, code: str, client_event_id: Any = None) -> bytes:
         event = openai_ws.error_event(self.protocol, status, message, code, f"event_douane_{new_call_id()[4:20]}",

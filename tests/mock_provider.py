@@ -7,6 +7,9 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   gzip-reply            gzip the reply body (plain and SSE)
   *slow*                wait half a second before answering
   *chars3*              stream three characters per event instead of a word
+  *tool-call*           when the last user text says `CALL name {json arguments}` (once or more), answer
+                        "Let me check." and those tool calls, plain or streamed, in the request's format
+                        (arguments streamed in fragments); otherwise echo as usual
 Run: python tests/mock_provider.py --port 9000
 """
 
@@ -34,8 +37,9 @@ def last_user_text(fmt: str, body: dict, path: str) -> str:
             content = body.get("input")
             if isinstance(content, list):
                 content = content[-1].get("content") if isinstance(content[-1], dict) else content[-1]
-    elif fmt == "anthropic":
-        content = body["messages"][-1]["content"]
+    elif fmt == "anthropic":  # the last user turn (an agent may put other roles after it)
+        turns = body["messages"]
+        content = next((m for m in reversed(turns) if m.get("role") == "user"), turns[-1])["content"]
     else:
         content = body["contents"][-1]["parts"]
     if isinstance(content, list):
@@ -45,6 +49,130 @@ def last_user_text(fmt: str, body: dict, path: str) -> str:
 
 def words(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text) or [text]
+
+
+# -- tool calls: what the *tool-call* models answer ---------------------------------------------------
+
+TOOL_PREAMBLE = "Let me check."
+CREATED = 1_700_000_000  # fixed, so that the same call answers the same bytes (tests compare them)
+_CALL = re.compile(r"CALL\s+([\w.-]+)\s+(?=\{)")
+
+
+def requested_calls(text: str) -> list[tuple[str, dict]]:
+    """`CALL name {json}` instructions in a prompt: the tool calls to answer with."""
+    calls = []
+    for m in _CALL.finditer(text):
+        try:
+            args, _ = json.JSONDecoder().raw_decode(text, m.end())
+        except ValueError:
+            continue
+        calls.append((m.group(1), args))
+    return calls
+
+
+def _fragments(text: str, n: int = 3) -> list[str]:
+    size = max(1, -(-len(text) // n))
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def tool_answer(fmt: str, responses: bool, model: str, calls: list[tuple[str, dict]]) -> dict:
+    """A plain answer: the preamble text, then the calls."""
+    usage_in, usage_out = 11, 7
+    if fmt == "anthropic":
+        return {"id": "msg_tool", "type": "message", "role": "assistant", "model": model, "content": [
+            {"type": "text", "text": TOOL_PREAMBLE},
+            *[{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a} for i, (n, a) in enumerate(calls)]],
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": {"input_tokens": usage_in, "output_tokens": usage_out}}
+    if fmt == "gemini":
+        return {"candidates": [{"content": {"role": "model", "parts": [
+            {"text": TOOL_PREAMBLE}, *[{"functionCall": {"name": n, "args": a}} for n, a in calls]]},
+            "finishReason": "STOP", "index": 0}], "modelVersion": model,
+            "usageMetadata": {"promptTokenCount": usage_in, "candidatesTokenCount": usage_out,
+                              "totalTokenCount": usage_in + usage_out}}
+    if responses:
+        return {"id": "resp_tool", "object": "response", "created_at": CREATED, "model": model, "status": "completed",
+                "output": _response_items(calls),
+                "usage": {"input_tokens": usage_in, "output_tokens": usage_out, "total_tokens": usage_in + usage_out}}
+    return {"id": "chatcmpl-tool", "object": "chat.completion", "created": CREATED, "model": model, "choices": [
+        {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": TOOL_PREAMBLE,
+                                                                  "tool_calls": [
+            {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+            for i, (n, a) in enumerate(calls)]}}],
+        "usage": {"prompt_tokens": usage_in, "completion_tokens": usage_out, "total_tokens": usage_in + usage_out}}
+
+
+def _response_items(calls: list[tuple[str, dict]]) -> list[dict]:
+    return [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": TOOL_PREAMBLE, "annotations": []}]},
+            *[{"type": "function_call", "id": f"fc_{i}", "call_id": f"call_{i}", "name": n,
+               "arguments": json.dumps(a), "status": "completed"} for i, (n, a) in enumerate(calls)]]
+
+
+def tool_events(fmt: str, responses: bool, model: str, calls: list[tuple[str, dict]],
+                include_usage: bool = False) -> list[str]:
+    """A streamed answer: the preamble as text deltas, then each call, its arguments in fragments."""
+    text = words(TOOL_PREAMBLE)
+    if fmt == "anthropic":
+        ev: list[dict] = [{"type": "message_start", "message": {
+            "id": "msg_tool", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 11, "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            *[{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}} for t in text],
+            {"type": "content_block_stop", "index": 0}]
+        for i, (n, a) in enumerate(calls, 1):
+            ev.append({"type": "content_block_start", "index": i,
+                       "content_block": {"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": {}}})
+            ev += [{"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": f}}
+                   for f in _fragments(json.dumps(a))]
+            ev.append({"type": "content_block_stop", "index": i})
+        ev += [{"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 7}}, {"type": "message_stop"}]
+        return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in ev]
+    if fmt == "gemini":
+        chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": t}]}, "index": 0}],
+                   "modelVersion": model} for t in text]
+        chunks.append({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": n, "args": a}} for n, a in calls]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18},
+            "modelVersion": model})
+        return [f"data: {json.dumps(c)}\r\n\r\n" for c in chunks]
+    if responses:
+        items = _response_items(calls)
+        ev = [{"type": "response.created", "response": {"id": "resp_tool", "model": model, "status": "in_progress",
+                                                        "output": []}},
+              {"type": "response.output_item.added", "output_index": 0, "item": {**items[0], "content": []}},
+              {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+               "part": {"type": "output_text", "text": "", "annotations": []}},
+              *[{"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+                 "delta": t} for t in text],
+              {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+               "text": TOOL_PREAMBLE},
+              {"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+               "part": items[0]["content"][0]},
+              {"type": "response.output_item.done", "output_index": 0, "item": items[0]}]
+        for i, item in enumerate(items[1:], 1):
+            ev.append({"type": "response.output_item.added", "output_index": i, "item": {**item, "arguments": ""}})
+            ev += [{"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": i,
+                    "delta": f} for f in _fragments(item["arguments"])]
+            ev += [{"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": i,
+                    "arguments": item["arguments"]},
+                   {"type": "response.output_item.done", "output_index": i, "item": item}]
+        ev.append({"type": "response.completed", "response": {**tool_answer(fmt, True, model, calls)}})
+        for n, e in enumerate(ev):
+            e["sequence_number"] = n
+        return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in ev]
+    base = {"id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": CREATED, "model": model}
+    deltas: list[dict] = [{"role": "assistant", "content": ""}, *[{"content": t} for t in text]]
+    for i, (n, a) in enumerate(calls):
+        deltas.append({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                       "function": {"name": n, "arguments": ""}}]})
+        deltas += [{"tool_calls": [{"index": i, "function": {"arguments": f}}]} for f in _fragments(json.dumps(a))]
+    out = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    if include_usage:
+        out.append({**base, "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
+    return [f"data: {json.dumps(o)}\n\n" for o in out] + ["data: [DONE]\n\n"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -103,6 +231,15 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"object": "list", "model": model, "data": [
                 {"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
                 "usage": {"prompt_tokens": 5, "total_tokens": 5}})
+            return
+        calls = requested_calls(last_user_text(fmt, body, self.path)) if "tool-call" in model else []
+        if calls:
+            responses = self.path.endswith("/responses")
+            if body.get("stream") is True or "alt=sse" in self.path:
+                self._send_events(tool_events(fmt, responses, model, calls,
+                                              bool((body.get("stream_options") or {}).get("include_usage"))))
+            else:
+                self._json(200, tool_answer(fmt, responses, model, calls))
             return
         reply = "echo: " + last_user_text(fmt, body, self.path)
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or \
@@ -200,7 +337,9 @@ class Handler(BaseHTTPRequestHandler):
         return [f"data: {o}\n\n" for o in out] + ["data: [DONE]\n\n"]
 
     def _sse(self, fmt: str, model: str, reply: str, body: dict, drop: bool, gz: bool) -> None:
-        events = self._events(fmt, model, reply, body)
+        self._send_events(self._events(fmt, model, reply, body), drop, gz)
+
+    def _send_events(self, events: list[str], drop: bool = False, gz: bool = False) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")

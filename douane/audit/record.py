@@ -49,6 +49,9 @@ COLUMNS: list[tuple[str, str]] = [
     ("error", "VARCHAR"),
     ("request_body", "VARCHAR"),
     ("response_body", "VARCHAR"),
+    # every tool call seen: asked by the model (call), resent in the history (history), its result sent
+    # back (result), a tool offered to the model (definition); the `tool_calls` view has one row each
+    ("tool_calls", "STRUCT(direction VARCHAR, tool VARCHAR, arguments VARCHAR, decision VARCHAR, rule VARCHAR)[]"),
 ]
 
 
@@ -89,6 +92,7 @@ class AuditRecord:
     error: str | None = None
     request_body: str | None = None
     response_body: str | None = None
+    tool_calls: list[dict[str, str | None]] = field(default_factory=list)
 
     def row(self) -> tuple:
         return tuple(getattr(self, name) for name, _ in COLUMNS)

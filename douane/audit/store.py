@@ -40,6 +40,7 @@ MANIFEST = "manifest.json"
 VIEW = "requests"
 QUARANTINE = "quarantine"
 WRITER_LOCK = "writer.lock"
+TOOL_CALLS_VIEW = "tool_calls"
 
 
 def _sql_str(value: str) -> str:
@@ -198,6 +199,9 @@ class AuditStore:
             if not rows or _sql_str(f"{self.relative_segments}/*.parquet") not in rows[0][0] \
                     or "temp_directory" not in rows[0][0]:
                 return False
+            views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+            if TOOL_CALLS_VIEW not in views:
+                return False
             con.execute(f"SET file_search_path = {_sql_str(str(self.folder))}")
             names = [r[0] for r in con.execute(f"DESCRIBE {VIEW}").fetchall()]
             return names == [c for c, _ in COLUMNS]
@@ -222,9 +226,17 @@ class AuditStore:
             try:
                 db.execute(f"SET file_search_path = {_sql_str(str(self.folder))}")
                 db.execute(self.view_sql())
+                db.execute(TOOL_CALLS_SQL)
             finally:
                 db.close()
             return
+
+
+# One row per tool call seen (requests.tool_calls unnested), with who made the call it was seen in.
+TOOL_CALLS_SQL = (f"CREATE OR REPLACE VIEW {TOOL_CALLS_VIEW} AS SELECT id AS request_id, ts, client, team, provider, "
+                  f"model, t.position, t.tool.direction AS direction, t.tool.tool AS tool, "
+                  f"t.tool.arguments AS arguments, t.tool.decision AS decision, t.tool.rule AS rule "
+                  f"FROM {VIEW}, unnest(tool_calls) WITH ORDINALITY AS t(tool, position)")
 
 
 _FLOCK = "hh4xqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid

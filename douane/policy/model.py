@@ -6,7 +6,7 @@ import re
 from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Format = Literal["openai", "anthropic", "gemini"]
 
@@ -118,11 +118,111 @@ class InjectionPolicy(Strict):
     # the learned tier (douane/detect/models/injection-v1) beside the rules: off until its false
     # alarms on ordinary prompts are as rare as the rules' (see BENCHMARKS.md)
     model: bool = False
+    # tool results (what a tool returned, sent back to the model) are untrusted input judged under
+    # their own threshold; None: `threshold`
+    tool_result_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class OutputPolicy(Strict):
     secrets: Literal["redact", "block", "monitor"] = "redact"
     pii: Literal["redact", "monitor"] = "monitor"
+
+
+class ToolArgumentRule(Strict):
+    """A rule on the arguments of a tool call: which tools, which values, and what they must (not) be.
+    A value is every string under the chosen argument (numbers and booleans as JSON writes them)."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")  # its id: tools.arguments.<name>
+    tools: list[str] = Field(default_factory=lambda: ["*"])  # globs of the tool names it applies to
+    # an argument's name (found at any depth), a path from the top ($.options.url, $.files[*].path),
+    # or * for every value of the arguments (and free-text input)
+    argument: str = "*"
+    deny: str | None = None  # a regex: a value where it matches anywhere is denied
+    allow: str | None = None  # a regex: a value it does not match whole is denied
+    hosts: list[str] | None = None  # a URL in the value must be on one of these hosts (globs: *.example.com)
+    action: Literal["block", "monitor"] = "block"
+
+    @field_validator("deny", "allow")
+    @classmethod
+    def _is_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a regular expression ({e}); Python's re syntax, e.g. "
+                                 "'rm -rf|curl .*\\|.*sh'") from None
+        return v
+
+    @field_validator("argument")
+    @classmethod
+    def _is_path(cls, v: str) -> str:
+        from douane.detect.tools import parse_path
+
+        parse_path(v)
+        return v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_globs(cls, v: list[str] | None) -> list[str] | None:
+        for host in v or []:
+            if not re.fullmatch(r"[A-Za-z0-9.*?-]+", host):
+                raise ValueError(f"{host!r} is not a host name or glob such as *.example.com (no scheme, port or path)")
+        return v
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ToolArgumentRule:
+        if self.deny is None and self.allow is None and self.hosts is None:
+            raise ValueError("an argument rule needs deny (a regex), allow (a regex) or hosts (a list of hosts)")
+        return self
+
+
+class ToolsPolicy(Strict):
+    """Which tools a model may call, with which arguments, how often. A team's or client's `tools:`
+    overrides the policy's key by key: the keys it sets replace these, the others are inherited."""
+
+    allow: list[str] | None = None  # globs: only these tools (None: any tool not denied)
+    deny: list[str] = Field(default_factory=list)  # globs: never these tools
+    action: Literal["block", "monitor"] = "block"  # for allow, deny and the caps
+    arguments: list[ToolArgumentRule] = Field(default_factory=list)
+    max_calls_per_request: int | None = Field(default=None, ge=0)  # tool calls in one answer
+    # tool calls in the conversation as the request carries it: its history's calls plus the answer's
+    max_calls_per_conversation: int | None = Field(default=None, ge=0)
+    # a denied tool offered to the model in the request's definitions: strip it before the request
+    # leaves (the model never sees it), block the request (403), or monitor (record only)
+    definitions: Literal["strip", "block", "monitor"] = "strip"
+
+    @field_validator("arguments")
+    @classmethod
+    def _names_unique(cls, v: list[ToolArgumentRule]) -> list[ToolArgumentRule]:
+        names = [r.name for r in v if r.name]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"argument rule name(s) {', '.join(twice)} used twice: each names its rule in the audit")
+        return v
+
+
+class McpServerConfig(Strict):
+    """An MCP server reached over streamable HTTP, intercepted like a provider."""
+
+    hosts: list[str] = Field(min_length=1)  # host or host:port, as clients name it
+    upstream: str | None = None  # send its traffic here instead (a local copy, a test double)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_names(cls, v: list[str]) -> list[str]:
+        return ProviderConfig._hosts_are_names(v) or v
+
+
+class McpPolicy(Strict):
+    """MCP servers whose JSON-RPC traffic douane inspects: tools/call judged by the caller's `tools:`
+    rules, tools/list filtered by them, tool results scanned for injection, each exchange a row."""
+
+    servers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
 
 class Quota(Strict):
@@ -143,6 +243,7 @@ class Client(Quota):
     name: str = Field(min_length=1)
     team: str = Field(min_length=1)
     key_sha256: str
+    tools: ToolsPolicy | None = None  # overrides the team's and the policy's, key by key
 
     @field_validator("name")
     @classmethod
@@ -162,6 +263,7 @@ class Client(Quota):
 class Team(Quota):
     models: list[str] = Field(default_factory=lambda: ["*"])
     providers: list[str] | None = None
+    tools: ToolsPolicy | None = None  # overrides the policy's `tools`, key by key
 
 
 class Price(Strict):
@@ -296,6 +398,8 @@ class Policy(Strict):
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     injection: InjectionPolicy | None = None
     output: OutputPolicy | None = None
+    tools: ToolsPolicy | None = None
+    mcp: McpPolicy | None = None
     clients: list[Client] | None = None
     teams: dict[str, Team] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

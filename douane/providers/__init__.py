@@ -1,6 +1,7 @@
 """Wire formats: one adapter per provider format, plus SSE framing. Knows nothing of policy."""
 
 from douane.providers.base import (
+    EVERY_CALL,
     Adapter,
     CanonicalRequest,
     CanonicalResponse,
@@ -17,6 +18,6 @@ from douane.providers.base import (
 )
 from douane.providers.registry import ADAPTERS, BUILTIN_PROVIDERS, ProviderSpec, ProviderTable, adapter_for
 
-__all__ = ["ADAPTERS", "BUILTIN_PROVIDERS", "Adapter", "CanonicalRequest", "CanonicalResponse", "Message",
+__all__ = ["ADAPTERS", "BUILTIN_PROVIDERS", "EVERY_CALL", "Adapter", "CanonicalRequest", "CanonicalResponse", "Message",
            "ProviderSpec", "ProviderTable", "StreamEvent", "TextPart", "ToolCall", "ToolDef", "ToolResult",
            "UnknownFormat", "UnreadableBody", "Untranslatable", "Usage", "adapter_for"]

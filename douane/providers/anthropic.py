@@ -167,7 +167,7 @@ class AnthropicAdapter(Adapter):
             kind = tool.get("type")
             defs.append(ToolDef(str_or_none(tool.get("name")), str_or_none(tool.get("description")) or "",
                                 schema if isinstance(schema, dict) else None,
-                                "function" if kind in (None, "custom") else str(kind)))
+                                "function" if kind in (None, "custom") else str(kind), body["tools"], i))
         return defs
 
     def write_request(self, request: CanonicalRequest, model: str) -> tuple[dict[str, Any], str]:
@@ -249,6 +249,8 @@ class AnthropicAdapter(Adapter):
                 self._block_start(as_dict(data.get("content_block"), "") or {}, index, out)
             except UnreadableBody as e:
                 raise e.within("content_block") from None
+        elif kind == "content_block_stop":
+            out.tool_calls_done.append(index)
         elif kind == "message_delta":
             delta = as_dict(data.get("delta"), "delta") or {}
             out.finish = self.finish_from(delta.get("stop_reason"))

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+EVERY_CALL = "*"  # StreamEvent.tool_calls_done: every tool call still in progress is complete
+
 # Canonical finish reasons; each adapter maps its own to and from these.
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
@@ -241,6 +243,17 @@ class ToolDef:
     description: str = ""
     parameters: dict[str, Any] | None = None  # JSON schema of the arguments
     kind: str = "function"
+    container: Any = None  # where it sits in the body (`container[key]`), so a guard can take it out
+    key: Any = None
+
+    def remove(self) -> None:
+        """Take the definition out of the body. A list entry is blanked to None, so that the other
+        definitions' indices stay valid; whoever removes definitions sweeps the Nones out after."""
+        if isinstance(self.container, dict):
+            self.container.pop(self.key, None)
+        elif isinstance(self.container, list):
+            self.container[self.key] = None
+        self.container = None
 
 
 @dataclass(slots=True)
@@ -343,6 +356,8 @@ class StreamEvent:
     snapshots: list[TextPart] = field(default_factory=list)  # whole texts repeated (Responses API)
     tool_calls: list[ToolCall] = field(default_factory=list)  # the first fragment of each names the tool
     finish: str | None = None  # one of FINISH_REASONS
+    # the wire keys (ToolCall.index) of the calls this event completes; EVERY_CALL: all in progress
+    tool_calls_done: list[Any] = field(default_factory=list)
 
     @property
     def text(self) -> str:

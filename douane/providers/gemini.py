@@ -236,12 +236,15 @@ class GeminiAdapter(Adapter):
             tool = need_dict(tool, f"tools[{i}]")
             for key in tool:
                 if key not in ("functionDeclarations", "function_declarations"):
-                    defs.append(ToolDef(None, kind=key))
+                    defs.append(ToolDef(None, kind=key, container=tool, key=key))
                     continue
-                for j, fn in enumerate(as_list(tool[key], f"tools[{i}].{key}", single=True)):
+                declarations = as_list(tool[key], f"tools[{i}].{key}", single=True)
+                single = declarations is not tool[key]  # one object for a list of one: it is the whole key
+                for j, fn in enumerate(declarations):
                     fn = need_dict(fn, f"tools[{i}].{key}[{j}]")
                     defs.append(ToolDef(str_or_none(fn.get("name")), str_or_none(fn.get("description")) or "",
-                                        _json_schema(fn)))
+                                        _json_schema(fn), container=tool if single else declarations,
+                                        key=key if single else j))
         return defs
 
     def write_request(self, request: CanonicalRequest, model: str) -> tuple[dict[str, Any], str]:

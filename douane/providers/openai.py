@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from douane.providers.base import (
+    EVERY_CALL,
     Adapter,
     CanonicalRequest,
     CanonicalResponse,
@@ -43,6 +44,9 @@ _ENDPOINTS = {
     "/completions": "completions",
 }
 _SYSTEM_ROLES = ("system", "developer")
+LEGACY_CALL = "function_call"  # the stream key of the deprecated API's one call
+_CALL_DONE = ("response.function_call_arguments.done", "response.custom_tool_call_input.done")
+_RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed", "response.done")
 _TOOL_ROLES = ("tool", "function")
 
 
@@ -123,8 +127,13 @@ def _tool_defs(body: dict[str, Any]) -> list[ToolDef]:
     tools, functions = body.get("tools"), body.get("functions")
     if tools is None and functions is None:
         return []
-    return _each(as_list(tools, "tools"), "tools", _tool_def) \
-        + _each(as_list(functions, "functions"), "functions", _tool_def)
+    defs = []
+    for key in ("tools", "functions"):
+        items = as_list(body.get(key), key)
+        for i, tool in enumerate(_each(items, key, _tool_def)):
+            tool.container, tool.key = items, i
+            defs.append(tool)
+    return defs
 
 
 def _chat_message(msg: Any) -> Message:
@@ -185,6 +194,12 @@ def _choice(choice: Any) -> Message:
         if calls is not None:
             for call in _each(as_list(calls, "tool_calls"), "tool_calls", _chat_tool_call):
                 out.add_call(call)
+        legacy = msg.get("function_call")  # the deprecated `functions` API's single call
+        if legacy is not None:
+            try:
+                out.add_call(_chat_tool_call(legacy, legacy=True))
+            except UnreadableBody as e:
+                raise e.within("function_call") from None
     except UnreadableBody as e:
         raise e.within("message") from None
     return out
@@ -408,6 +423,15 @@ class OpenAIAdapter(Adapter):
                 out.parts.append(TextPart(delta, "content"))
             if has_text(delta, "refusal"):
                 out.parts.append(TextPart(delta, "refusal"))
+            legacy = as_dict(delta.get("function_call"), "function_call")
+            if legacy is not None:  # the deprecated `functions` API: one call, named on its first fragment
+                try:
+                    parts = [TextPart(legacy, "arguments", "tool_call")] if has_text(legacy, "arguments") else []
+                except UnreadableBody as e:
+                    raise e.within("function_call") from None
+                out.parts.extend(parts)
+                out.tool_calls.append(ToolCall(str_or_none(legacy.get("name")), None, legacy, "arguments", parts,
+                                               LEGACY_CALL))
             calls = delta.get("tool_calls")
             if calls is not None:
                 for j, call in enumerate(as_list(calls, "tool_calls")):
@@ -424,6 +448,11 @@ class OpenAIAdapter(Adapter):
         """One typed event of the Responses API."""
         out = StreamEvent()
         kind = data.get("type")
+        if kind in _CALL_DONE or kind == "response.output_item.done" and isinstance(data.get("item"), dict) \
+                and data["item"].get("type") in ("function_call", "custom_tool_call"):
+            out.tool_calls_done.append(data.get("output_index"))
+        elif kind in _RESPONSE_ENDS:
+            out.tool_calls_done.append(EVERY_CALL)
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
                     "response.custom_tool_call_input.delta") and has_text(data, "delta"):
             part = TextPart(data, "delta", "text" if kind == "response.output_text.delta" else "tool_call")

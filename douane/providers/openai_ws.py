@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from douane.providers.base import CanonicalRequest, Message, StreamEvent, TextPart, Usage, int_or_none
+from douane.providers.base import (
+    EVERY_CALL,
+    CanonicalRequest,
+    Message,
+    StreamEvent,
+    TextPart,
+    ToolCall,
+    ToolResult,
+    Usage,
+    int_or_none,
+)
 from douane.providers.openai import OpenAIAdapter
 
 RESPONSES = "responses"
@@ -144,9 +154,14 @@ def _item_messages(item: Any) -> list[Message]:
         return []
     kind = item.get("type")
     if kind == "function_call" and isinstance(item.get("arguments"), str):
-        return [Message("assistant", [TextPart(item, "arguments", "tool_call")])]
+        part = TextPart(item, "arguments", "tool_call")
+        name = item.get("name") if isinstance(item.get("name"), str) else None
+        call_id = item.get("call_id") if isinstance(item.get("call_id"), str) else None
+        return [Message("assistant", [part], tool_calls=[ToolCall(name, call_id, item, "arguments", [part])])]
     if kind == "function_call_output" and isinstance(item.get("output"), str):
-        return [Message("tool", [TextPart(item, "output", "tool_result")])]
+        part = TextPart(item, "output", "tool_result")
+        call_id = item.get("call_id") if isinstance(item.get("call_id"), str) else None
+        return [Message("tool", [part], tool_results=[ToolResult(call_id, None, item, "output", [part])])]
     role = str(item.get("role", "user"))
     part_kind = "system" if role in ("system", "developer") else "text"
     return [Message(role, list(_content_parts(item, part_kind)))]
@@ -181,13 +196,27 @@ def _realtime_event(data: dict[str, Any]) -> StreamEvent:
     if kind in _TEXT_DELTAS and isinstance(data.get("delta"), str):
         out.parts.append(TextPart(data, "delta", "text"))
     elif kind == "response.function_call_arguments.delta" and isinstance(data.get("delta"), str):
-        out.parts.append(TextPart(data, "delta", "tool_call"))
+        part = TextPart(data, "delta", "tool_call")
+        out.parts.append(part)
+        out.tool_calls.append(ToolCall(None, None, data, "delta", [part], _call_key(data)))
     elif kind in _TEXT_DONE and isinstance(data.get(_TEXT_DONE[kind]), str):
         out.snapshots.append(TextPart(data, _TEXT_DONE[kind]))
     if isinstance(data.get("part"), dict):  # response.content_part.added / .done
         out.snapshots.extend(_content_parts({"content": [data["part"]]}))
     if isinstance(data.get("item"), dict):  # response.output_item.*, conversation.item.*
         out.snapshots.extend(_item_snapshots(data["item"]))
+    item = data.get("item")
+    if isinstance(item, dict) and item.get("type") == "function_call":
+        if kind == "response.output_item.added":  # names the tool; the arguments follow as deltas
+            out.tool_calls.append(ToolCall(item.get("name") if isinstance(item.get("name"), str) else None,
+                                           item.get("call_id") if isinstance(item.get("call_id"), str) else None,
+                                           index=_call_key(data)))
+        elif kind == "response.output_item.done":
+            out.tool_calls_done.append(_call_key(data))
+    if kind == "response.function_call_arguments.done":
+        out.tool_calls_done.append(_call_key(data))
+    elif kind == "response.done":
+        out.tool_calls_done.append(EVERY_CALL)
     response = data.get("response")
     if isinstance(response, dict):  # response.created / response.done
         for item in response["output"] if isinstance(response.get("output"), list) else []:
@@ -204,6 +233,12 @@ def _realtime_event(data: dict[str, Any]) -> StreamEvent:
             error = details.get("error") if isinstance(details, dict) else None
             out.error = str(error.get("message") if isinstance(error, dict) else "response failed")
     return out
+
+
+def _call_key(data: dict[str, Any]) -> Any:
+    """Which function call of a response an event belongs to: its output index (else its item)."""
+    index = data.get("output_index")
+    return index if isinstance(index, int) else data.get("item_id")
 
 
 def _item_snapshots(item: Any) -> list[TextPart]:
