@@ -54,7 +54,7 @@ def table() -> list[str]:
         items = texts(200 if size < 10000 else 40, size, rng, words)
 
         def both(t: str) -> None:
-            InjectionDetector(cache_size=1).score(t)
+            InjectionDetector(cache_size=1, model=True).score(t)
 
         alone = per_text_us(lambda t: model.score(_base_view(t)), items)
         together = per_text_us(both, items)

@@ -35,7 +35,7 @@ def load(name: str) -> list[dict]:
 
 def scorers() -> dict[str, Callable[[str], float]]:
     rules = InjectionDetector(model=False)
-    both = InjectionDetector()
+    both = InjectionDetector(model=True)
     model = default_model()
     return {"rules": lambda t: rules.score(t).score, "model": lambda t: model.score(_base_view(t)),
             "combined": lambda t: both.score(t).score}

@@ -294,7 +294,7 @@ NO_EVIDENCE = Verdict(0.0, ())
 
 
 class InjectionDetector:
-    def __init__(self, cache_size: int = 8192, model: InjectionModel | None | bool = True):
+    def __init__(self, cache_size: int = 8192, model: InjectionModel | None | bool = False):
         """`model`: the learned tier (True: the shipped artifact; False or None: rules alone)."""
         self._cache: TextCache[Verdict] = TextCache(cache_size)
         self._model = default_model() if model is True else model or None
