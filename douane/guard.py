@@ -78,16 +78,20 @@ class Cleaning:
 
 
 def sanitize_strings(guards: Guards, parts: Sequence[TextPart], keys: Sequence[str], enforcing: bool,
-                     note: Callable[[str], None]) -> Cleaning:
+                     note: Callable[[str], None], judged: Sequence[Sanitized] | None = None) -> Cleaning:
     """Invisible and control characters in every string of a request, under the scope's `sanitize`:
     stripped in place (`strip`), refused (`block`, 403) or recorded (`monitor`); `note` gets what
     was done, with the classes and counts. Without `sanitize` (injection alone) only what they
-    spell is returned. A C-speed test per string first: ordinary text costs microseconds."""
+    spell is returned. `judged`: the answers for the parts' texts then the keys (`judge_strings`);
+    judged here when not given."""
     sanitizer = guards.sanitizer
     if sanitizer is None:
         return Cleaning()
-    found = [(p, r) for p in parts if (r := sanitizer.check(p.text)) is not None]
-    in_keys = [r for k in dict.fromkeys(keys) if (r := sanitizer.check(k)) is not None]
+    keys = list(dict.fromkeys(keys))
+    if judged is None:
+        judged = [sanitizer.lookup(t) or sanitizer.judge(t) for t in [*(p.text for p in parts), *keys]]
+    found = [(p, r) for p, r in zip(parts, judged, strict=False) if r.found]
+    in_keys = [r for r in judged[len(parts):] if r.found]
     results = [r for _, r in found] + in_keys
     out = Cleaning(hidden=[r.hidden for r in results if r.hidden])
     setting = guards.sanitize
@@ -111,6 +115,20 @@ def sanitize_strings(guards: Guards, parts: Sequence[TextPart], keys: Sequence[s
         out.changed = True
         note(f"sanitize.strip: {summary}")
     return out
+
+
+async def judge_strings(gw: Gateway, guards: Guards, strings: Sequence[str]) -> list[Sanitized] | None:
+    """Every string's invisible characters: answered at once when the quick test or the cache can,
+    the rest judged character by character, in a worker thread under the guard timeout when long
+    (TimeoutError past it). None when the scope reads none (neither sanitize nor injection)."""
+    sanitizer = guards.sanitizer
+    if sanitizer is None:
+        return None
+    known = [sanitizer.lookup(t) for t in strings]
+    pending = sum(len(t) for t, k in zip(strings, known, strict=True) if k is None)
+    if not pending:
+        return [k for k in known if k is not None]
+    return await scan(gw, pending, lambda: [k or sanitizer.judge(t) for t, k in zip(strings, known, strict=True)])
 
 
 def _summary(results: Sequence[Sanitized]) -> str:
@@ -151,10 +169,9 @@ class PromptGuard:
             return None
         parts = [p for p, _ in pairs]
         as_sent = tuple(p.text for p in parts[:main])  # as the client sent them: how its next call finds them
-        cleaning = sanitize_strings(guards, parts, keys, self.gw.enforcing, call.note)
-        if cleaning.block is not None:
-            return cleaning.block
-        call.body_changed |= cleaning.changed
+        cleaning = await self._sanitize(call, guards, parts, keys)
+        if isinstance(cleaning, Block):
+            return cleaning
         texts = [p.text for p in parts]
         trusted = tuple(t for _, t in pairs)
         memo = guards.prefixes.longest(as_sent) if self._pseudonymizing(guards) and any(trusted) else None
@@ -171,6 +188,17 @@ class PromptGuard:
         if read.verdict is not None and (block := self._injection(call, guards, read)) is not None:
             return block
         return self._pii(call, guards, parts, as_sent, trusted[:main], read, memo, key_findings, pseudonyms)
+
+    async def _sanitize(self, call: Call, guards: Guards, parts: list[TextPart], keys: list[str]) -> Cleaning | Block:
+        """Invisible characters first: the scans after this read the text as it will be sent."""
+        unique = list(dict.fromkeys(keys))
+        try:
+            sanitized = await judge_strings(self.gw, guards, [*(p.text for p in parts), *unique])
+        except Exception as e:
+            return scan_failed(self.gw, call, "sanitize scan", e) or Cleaning()
+        cleaning = sanitize_strings(guards, parts, unique, self.gw.enforcing, call.note, sanitized)
+        call.body_changed |= cleaning.changed
+        return cleaning.block or cleaning
 
     def _pseudonymizing(self, guards: Guards) -> bool:
         return guards.pii.action == "pseudonymize" and self.gw.enforcing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 import douane.detect.sanitize as sanitize_module
+import douane.guard
 from douane.call import Call, new_call_id
 from douane.classify import open_call, read_request
 from douane.decision import Block
@@ -181,9 +183,22 @@ def test_the_quick_test_never_misses_what_sanitize_finds() -> None:
 
 def sanitize_slow(text: str) -> sanitize_module.Sanitized:
     """sanitize without its quick test: every run of candidates judged."""
-    s = sanitize_module
-    dropped = [d for run in s._RUNS.finditer(text) for d in s._judge_run(text, run.start(), run.end())]
-    return s.Sanitized(text, s._spans(dropped)) if dropped else s.Sanitized(text)
+    return sanitize_module._judge(text)
+
+
+def test_the_quick_test_knows_every_candidate_and_nothing_else() -> None:
+    """Exactly the candidates, on both of its paths (ASCII, and UTF-8 bytes); nothing else in the
+    Basic Multilingual Plane, so ordinary text in any script stops at the quick test."""
+    runs = sanitize_module._RUNS
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        candidate = runs.fullmatch(c) is not None
+        if candidate or cp < 0x10000:
+            assert may_hold_any("é" + c) is candidate, f"U+{cp:04X}"
+        if cp < 0x80:
+            assert may_hold_any("a" + c) is candidate, f"U+{cp:04X}"
 
 
 @pytest.mark.parametrize("text", ["plain ascii\nwith lines\tand tabs\r\n", "Café “quotes” — dash", "مرحبا", "你好",
@@ -335,8 +350,8 @@ def test_a_resent_history_is_sent_as_it_was_sanitised_and_not_judged_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gw = gateway(tmp_path, sanitize={"action": "strip"}, pii={"action": "pseudonymize"})
     judged: list[str] = []
-    real = sanitize_module.sanitize
-    monkeypatch.setattr(sanitize_module, "sanitize", lambda text: judged.append(text) or real(text))
+    real = sanitize_module._judge
+    monkeypatch.setattr(sanitize_module, "_judge", lambda text: judged.append(text) or real(text))
 
     def send(history: list[dict[str, str]]) -> tuple[list[str], Call]:
         call, block = guarded_call(gw, "openai", {"model": "m", "messages": history})
@@ -372,3 +387,36 @@ def test_a_websocket_frame_is_sanitised_by_the_same_guard(stripping: Gateway) ->
         {"type": "input_text", "text": "hi" + tags(SMUGGLED)}]}])
     refused = asyncio.run(s.client_frame(json.dumps(blocked).encode(), True))
     assert not refused.forward and b"injection.block" in refused.to_client[0]
+
+
+@pytest.mark.parametrize("fail", ["closed", "open"])
+def test_long_text_is_judged_off_the_event_loop_under_the_guard_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str) -> None:
+    gw = gateway(tmp_path, fail=fail, sanitize={"action": "strip"}, limits={"guard_timeout_s": 0.05})
+    release = threading.Event()
+    loop_thread = threading.get_ident()
+    where: list[int] = []
+
+    def stuck(self: Sanitizer, text: str) -> sanitize_module.Sanitized:
+        where.append(threading.get_ident())
+        release.wait(30)  # no answer until the guard has given up on it
+        return sanitize(text)
+
+    def gave_up(*args: Any) -> Block | None:
+        release.set()
+        return real_scan_failed(*args)
+
+    real_scan_failed = douane.guard.scan_failed
+    monkeypatch.setattr(Sanitizer, "judge", stuck)
+    monkeypatch.setattr(douane.guard, "scan_failed", gave_up)
+    long = "word " * 2000 + tags("x" * 10)
+    try:
+        call, block = guarded_call(gw, "openai", {"model": "m", "messages": [{"role": "user", "content": long}]})
+    finally:
+        release.set()
+    assert where and where[0] != loop_thread, "a long text is judged in a worker thread"
+    assert call.error is not None and "sanitize scan took longer than 0.05 s" in call.error
+    if fail == "closed":
+        assert block is not None and (block.status, block.rule) == (503, "fail.closed")
+    else:
+        assert block is None and any(r.startswith("fail.open: guard_error: sanitize scan") for r in call.reasons)
