@@ -82,8 +82,8 @@ def sanitize_strings(guards: Guards, parts: Sequence[TextPart], keys: Sequence[s
     """Invisible and control characters in every string of a request, under the scope's `sanitize`:
     stripped in place (`strip`), refused (`block`, 403) or recorded (`monitor`); `note` gets what
     was done, with the classes and counts. Without `sanitize` (injection alone) only what they
-    spell is returned. `judged`: the answers for the parts' texts then the keys (`judge_strings`);
-    judged here when not given."""
+    spell is returned. `judged`: the answers for the parts' texts then the keys; judged here when
+    not given."""
     sanitizer = guards.sanitizer
     if sanitizer is None:
         return Cleaning()
@@ -115,20 +115,6 @@ def sanitize_strings(guards: Guards, parts: Sequence[TextPart], keys: Sequence[s
         out.changed = True
         note(f"sanitize.strip: {summary}")
     return out
-
-
-async def judge_strings(gw: Gateway, guards: Guards, strings: Sequence[str]) -> list[Sanitized] | None:
-    """Every string's invisible characters: answered at once when the quick test or the cache can,
-    the rest judged character by character, in a worker thread under the guard timeout when long
-    (TimeoutError past it). None when the scope reads none (neither sanitize nor injection)."""
-    sanitizer = guards.sanitizer
-    if sanitizer is None:
-        return None
-    known = [sanitizer.lookup(t) for t in strings]
-    pending = sum(len(t) for t, k in zip(strings, known, strict=True) if k is None)
-    if not pending:
-        return [k for k in known if k is not None]
-    return await scan(gw, pending, lambda: [k or sanitizer.judge(t) for t, k in zip(strings, known, strict=True)])
 
 
 def _summary(results: Sequence[Sanitized]) -> str:
@@ -190,13 +176,23 @@ class PromptGuard:
         return self._pii(call, guards, parts, as_sent, trusted[:main], read, memo, key_findings, pseudonyms)
 
     async def _sanitize(self, call: Call, guards: Guards, parts: list[TextPart], keys: list[str]) -> Cleaning | Block:
-        """Invisible characters first: the scans after this read the text as it will be sent."""
+        """Invisible characters first, so that the scans after this read the text as it will be sent.
+        Each string is looked up at once (the quick test, or the cache); those that must be judged
+        character by character are, in a worker thread under the guard timeout when long."""
+        sanitizer = guards.sanitizer
+        if sanitizer is None:
+            return Cleaning()
         unique = list(dict.fromkeys(keys))
+        strings = [*(p.text for p in parts), *unique]
+        known = [sanitizer.lookup(t) for t in strings]
+        pending = sum(len(t) for t, k in zip(strings, known, strict=True) if k is None)
         try:
-            sanitized = await judge_strings(self.gw, guards, [*(p.text for p in parts), *unique])
+            judged = known if not pending else await scan(self.gw, pending, lambda: [
+                k or sanitizer.judge(t) for t, k in zip(strings, known, strict=True)])
         except Exception as e:
             return scan_failed(self.gw, call, "sanitize scan", e) or Cleaning()
-        cleaning = sanitize_strings(guards, parts, unique, self.gw.enforcing, call.note, sanitized)
+        cleaning = sanitize_strings(guards, parts, unique, self.gw.enforcing, call.note,
+                                    [k for k in judged if k is not None])
         call.body_changed |= cleaning.changed
         return cleaning.block or cleaning
 

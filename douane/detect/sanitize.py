@@ -120,6 +120,9 @@ class Sanitized:
         return ", ".join(f"{kind} x{self.counts[kind]}" for kind in CLASSES if kind in self.counts)
 
 
+NOTHING = Sanitized("")  # Sanitizer's answer for a text that holds none: nothing to take out, nothing hidden
+
+
 def may_hold_any(text: str) -> bool:
     """False when the text certainly holds no candidate (a character of the classes above, kept or
     not); C-speed tests only: most text stops here.
@@ -261,9 +264,11 @@ class Sanitizer:
         self._cache: TextCache[Sanitized] = TextCache(cache_size)
 
     def lookup(self, text: str) -> Sanitized | None:
-        """The answer when it costs next to nothing (the quick test, or one judged before); None
-        when the text must be judged character by character (`judge`)."""
-        return self._cache.get(text) if may_hold_any(text) else Sanitized(text)
+        """The answer when it costs next to nothing (the quick test, or one judged before): NOTHING
+        when the text holds none; None when it must be judged character by character (`judge`)."""
+        if text.isascii() and text.isprintable():  # a key, a role, a model name: the usual short string
+            return NOTHING
+        return self._cache.get(text) if may_hold_any(text) else NOTHING
 
     def judge(self, text: str) -> Sanitized:
         """The answer for a text `lookup` had none for; remembered."""
