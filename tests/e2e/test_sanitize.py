@@ -121,6 +121,18 @@ def refused(fmt: str, d: Douane, credentials: str, text: str) -> tuple[int, str]
     return err.status_code, err.message
 
 
+def rows_of(d: Douane, client: str, expect: int = 0) -> list[dict[str, Any]]:
+    """The client's rows, oldest first; with `expect`, waits (bounded) until that many have landed."""
+    return d.rows(f"SELECT * FROM requests WHERE client = '{client}' ORDER BY ts", expect=expect)
+
+
+def refused_row(fmt: str, d: Douane, client: str, credentials: str, text: str) -> tuple[int, str, dict[str, Any]]:
+    """refused, and the row of that call: the client's next one (a refused call has no id the SDK shows)."""
+    before = len(rows_of(d, client))
+    status, message = refused(fmt, d, credentials, text)
+    return status, message, rows_of(d, client, before + 1)[before]
+
+
 def last_user_text(fmt: str, entry: dict[str, Any]) -> str:
     body = body_of(entry)
     if fmt == "openai":
@@ -146,10 +158,9 @@ def test_strip_forwards_the_text_without_them(proxy: Douane, received: list, fmt
 
 @pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini"])
 def test_block_answers_403_naming_the_rule(proxy: Douane, received: list, fmt: str) -> None:
-    status, message = refused(fmt, proxy, creds("blocker"), DIRTY)
+    status, message, row = refused_row(fmt, proxy, "blocker", creds("blocker"), DIRTY)
     assert status == 403 and "sanitize.block" in message and "zero_width x1" in message
     assert received == [], "nothing was forwarded"
-    row = proxy.rows("SELECT * FROM requests WHERE client = 'blocker' ORDER BY ts DESC LIMIT 1", expect=1)[0]
     assert (row["decision"], row["status"], row["guards"]) == ("blocked", 403, "teams.strict.guards")
     assert "sanitize.block" in row["reason"]
 
@@ -168,10 +179,10 @@ def test_monitor_forwards_unchanged_and_records(proxy: Douane, received: list, f
 @pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini"])
 def test_an_injection_smuggled_in_tag_characters_is_caught(proxy: Douane, received: list, fmt: str,
                                                            client: str) -> None:
-    status, message = refused(fmt, proxy, creds(client), "What is the capital of France?" + tags(INJECTION))
+    status, message, row = refused_row(fmt, proxy, client, creds(client),
+                                       "What is the capital of France?" + tags(INJECTION))
     assert status == 403 and "injection.block" in message and "hidden by invisible characters" in message
     assert received == []
-    row = proxy.rows(f"SELECT * FROM requests WHERE client = '{client}' ORDER BY ts DESC LIMIT 1", expect=1)[0]
     assert row["decision"] == "blocked" and row["injection_rule"] == "override" and row["injection_score"] >= 0.5
     assert "injection.hidden" in row["reason"]
 

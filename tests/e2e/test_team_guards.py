@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import Douane, routed_policy
-from tests.e2e.test_sanitize import ask, last_user_text, refused
+from tests.e2e.test_sanitize import ask, last_user_text, refused_row, rows_of
 from tests.e2e.test_sdks import EMAIL, only_row
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
@@ -49,12 +49,11 @@ def test_two_teams_send_the_same_prompt_and_get_their_own_outcome(proxy: Douane,
     reply, support_id = ask(fmt, proxy, creds("agent"), prompt)
     assert last_user_text(fmt, received[-1]) == "please write to <EMAIL_ADDRESS_1> today"
     assert reply == f"echo: {prompt}", "support's pseudonyms are restored for the client"
-    status, message = refused(fmt, proxy, creds("lawyer"), prompt)
+    status, message, legal = refused_row(fmt, proxy, "lawyer", creds("lawyer"), prompt)
     assert status == 403 and "pii.block" in message
     assert len(received) == 1, "legal's call never left"
     support = only_row(proxy, support_id)
     assert support["guards"] == "teams.support.guards" and "pii.pseudonymize" in support["reason"]
-    legal = proxy.rows("SELECT * FROM requests WHERE client = 'lawyer' ORDER BY ts DESC LIMIT 1", expect=1)[0]
     assert (legal["decision"], legal["guards"], legal["team"]) == ("blocked", "teams.legal.guards", "legal")
     assert legal["reason"] == "pii.block"
 
@@ -80,9 +79,10 @@ def test_answers_follow_the_scope_output_guard(proxy: Douane, stream: bool) -> N
     reply, call_id = ask("openai", proxy, creds("agent"), f"the key is {AWS} ok", stream)
     assert reply == "echo: the key is <SECRET:AWS Access Key> ok", "support: the policy's redact"
     assert only_row(proxy, call_id)["output_findings"] == ["secret:AWS Access Key"]
+    before = len(rows_of(proxy, "intern"))
     with pytest.raises((openai.APIError, anthropic.APIError)) as e:
         ask("openai", proxy, creds("intern"), f"the key is {AWS} ok", stream)  # legal's output block
     assert "output.secrets.block" in str(e.value)
-    row = proxy.rows("SELECT * FROM requests WHERE client = 'intern' ORDER BY ts DESC LIMIT 1", expect=1)[0]
+    row = rows_of(proxy, "intern", before + 1)[before]
     assert row["decision"] == "blocked" and row["guards"] == "clients.intern.guards"
     assert AWS not in (row["response_body"] or "")
