@@ -32,7 +32,7 @@ from douane.decision import Block
 from douane.detect.injection import NO_EVIDENCE, Verdict
 from douane.detect.pii import Finding, Pseudonyms, redact
 from douane.detect.prefix import Rewritten
-from douane.detect.sanitize import CLASSES, Sanitized
+from douane.detect.sanitize import Sanitized, summary
 from douane.guard_settings import Guards
 from douane.providers import TextPart
 
@@ -122,7 +122,7 @@ def _summary(results: Sequence[Sanitized]) -> str:
     counts: Counter[str] = Counter()
     for r in results:
         counts.update(r.counts)
-    return ", ".join(f"{kind} x{counts[kind]}" for kind in CLASSES if counts[kind])
+    return summary(counts)
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import regex
@@ -83,13 +84,13 @@ _JOINING_SCRIPT = regex.compile(
     r"\p{Script_Extensions=Tamil}\p{Script_Extensions=Telugu}\p{Script_Extensions=Kannada}"
     r"\p{Script_Extensions=Malayalam}\p{Script_Extensions=Sinhala}\p{Script_Extensions=Khmer}"
     r"\p{Script_Extensions=Myanmar}\p{Script_Extensions=Tibetan}]")
-# The RGI emoji tag sequences: U+1F3F4 then these tags (gbeng, gbsct, gbwls) and CANCEL TAG.
 _SELECTOR_CHARS = frozenset(c for c, kind in _KIND.items() if kind == VARIATION)
 # Candidates whose fate their neighbours decide; a run without them is taken out whole.
 _CONTEXTUAL = _SELECTOR_CHARS | {ZWJ, ZWNJ}
 # Tag characters as the ASCII they stand for (U+E0020-E007E); the others (language tag, cancel tag,
 # the unassigned ones) spell nothing.
 _TAG_TO_ASCII = {cp: (cp - 0xE0000 if 0xE0020 <= cp <= 0xE007E else None) for cp in range(0xE0000, 0xE0080)}
+# The RGI emoji tag sequences: U+1F3F4 then these tags (gbeng, gbsct, gbwls) and CANCEL TAG.
 _FLAG_TAGS = frozenset("".join(chr(0xE0000 + ord(c)) for c in name) + "\U000e007f"
                        for name in ("gbeng", "gbsct", "gbwls"))
 _BLACK_FLAG = "\U0001f3f4"
@@ -116,8 +117,12 @@ class Sanitized:
         return bool(self.spans)
 
     def summary(self) -> str:
-        """e.g. "tag x41, zero_width x2", classes in a fixed order."""
-        return ", ".join(f"{kind} x{self.counts[kind]}" for kind in CLASSES if kind in self.counts)
+        return summary(self.counts)
+
+
+def summary(counts: Mapping[str, int]) -> str:
+    """e.g. "tag x41, zero_width x2": the classes found and how many of each, in a fixed order."""
+    return ", ".join(f"{kind} x{counts[kind]}" for kind in CLASSES if counts.get(kind))
 
 
 NOTHING = Sanitized("")  # Sanitizer's answer for a text that holds none: nothing to take out, nothing hidden
