@@ -8,8 +8,9 @@ threshold) and shared by the scopes that agree. Every stage that reads a guard s
 from the call's Guards (Gateway.guards), never from the policy directly, and the audit row names
 the scope whose settings applied.
 
-A new guard is one more field on GuardSettings and Policy (the settings are merged by field name)
-and, when it needs a detector, one more line in GuardBook._build.
+A new guard is one more field on GuardSettings and Policy, of the same name (the settings are
+merged by field name; stages read it as `guards.settings.<name>`) and, when it needs a detector,
+one more line in GuardBook._build.
 """
 
 from __future__ import annotations
@@ -41,10 +42,7 @@ class Guards:
     """The guard settings that apply to one scope, with the detectors they need."""
 
     scope: str  # "policy", "teams.<team>.guards" or "clients.<client>.guards": the audit's `guards`
-    pii: PiiPolicy
-    injection: InjectionPolicy | None
-    output: OutputPolicy | None
-    sanitize: SanitizePolicy | None
+    settings: GuardSettings  # every guard's section, resolved (None: the guard is off)
     pii_detector: PiiDetector
     injection_detector: InjectionDetector | None
     secrets_detector: SecretsDetector | None
@@ -52,6 +50,23 @@ class Guards:
     sanitizer: Sanitizer | None
     # a chat's earlier rewrites under these settings: another setting's must never be reused
     prefixes: Prefixes = field(default_factory=Prefixes)
+
+    @property
+    def pii(self) -> PiiPolicy:
+        assert self.settings.pii is not None, "the policy always has a pii section, and a scope cannot turn it off"
+        return self.settings.pii
+
+    @property
+    def injection(self) -> InjectionPolicy | None:
+        return self.settings.injection
+
+    @property
+    def output(self) -> OutputPolicy | None:
+        return self.settings.output
+
+    @property
+    def sanitize(self) -> SanitizePolicy | None:
+        return self.settings.sanitize
 
 
 def policy_settings(policy: Policy) -> GuardSettings:
@@ -108,8 +123,7 @@ class GuardBook:
         assert pii is not None, "the policy always has a pii section, and a scope cannot turn it off"
         key = settings.model_dump_json()
         return Guards(
-            scope=scope, pii=pii, injection=settings.injection, output=settings.output, sanitize=settings.sanitize,
-            pii_detector=self.detectors.pii(scope, pii),
+            scope=scope, settings=settings, pii_detector=self.detectors.pii(scope, pii),
             injection_detector=self.detectors.injection() if settings.injection is not None else None,
             secrets_detector=self.detectors.secrets() if settings.output is not None else None,
             sanitizer=self.detectors.sanitizer() if settings.sanitize or settings.injection else None,

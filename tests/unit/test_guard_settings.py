@@ -214,3 +214,11 @@ def test_overridden_without_a_scope_is_the_base(tmp_path: Path) -> None:
     base = policy_settings(policy)
     assert overridden(base, None) is base
     assert GuardBook(policy).default.sanitize == policy.sanitize
+
+
+def test_every_scoped_guard_is_a_policy_section_of_the_same_name() -> None:
+    """A guard added to GuardSettings is read from the policy's section of the same name: one field."""
+    from douane.policy.model import GuardSettings, Policy
+
+    assert set(GuardSettings.model_fields) <= set(Policy.model_fields)
+    assert set(GuardSettings.model_fields) == {"pii", "injection", "output", "sanitize"}
