@@ -193,6 +193,10 @@ class PromptGuard:
             return scan_failed(self.gw, call, "sanitize scan", e) or Cleaning()
         cleaning = sanitize_strings(guards, parts, unique, self.gw.enforcing, call.note,
                                     [k for k in judged if k is not None])
+        if cleaning.changed and call.model_requested and sanitizer.check(call.model_requested):
+            # access and routing were decided on the name as sent: stripping it now would send another
+            return Block(400, "sanitize.in_model", f"the model name {call.model_requested!r} holds invisible or "
+                         "control characters; send the name without them")
         call.body_changed |= cleaning.changed
         return cleaning.block or cleaning
 

@@ -420,3 +420,10 @@ def test_long_text_is_judged_off_the_event_loop_under_the_guard_timeout(
         assert block is not None and (block.status, block.rule) == (503, "fail.closed")
     else:
         assert block is None and any(r.startswith("fail.open: guard_error: sanitize scan") for r in call.reasons)
+
+
+def test_a_model_name_is_not_stripped_after_access_and_routing_read_it(stripping: Gateway) -> None:
+    """A route for gpt-4o must not be dodged by asking for "gpt-4o\u200b" and having it stripped later."""
+    _, block = guarded_call(stripping, "openai", {"model": "gpt-4o\u200b", "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert block is not None and (block.status, block.rule) == (400, "sanitize.in_model")
