@@ -6,7 +6,7 @@ import logging
 
 from mitmproxy import http
 
-from addons.flows import call_of
+from addons.flows import call_of, client_gone
 from douane.call import Call
 from douane.gateway import Gateway
 
@@ -19,6 +19,10 @@ class AuditAddon:
     def __init__(self, gw: Gateway):
         self.gw = gw
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.gw.draining and flow.response is not None and flow.response.http_version == "HTTP/1.1":
+            flow.response.headers["connection"] = "close"  # the proxy is stopping: next call elsewhere
+
     def response(self, flow: http.HTTPFlow) -> None:
         call = call_of(flow)
         if call is None or flow.response is None:
@@ -30,13 +34,17 @@ class AuditAddon:
         call = call_of(flow)
         if call is None or call.recorded:
             return
-        if flow.response is not None and not flow.response.stream:
+        streamed = flow.response is not None and flow.response.stream
+        if flow.response is not None and not streamed and not client_gone(flow):
             return  # an answer for the failure is about to be sent; `response` records it
-        if flow.response is not None:  # streamed, then cut off
+        if streamed:  # then cut off
+            assert flow.response is not None
             call.status = flow.response.status_code
             call.add_error(f"stream ended early: {flow.error.msg if flow.error else 'unknown'}")
         else:
             call.add_error(flow.error.msg if flow.error else "unknown error")
+        if self.gw.draining:
+            call.add_error("cut off: douane was stopping and the grace period ran out")
         self._record(flow, call)
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:
@@ -45,5 +53,3 @@ class AuditAddon:
             call.latency_ms = (resp.timestamp_end - flow.request.timestamp_start) * 1000
         self.gw.record(call)
 
-    def done(self) -> None:
-        self.gw.writer.close()

@@ -103,6 +103,7 @@ class ClassifyAddon:
                                   flow.request.host, flow.request.method, flow.request.path,
                                   who.client if who else "anonymous", who.team if who else None)
         flow.metadata[METADATA_KEY] = call
+        self.gw.inflight.add(call.id)
         return call
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 
 from douane import jsonio
 from douane.call import METADATA_KEY, Call
@@ -48,3 +49,10 @@ def record_now(gw: Gateway, call: Call) -> None:
     """Submit a call's record outside the audit stage: for flows it never sees (a CONNECT, a
     connection closed mid-request) or when it failed."""
     gw.record(call)
+
+
+def client_gone(flow: http.HTTPFlow) -> bool:
+    """The client closed its connection or reset its stream: no answer will reach it, so no
+    `response` hook will come to record the call."""
+    closed = not flow.client_conn.state & ConnectionState.CAN_WRITE
+    return closed or bool(flow.error and "by client" in flow.error.msg)

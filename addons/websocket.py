@@ -116,6 +116,7 @@ class WebSocketAddon:
             why = f"the socket closed ({ws.close_code} {ws.close_reason}) before the response completed" \
                 if ws is not None else None
             await wire.session.close(why)
+            self.gw.inflight.discard(wire.session.socket.id)  # the socket's responses are each recorded
 
     async def done(self) -> None:
         """Sockets still open when douane stops: their responses are settled and recorded."""

@@ -11,7 +11,7 @@ import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.text import Text
 
 from douane import __version__
 from douane.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from douane.audit.writer import WriterHealth
 
 err = Console(stderr=True, soft_wrap=True)  # errors carry paths: never fold them
 out = Console()
@@ -98,8 +101,10 @@ def main() -> None:
 @click.option("--db", help="audit store [env DOUANE_DB; the policy's audit.db; ./douane.duckdb]")
 @click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
+@click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...]) -> None:
+        sets: tuple[str, ...], grace: float) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
@@ -154,13 +159,33 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner))
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
         _problem("cannot start", e)
         sys.exit(2)
     finally:
-        gw.writer.close()
-    err.print(f"douane stopped; audit records written to {db_path}", highlight=False, markup=False)
+        final = gw.writer.close()
+    sys.exit(_stopped(db_path, final, len(gw.inflight)))
+
+
+def _stopped(db_path: Path, final: WriterHealth, unrecorded: int) -> int:
+    """Say where every record went; exit 0 only when each call has its row in the store."""
+    from rich.markup import escape
+
+    told = [f"{final.written} audit record(s) written to {escape(str(db_path))}"]
+    if final.folded:
+        told.append(f"{final.folded} more from an earlier run's spill files")
+    if final.quarantined:
+        told.append(f"{final.quarantined} kept whole in quarantine/ (their rows say why)")
+    if final.spilled:
+        told.append(f"[bold red]{final.spilled} NOT written[/]: kept in {escape(', '.join(final.spill_files))}; "
+                    "the next start (or douane audit doctor --repair) folds them in")
+    if final.lost:
+        told.append(f"[bold red]{final.lost} LOST[/]: they could be kept nowhere (their ids are in the log above)")
+    if unrecorded:
+        told.append(f"[bold red]{unrecorded} call(s) in flight have no audit row[/]")
+    err.print("douane stopped: " + "; ".join(told), highlight=False)
+    return 0 if not (final.spilled or final.lost or unrecorded) else 1
 
 
 @main.command()
@@ -269,6 +294,44 @@ def audit_query(sql: str, db: str | None, fmt: str) -> None:
     """Run SQL against the audit store (table `requests`); works while the proxy runs."""
     columns, rows = _run_sql(db, sql)
     _emit(columns, rows, fmt)
+
+
+@audit.command("doctor")
+@DB
+@click.option("--repair", is_flag=True, help="fix what can be fixed without losing a row (stop the proxy first)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def audit_doctor(db: str | None, repair: bool, fmt: str) -> None:
+    """Check the audit store (manifest, segments, spill and temp files); exit 1 while problems remain."""
+    from rich.markup import escape
+
+    from douane.audit.doctor import diagnose
+    from douane.audit.doctor import repair as repair_store
+    from douane.audit.store import AuditStore, StoreBusy
+
+    store = AuditStore(_db_path(db))
+    try:
+        result = repair_store(store) if repair else diagnose(store)
+    except StoreBusy as e:
+        err.print(f"[bold red]cannot repair[/]: {escape(e.strerror or str(e))}; "
+                  "run without --repair to only check", highlight=False)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        rows = "?" if result.rows is None else str(result.rows)
+        running = " (a proxy is writing to it)" if result.writer_running else ""
+        out.print(f"{escape(result.db)}{running}: {rows} row(s) in {result.live_segments} live segment(s), "
+                  f"{result.quarantined_files} file(s) in quarantine", highlight=False, soft_wrap=True)
+        if result.problems:
+            table = Table("problem", "where", "detail", "repair" if not repair else "fixed",
+                          title=f"{len(result.problems)} problem(s)")
+            for p in result.problems:
+                table.add_row(p.kind, escape(p.path), escape(p.detail),
+                              ("yes" if p.fixed else "no") if repair else escape(p.repair))
+            out.print(table)
+        if not result.ok and not repair:
+            out.print("fix them with: douane audit doctor --repair (with the proxy stopped)", highlight=False)
+    sys.exit(0 if result.ok else 1)
 
 
 @audit.group()

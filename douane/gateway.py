@@ -85,6 +85,8 @@ class Gateway:
     limits: Limits = field(init=False)
     relay: Relay = field(init=False)
     detectors: Detectors = field(init=False, default_factory=Detectors)
+    inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
+    draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -121,6 +123,7 @@ class Gateway:
     def record(self, call: Call, now: float | None = None) -> None:
         """Write the call's one row (once), keeping the bodies the policy keeps. Never raises: it is
         how every transport and every failure path records a call, the last resort included."""
+        self.inflight.discard(call.id)
         if call.recorded:
             return
         call.recorded = True

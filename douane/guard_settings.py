@@ -124,7 +124,7 @@ class GuardBook:
         key = settings.model_dump_json()
         return Guards(
             scope=scope, settings=settings, pii_detector=self.detectors.pii(scope, pii),
-            injection_detector=self.detectors.injection() if settings.injection is not None else None,
+            injection_detector=self.detectors.injection(settings.injection) if settings.injection is not None else None,
             secrets_detector=self.detectors.secrets() if settings.output is not None else None,
             sanitizer=self.detectors.sanitizer() if settings.sanitize or settings.injection else None,
             prefixes=self._by_settings.setdefault(key, Prefixes()),
@@ -136,7 +136,7 @@ class Detectors:
 
     def __init__(self) -> None:
         self._pii: dict[tuple[tuple[str, ...], float], PiiDetector] = {}
-        self._injection: InjectionDetector | None = None
+        self._injection: dict[bool, InjectionDetector] = {}
         self._secrets: SecretsDetector | None = None
         self._sanitizer: Sanitizer | None = None
 
@@ -155,10 +155,12 @@ class Detectors:
                                    f"known: {', '.join(detector.known_entities)}")
         return detector
 
-    def injection(self) -> InjectionDetector:
-        if self._injection is None:
-            self._injection = InjectionDetector()
-        return self._injection
+    def injection(self, setting: InjectionPolicy) -> InjectionDetector:
+        """One per use of the learned tier (`injection.model`): the rules alone, or with it."""
+        detector = self._injection.get(setting.model)
+        if detector is None:
+            detector = self._injection[setting.model] = InjectionDetector(model=setting.model)
+        return detector
 
     def secrets(self) -> SecretsDetector:
         if self._secrets is None:

@@ -221,3 +221,12 @@ def test_every_scoped_guard_is_a_policy_section_of_the_same_name() -> None:
     from douane.policy.model import GuardSettings, Policy
 
     assert {"pii", "injection", "output", "sanitize"} <= set(GuardSettings.model_fields) <= set(Policy.model_fields)
+
+
+def test_the_learned_injection_tier_is_a_setting_of_its_own(tmp_path: Path) -> None:
+    gw = gateway(tmp_path, injection={"action": "block"},
+                 teams={"a": {"guards": {"injection": {"model": True}}},
+                        "b": {"guards": {"injection": {"threshold": 0.7}}}})
+    book = gw.guard_book
+    assert book.teams["a"].injection_detector is not book.default.injection_detector, "rules and model"
+    assert book.teams["b"].injection_detector is book.default.injection_detector, "the threshold is applied after"
