@@ -14,6 +14,7 @@ from douane.call import Call
 from douane.decision import Block
 from douane.gateway import Gateway
 from douane.guard import INLINE_SCAN_CHARS, scan, scan_failed
+from douane.guard_settings import Guards
 from douane.meter.gate import estimate_usage
 from douane.providers import CanonicalResponse, TextPart, UnreadableBody
 from douane.rewrite import Blocked, OutputGuard, Stage
@@ -53,11 +54,12 @@ class AnswerAddon:
         if decoder is not None:
             del resp.headers["content-encoding"]  # the client gets identity; inspection sees text
         resp.headers.pop("content-length", None)
-        stages, audited = self.gw.answer_stages(call.pseudonyms)
+        guards = self.gw.guards(call)
+        stages, audited = self.gw.answer_stages(guards, call.pseudonyms)
         pseudonyms = call.pseudonyms
         tap = StreamTap(call.provider.adapter, call.endpoint or "", call.request, strip_internal=call.strip_usage_chunk,
                         decoder=decoder, stages=stages, audit_after=audited,
-                        stage_factory=lambda: self.gw.answer_stages(pseudonyms),
+                        stage_factory=lambda: self.gw.answer_stages(guards, pseudonyms),
                         fail_closed=self.gw.policy.fail == "closed", tools=ToolWatch(self.gw.policy, call))
         tap.faults = flow.metadata.get(faults.METADATA_KEY, frozenset())
         flow.metadata[TAP_KEY] = tap
@@ -168,7 +170,8 @@ class AnswerAddon:
 
     async def _guard(self, flow: http.HTTPFlow, call: Call, parsed: CanonicalResponse) -> bool:
         """The answer's text through the stages; True when the body must be re-serialised."""
-        stages, audited = self.gw.answer_stages(call.pseudonyms)
+        guards = self.gw.guards(call)
+        stages, audited = self.gw.answer_stages(guards, call.pseudonyms)
         if not stages or not parsed.parts:
             return False
         parts = parsed.parts
@@ -186,32 +189,33 @@ class AnswerAddon:
                 return False
             # open: forwarded unscanned, with the user's values still put back (fresh stages: the
             # timed-out scan may still be running on its own)
-            stages = [s for s in self.gw.answer_stages(call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
+            stages = [s for s in self.gw.answer_stages(guards, call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
             texts, audited_text = self._rewrite(parts, stages, 0)
         restored = [new for part, new in zip(parts, texts, strict=True) if new != part.text]
         for part, text in zip(parts, texts, strict=True):
             part.replace(text)
         record_findings(call, stages)
         if call.request is not None and any(m.role in ("assistant", "model") for m in call.request.messages):
-            self._prescan(restored)  # a client that sends its history will send this answer back
+            self._prescan(guards, restored)  # a client that sends its history will send this answer back
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
             call.response_body = audited_text
             return True
         return False
 
-    def _prescan(self, texts: list[str]) -> None:
+    def _prescan(self, guards: Guards, texts: list[str]) -> None:
         """A chat client sends this answer back, as it received it, in its next call; what it received
         (the user's values put back, or redactions) is text the PII scan has not seen. Scan it now,
         once the answer is on its way and before that call arrives, instead of in that call. Only
         for calls that carried history: for a one-off call it would be work for nothing."""
         small = [t for t in texts if len(t) <= INLINE_SCAN_CHARS]
         if small:
-            asyncio.get_running_loop().call_soon(self._scan_quietly, small)
+            asyncio.get_running_loop().call_soon(self._scan_quietly, guards, small)
 
-    def _scan_quietly(self, texts: list[str]) -> None:
+    @staticmethod
+    def _scan_quietly(guards: Guards, texts: list[str]) -> None:
         try:
             for text in texts:
-                self.gw.pii.scan(text)
+                guards.pii_detector.scan(text)
         except Exception:  # only a cache left cold: the next call scans the text itself
             log.exception("answer: prescanning the delivered answer failed")
 

@@ -144,7 +144,8 @@ class ClassifyAddon:
         """An endpoint douane does not model: forwarded, with the text its body carries scanned for PII."""
         ctype = flow.request.headers.get("content-type", "")
         try:
-            result = await scan(self.gw, len(content), lambda: scan_upload(self.gw, ctype, content))
+            guards = self.gw.guards(call)
+            result = await scan(self.gw, len(content), lambda: scan_upload(self.gw, guards, ctype, content))
         except Exception as e:
             block = scan_failed(self.gw, call, "upload scan", e)
             if block is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -10,10 +11,7 @@ from pathlib import Path
 
 from douane.audit import AuditStore, AuditWriter
 from douane.call import Call
-from douane.detect.injection import InjectionDetector
-from douane.detect.pii import PiiDetector
-from douane.detect.prefix import Prefixes
-from douane.detect.secrets import SecretsDetector
+from douane.guard_settings import Detectors, GuardBook, GuardConfigError, Guards
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
@@ -80,40 +78,47 @@ class Gateway:
     policy: Policy
     db_path: Path
     providers: ProviderTable = field(init=False)
-    pii: PiiDetector = field(init=False)
+    guard_book: GuardBook = field(init=False)
     writer: AuditWriter = field(init=False)
     provider_keys: dict[str, str] = field(init=False)
     pricer: Pricer = field(init=False)
     limits: Limits = field(init=False)
     relay: Relay = field(init=False)
-    secrets: SecretsDetector | None = field(init=False)
-    injection: InjectionDetector | None = field(init=False)
-    prefixes: Prefixes = field(init=False)
+    detectors: Detectors = field(init=False, default_factory=Detectors)
     inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
-        self.pii = PiiDetector(self.policy.pii.entities, self.policy.pii.score_threshold)
-        if self.pii.unknown:
-            raise ConfigError(f"pii.entities: unknown entity {', '.join(self.pii.unknown)}; "
-                              f"known: {', '.join(self.pii.known_entities)}")
-        if self.pii.unsupported:
-            log.warning("pii: no recognizer for %s (NER entities need an installed spaCy model); "
-                        "they are not detected", ", ".join(self.pii.unsupported))
+        try:
+            self.guard_book = GuardBook(self.policy, self.detectors)
+        except GuardConfigError as e:
+            raise ConfigError(str(e)) from None
         self.writer = AuditWriter(AuditStore(self.db_path))
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy))
-        self.secrets = SecretsDetector() if self.policy.output is not None else None
-        self.injection = InjectionDetector(model=self.policy.injection.model) \
-            if self.policy.injection is not None else None
-        self.prefixes = Prefixes()
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
 
     @property
     def enforcing(self) -> bool:
         return self.policy.enforcing
+
+    def guards(self, call: Call) -> Guards:
+        """The guard settings that apply to this call (its client's, its team's or the policy's), with
+        their detectors: the one place every stage reads them from."""
+        return self._guard_book().for_caller(call.client, call.team)
+
+    @property
+    def policy_guards(self) -> Guards:
+        """The policy's own settings: what applies to a caller with no scope of its own."""
+        return self._guard_book().default
+
+    def _guard_book(self) -> GuardBook:
+        book = self.guard_book
+        if book.policy is not self.policy:  # the policy was replaced (a reload): its own settings
+            book = self.guard_book = GuardBook(self.policy, self.detectors)
+        return book
 
     def record(self, call: Call, now: float | None = None) -> None:
         """Write the call's one row (once), keeping the bodies the policy keeps. Never raises: it is
@@ -133,21 +138,25 @@ class Gateway:
                 cap = audit.max_body_chars
                 setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
         try:
-            self.writer.submit(call.to_record(self.policy.mode, bodies=audit.bodies != "none"))
+            record = call.to_record(self.policy.mode, bodies=audit.bodies != "none")
+            with contextlib.suppress(Exception):  # a row without its scope beats no row
+                record.guards = self.guards(call).scope
+            self.writer.submit(record)
         except Exception:
             log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
 
-    def answer_stages(self, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
-        """The rewriting stages for one answer, and how many of them the audited text has passed.
+    def answer_stages(self, guards: Guards, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
+        """The rewriting stages for one answer under the call's guard settings, and how many of them
+        the audited text has passed.
 
         The output guard reads what the provider produced; the pseudonym restorer then puts the
         user's values back. The audit keeps the text between the two: no user PII in the store.
         """
         stages: list[Stage] = []
-        out = self.policy.output
+        out = guards.output
         if out is not None:
             monitor = not self.enforcing
-            stages.append(OutputGuard(self.secrets, self.pii,
+            stages.append(OutputGuard(guards.secrets_detector, guards.pii_detector,
                                       secrets_action="monitor" if monitor else out.secrets,
                                       pii_action="monitor" if monitor else out.pii))
         audited = len(stages)

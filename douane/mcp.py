@@ -102,7 +102,7 @@ class McpExchange:
     def audit_text(self, text: str) -> str:
         """A text as the audit keeps it: PII redacted, at most MAX_AUDIT_TEXT characters."""
         text = text[:MAX_AUDIT_TEXT]
-        found = self.gw.pii.scan(text)
+        found = self.gw.guards(self.call).pii_detector.scan(text)
         return redact(text, found) if found else text
 
     # -- what the client sends --------------------------------------------------------------------
@@ -240,7 +240,8 @@ class McpExchange:
         texts = _texts(result.get("content")) + _texts(result.get("structuredContent"))
         use = ToolUse(RESULT, tool, ALLOWED, None, self.audit_text("\n".join(texts)))
         self.call.tool_calls.append(use)
-        injection, detector = self.gw.policy.injection, self.gw.injection
+        guards = self.gw.guards(self.call)
+        injection, detector = guards.injection, guards.injection_detector
         if injection is None or detector is None or not texts:
             return None
         verdict = max((detector.score(t) for t in texts), key=lambda v: v.score)

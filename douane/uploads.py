@@ -1,5 +1,5 @@
 """Bodies of provider endpoints douane does not model (files, batches, fine-tuning, vector stores):
-the text they carry, found and scanned for PII under the policy's action.
+the text they carry, found, sanitised and scanned for PII under the call's guard settings.
 
 A batch's prompts reach the provider as a JSON-lines file uploaded to /v1/files: the chat endpoint's
 guards never see them. So text bodies are read whatever the endpoint: JSON (every string), JSON
@@ -20,6 +20,8 @@ from douane import jsonio
 from douane.bodies import BodyTooComplex, walk
 from douane.decision import Block
 from douane.detect.pii import redact
+from douane.guard import sanitize_strings
+from douane.guard_settings import Guards
 from douane.providers import TextPart
 
 if TYPE_CHECKING:
@@ -144,8 +146,9 @@ def _read_body(gw: Gateway, content_type: str, body: bytes, found: _Found, notes
     return _Text(text, found, json_lines)
 
 
-def scan_upload(gw: Gateway, content_type: str, body: bytes) -> UploadScan:
-    """Scan a body of an endpoint douane does not model, and apply the policy's PII action to it."""
+def scan_upload(gw: Gateway, guards: Guards, content_type: str, body: bytes) -> UploadScan:
+    """Scan a body of an endpoint douane does not model, and apply the scope's `sanitize` and PII
+    actions to it."""
     out = UploadScan()
     found = _Found(gw)
     try:
@@ -156,29 +159,35 @@ def scan_upload(gw: Gateway, content_type: str, body: bytes) -> UploadScan:
     if doc is None:
         out.notes.append(f"other endpoint: body forwarded unscanned ({content_type or 'no content-type'} is not text)")
         return out
-    findings = [gw.pii.scan(p.text) for p in found.values]
-    in_keys = Counter(f.entity for key in dict.fromkeys(found.keys) for f in gw.pii.scan(key))
+    cleaning = sanitize_strings(guards, found.values, found.keys, gw.enforcing, out.notes.append)
+    if cleaning.block is not None:
+        out.block = cleaning.block
+        return out
+    changed = cleaning.changed
+    findings = [guards.pii_detector.scan(p.text) for p in found.values]
+    in_keys = Counter(f.entity for key in dict.fromkeys(found.keys) for f in guards.pii_detector.scan(key))
     counts = Counter(f.entity for fs in findings for f in fs) + in_keys
     out.notes.append(f"other endpoint: {len(found.values)} text value(s) scanned")
-    if not counts:
-        return out
-    out.entities = sorted(counts)
-    summary = ", ".join(f"{e} x{n}" for e, n in sorted(counts.items()))
-    action = gw.policy.pii.action
-    if action == "monitor":
-        out.notes.append(f"pii.monitor: {summary}")
-    elif action == "block":
-        out.block = Block(403, "pii.block", f"the request body contains {summary}")
-    elif not gw.enforcing:
-        out.notes.append(f"monitor: would redact {summary}")
-    elif in_keys:
-        out.block = Block(400, "pii.in_key", "a JSON object key of the body holds PII, which douane cannot redact; "
-                          "send it as a string value instead", always=True)
-    else:
-        for part, fs in zip(found.values, findings, strict=True):
-            if fs:
-                part.replace(redact(part.text, fs))
+    if counts:
+        out.entities = sorted(counts)
+        summary = ", ".join(f"{e} x{n}" for e, n in sorted(counts.items()))
+        action = guards.pii.action
+        if action == "monitor":
+            out.notes.append(f"pii.monitor: {summary}")
+        elif action == "block":
+            out.block = Block(403, "pii.block", f"the request body contains {summary}")
+        elif not gw.enforcing:
+            out.notes.append(f"monitor: would redact {summary}")
+        elif in_keys:
+            out.block = Block(400, "pii.in_key", "a JSON object key of the body holds PII, which douane cannot "
+                              "redact; send it as a string value instead", always=True)
+        else:
+            for part, fs in zip(found.values, findings, strict=True):
+                if fs:
+                    part.replace(redact(part.text, fs))
+            changed = True
+            out.notes.append(f"pii.redact: {summary}" + (" (pseudonyms cannot be restored here)"
+                                                           if action == "pseudonymize" else ""))
+    if changed and out.block is None:
         out.body = doc.render() if isinstance(doc, _Multipart) else doc.render().encode()
-        out.notes.append(f"pii.redact: {summary}" + (" (pseudonyms cannot be restored here)"
-                                                       if action == "pseudonymize" else ""))
     return out

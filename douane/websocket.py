@@ -403,11 +403,12 @@ class Session:
     def _tap(self, call: Call | None) -> EventTap[bytes]:
         """The answer stages of one response (or of events outside any), with the socket's pseudonyms."""
         pseudonyms = self.pseudonyms.mapping
-        stages, audited = self.gw.answer_stages(pseudonyms)
+        guards = self.gw.guards(call if call is not None else self.socket)
+        stages, audited = self.gw.answer_stages(guards, pseudonyms)
         request = call.request if call is not None else None
         protocol = self.protocol
         return EventTap(lambda name, data: openai_ws.parse_server_event(protocol, data, request), jsonio.loads,
-                        stages, audited, lambda: self.gw.answer_stages(pseudonyms),
+                        stages, audited, lambda: self.gw.answer_stages(guards, pseudonyms),
                         tools=ToolWatch(self.gw.policy, call) if call is not None else None)
 
     def _error(self, status: int, message: str, code: str, client_event_id: Any = None) -> bytes:

@@ -36,6 +36,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("output_findings", "VARCHAR[]"),
     ("injection_score", "DOUBLE"),
     ("injection_rule", "VARCHAR"),
+    ("guards", "VARCHAR"),  # whose guard settings applied: "policy", "teams.<t>.guards", "clients.<c>.guards"
     ("input_tokens", "BIGINT"),
     ("output_tokens", "BIGINT"),
     ("cached_tokens", "BIGINT"),
@@ -79,6 +80,7 @@ class AuditRecord:
     output_findings: list[str] = field(default_factory=list)
     injection_score: float | None = None
     injection_rule: str | None = None
+    guards: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int | None = None

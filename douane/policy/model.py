@@ -225,6 +225,31 @@ class McpPolicy(Strict):
     servers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
 
+class SanitizePolicy(Strict):
+    """Invisible and control characters in prompts (douane.detect.sanitize)."""
+
+    action: Literal["strip", "block", "monitor"] = "strip"
+
+
+class GuardSettings(Strict):
+    """A team's or a client's own guard settings. A section given here overrides, key by key, the
+    section that would apply otherwise (the client's team's, else the policy's); keys it leaves out
+    are inherited. `null` turns an optional guard off for the scope. One field per guard: a new
+    guard is one more field here and on Policy, of the same name."""
+
+    pii: PiiPolicy | None = None
+    injection: InjectionPolicy | None = None
+    output: OutputPolicy | None = None
+    sanitize: SanitizePolicy | None = None
+
+    @field_validator("pii")
+    @classmethod
+    def _pii_stays_on(cls, v: PiiPolicy | None) -> PiiPolicy:
+        if v is None:  # reached only for an explicit null: an absent key is not validated
+            raise ValueError("the PII guard cannot be turned off for a scope; give `action: monitor` to only record")
+        return v
+
+
 class Quota(Strict):
     """Limits shared by teams and clients; None means no limit."""
 
@@ -244,6 +269,7 @@ class Client(Quota):
     team: str = Field(min_length=1)
     key_sha256: str
     tools: ToolsPolicy | None = None  # overrides the team's and the policy's, key by key
+    guards: GuardSettings | None = None  # over the team's guards, over the policy's
 
     @field_validator("name")
     @classmethod
@@ -264,6 +290,7 @@ class Team(Quota):
     models: list[str] = Field(default_factory=lambda: ["*"])
     providers: list[str] | None = None
     tools: ToolsPolicy | None = None  # overrides the policy's `tools`, key by key
+    guards: GuardSettings | None = None  # over the policy's pii, injection, output, sanitize
 
 
 class Price(Strict):
@@ -400,6 +427,7 @@ class Policy(Strict):
     output: OutputPolicy | None = None
     tools: ToolsPolicy | None = None
     mcp: McpPolicy | None = None
+    sanitize: SanitizePolicy | None = None
     clients: list[Client] | None = None
     teams: dict[str, Team] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

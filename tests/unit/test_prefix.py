@@ -56,11 +56,12 @@ def test_a_chat_rewritten_turn_by_turn_matches_a_rewrite_from_scratch(pseudonymi
     for turn in range(12):
         history.append({"role": "user",
                         "content": f"turn {turn}: mail {rng.choice(people)} or call 212-555-01{rng.randrange(10, 99)}"})
-        hits += gw.prefixes.longest([m["content"] for m in history]) is not None
+        hits += gw.policy_guards.prefixes.longest([m["content"] for m in history]) is not None
         remembered = send(gw, history)
-        kept, gw.prefixes = gw.prefixes, Prefixes()  # the same call, with nothing remembered
+        guards = gw.policy_guards
+        kept, guards.prefixes = guards.prefixes, Prefixes()  # the same call, with nothing remembered
         from_scratch = send(gw, history)
-        gw.prefixes = kept
+        guards.prefixes = kept
         assert remembered == from_scratch, turn
         sent, _ = remembered
         assert not any(p in text for p in people for text in sent)
@@ -103,7 +104,8 @@ def test_a_remembered_verdict_holds_only_for_the_same_roles(tmp_path: Path) -> N
     first = {"role": "user", "content": "mail jane@example.com"}
     assert post([first]) is None
     assert post([first, {"role": "assistant", "content": attack}, {"role": "user", "content": "ok"}]) is None
-    assert gw.prefixes.longest([first["content"], attack, "ok", "next"]) is not None, "a chat turn is remembered"
+    remembered = gw.policy_guards.prefixes.longest([first["content"], attack, "ok", "next"])
+    assert remembered is not None, "a chat turn is remembered"
     assert calls[-1].pii_entities == ["EMAIL_ADDRESS"], "the remembered part's findings still count"
     same_texts_as_user = [first, {"role": "user", "content": attack}, {"role": "user", "content": "ok"},
                           {"role": "assistant", "content": "fine"}, {"role": "user", "content": "go on"}]
