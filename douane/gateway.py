@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from douane import clock
 from douane.audit import AuditStore, AuditWriter
 from douane.detect.injection import InjectionDetector
 from douane.detect.pii import PiiDetector
@@ -87,8 +88,13 @@ class Gateway:
     secrets: SecretsDetector | None = field(init=False)
     injection: InjectionDetector | None = field(init=False)
     prefixes: Prefixes = field(init=False)
+    clock: clock.Clock = field(init=False)
 
     def __post_init__(self) -> None:
+        try:
+            self.clock = clock.from_environment()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.providers = ProviderTable(provider_specs(self.policy))
         self.pii = PiiDetector(self.policy.pii.entities, self.policy.pii.score_threshold)
         if self.pii.unknown:
@@ -100,7 +106,7 @@ class Gateway:
         self.writer = AuditWriter(AuditStore(self.db_path))
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
-        self.limits = Limits(self.policy, make_state(self.policy))
+        self.limits = Limits(self.policy, make_state(self.policy), self.clock)
         self.secrets = SecretsDetector() if self.policy.output is not None else None
         self.injection = InjectionDetector() if self.policy.injection is not None else None
         self.prefixes = Prefixes()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import calendar
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from douane.clock import SYSTEM, Clock
 from douane.meter.state import State, Take
 from douane.policy.model import Policy, Quota
 
@@ -40,9 +41,10 @@ def _window(kind: str, now: datetime) -> tuple[str, int]:
 
 
 class Limits:
-    def __init__(self, policy: Policy, state: State):
+    def __init__(self, policy: Policy, state: State, clock: Clock = SYSTEM):
         self.policy = policy
         self.state = state
+        self.clock = clock  # windows are cut from its time: tests pin it
         self._clients = {c.name: c for c in policy.clients or []}
 
     def quotas(self, team: str | None, client: str) -> list[tuple[str, Quota]]:
@@ -57,7 +59,7 @@ class Limits:
     async def reserve(self, team: str | None, client: str, tokens: int, worst_usd: float | None,
                       now: datetime | None = None) -> tuple[Reservation | None, Refusal | None]:
         """Reserve one request, `tokens` and `worst_usd` against every quota that applies."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         quotas = self.quotas(team, client)
         if not quotas:
             return None, None
