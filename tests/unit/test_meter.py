@@ -1,14 +1,22 @@
 import asyncio
+import re
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
+import redis
 
+from douane.call import Call
+from douane.clock import FixedClock
+from douane.meter.gate import Meter
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
-from douane.meter.state import MemoryState
+from douane.meter.state import MemoryState, RedisState, StateUnavailable
 from douane.meter.tokens import estimate_input_tokens
-from douane.policy.model import Client, Policy, Price, Team
-from douane.providers import ADAPTERS, Usage
+from douane.policy.model import Client, Policy, Price, StatePolicy, Team
+from douane.providers import ADAPTERS, ProviderSpec, Usage
+from tests.redis_server import redis_server
 
 
 def limits(**team: object) -> Limits:
@@ -92,3 +100,85 @@ def test_flat_rate_shortcut_equals_genai_prices(provider: str, model: str) -> No
         want = calc_price(PriceUsage(input_tokens=n_in, output_tokens=n_out, cache_read_tokens=cached or None),
                           model_ref=model, provider_id=PROVIDER_IDS[provider]).total_price
         assert got is not None and got.usd == pytest.approx(float(want), rel=1e-12)
+
+
+# -- Redis failures other than a lost connection follow `fail` --------------------------------------
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+def _break_redis(url: str, how: str) -> Callable[[], None]:
+    """Put a live Redis in a state where it answers, but with an error; return how to undo it."""
+    r = redis.Redis.from_url(url)
+    if how == "oom":  # every write: "OOM command not allowed when used memory > 'maxmemory'"
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", "1")
+        return lambda: r.config_set("maxmemory", "0")
+    if how == "readonly":  # a replica: "READONLY You can't write against a read only replica"
+        r.replicaof("127.0.0.1", str(free_port()))
+        return lambda: r.replicaof("NO", "ONE")
+    # a counter that is not a number: the Lua script fails ("attempt to perform arithmetic on a nil value")
+    r.set("douane:teams.t:rpm@203001010000", "not-a-number")
+    return lambda: None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def governed_call() -> Call:
+    spec = ProviderSpec("openai", "openai", ("api.openai.com",))
+    return Call(id="dou_test", started=0.0, provider=spec, host="api.openai.com", method="POST",
+                path="/v1/chat/completions", endpoint="chat.completions", client="c", team="t")
+
+
+@pytest.mark.parametrize("how", ["oom", "readonly", "corrupt-counter"])
+@pytest.mark.parametrize("fail", ["closed", "open"])
+async def test_a_redis_that_answers_with_an_error_follows_fail(redis_url: str, how: str, fail: str) -> None:
+    """OOM, READONLY or a script error from a reachable Redis is as much a failure as a lost
+    connection: the meter's `fail` applies, never an exception that skips the reservation."""
+    policy = Policy(fail=fail, teams={"t": Team(requests_per_minute=5)},  # type: ignore[arg-type]
+                    state=StatePolicy(backend="redis", url=redis_url))
+    state = RedisState(redis_url)
+    lim = Limits(policy, state, FixedClock("2030-01-01T00:00:30Z"))
+    gw = SimpleNamespace(policy=policy, limits=lim, pricer=Pricer())
+    redis.Redis.from_url(redis_url).flushall()
+    undo = _break_redis(redis_url, how)
+    call = governed_call()
+    try:
+        with pytest.raises(StateUnavailable, match=f"redis at {re.escape(redis_url)}"):
+            await lim.reserve("t", "c", 10, None)
+        block = await Meter(gw).reserve(call)  # type: ignore[arg-type]
+    finally:
+        undo()
+        await state.close()
+    if fail == "closed":
+        assert block is not None and (block.status, block.rule) == (503, "fail.closed")
+    else:
+        assert block is None and "fail.open: limits and budgets not checked (state unavailable)" in call.reasons
+    assert call.error is not None and f"redis at {redis_url}" in call.error
+    assert call.reservation is None
+
+
+async def test_settling_against_a_failing_redis_is_recorded(redis_url: str) -> None:
+    policy = Policy(teams={"t": Team(tokens_per_minute=1000)},  # type: ignore[arg-type]
+                    state=StatePolicy(backend="redis", url=redis_url))
+    state = RedisState(redis_url)
+    lim = Limits(policy, state)
+    redis.Redis.from_url(redis_url).flushall()
+    res, refusal = await lim.reserve("t", "c", 100, None, datetime(2030, 1, 1, tzinfo=UTC))
+    assert refusal is None and res is not None
+    undo = _break_redis(redis_url, "readonly")
+    try:
+        with pytest.raises(StateUnavailable, match="ReadOnlyError"):
+            await lim.settle(res, 10, None)
+    finally:
+        undo()
+        await state.close()
