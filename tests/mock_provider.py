@@ -7,6 +7,10 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   gzip-reply            gzip the reply body (plain and SSE)
   *slow*                wait half a second before answering
   *chars3*              stream three characters per event instead of a word
+  *x300*                answer the echo three hundred times over (a long answer for a short prompt)
+  *hold*                stream two events, then wait for HOLD to be set (bounded: HOLD_TIMEOUT)
+                        before the rest: a test sets it once its client has the first events, which
+                        proves the stream flows through the proxy instead of being buffered whole
 Run: python tests/mock_provider.py --port 9000
 """
 
@@ -24,6 +28,10 @@ from typing import Any
 
 RECEIVED: list[dict[str, Any]] = []
 LOCK = threading.Lock()
+HOLD = threading.Event()  # a *hold* stream waits on it midway
+HOLDING = threading.Event()  # set while a *hold* stream is waiting
+HOLD_TIMEOUT = 20.0
+HELD_TOO_LONG: list[str] = []  # models whose hold ended by timeout: nobody released it
 
 
 def last_user_text(fmt: str, body: dict, path: str) -> str:
@@ -105,6 +113,8 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 5, "total_tokens": 5}})
             return
         reply = "echo: " + last_user_text(fmt, body, self.path)
+        if "x300" in model:
+            reply = " ".join([reply] * 300)
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or \
             (body.get("generationConfig") or {}).get("maxOutputTokens")
         if isinstance(cap, int):  # like a real provider: never more output tokens (words here) than asked
@@ -218,6 +228,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
 
         for i, event in enumerate(events):
+            if "hold" in model and i == 2:
+                HOLDING.set()
+                if not HOLD.wait(HOLD_TIMEOUT):
+                    HELD_TOO_LONG.append(model)
+                HOLDING.clear()
             if drop and i == 2:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
