@@ -92,13 +92,12 @@ def test_flat_rate_shortcut_equals_genai_prices(provider: str, model: str) -> No
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
-    from douane.meter.pricing import PROVIDER_IDS
-
+    provider_ids = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}  # genai-prices' names
     p = Pricer()
     for n_in, n_out, cached in [(1000, 500, 0), (12345, 678, 1000), (250_000, 10, 0), (7, 3, 0)]:
         got = p.cost(provider, model, Usage(input_tokens=n_in, output_tokens=n_out, cached_tokens=cached))
         want = calc_price(PriceUsage(input_tokens=n_in, output_tokens=n_out, cache_read_tokens=cached or None),
-                          model_ref=model, provider_id=PROVIDER_IDS[provider]).total_price
+                          model_ref=model, provider_id=provider_ids[provider]).total_price
         assert got is not None and got.usd == pytest.approx(float(want), rel=1e-12)
 
 
