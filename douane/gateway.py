@@ -110,7 +110,8 @@ class Gateway:
         self.secrets = SecretsDetector() if self.policy.output is not None else None
         self.injection = InjectionDetector() if self.policy.injection is not None else None
         self.prefixes = Prefixes()
-        self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
+        self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s,
+                                    clock=self.clock.monotonic))
 
     @property
     def enforcing(self) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,9 +72,13 @@ class Plan:
 
 
 class Breakers:
-    def __init__(self, failures: int = 3, cooldown: float = 30.0):
+    """Per-upstream circuit breakers: `failures` in a row open one for `cooldown` seconds; then one
+    probe is let through per cooldown until a success closes it. `clock` is injectable for tests."""
+
+    def __init__(self, failures: int = 3, cooldown: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.failures = failures
         self.cooldown = cooldown
+        self.clock = clock
         self._count: dict[str, int] = {}
         self._open_until: dict[str, float] = {}
 
@@ -81,8 +86,9 @@ class Breakers:
         until = self._open_until.get(key)
         if until is None:
             return True
-        if time.monotonic() >= until:  # half-open: let one probe through
-            self._open_until[key] = time.monotonic() + self.cooldown
+        now = self.clock()
+        if now >= until:  # half-open: let one probe through
+            self._open_until[key] = now + self.cooldown
             return True
         return False
 
@@ -93,7 +99,7 @@ class Breakers:
     def failure(self, key: str) -> None:
         self._count[key] = self._count.get(key, 0) + 1
         if self._count[key] >= self.failures:
-            self._open_until[key] = time.monotonic() + self.cooldown
+            self._open_until[key] = self.clock() + self.cooldown
             log.warning("relay: %s failed %d times in a row; skipped for %.0f s", key, self._count[key],
                         self.cooldown)
 
