@@ -150,7 +150,9 @@ def test_strings_no_adapter_reads_are_kept_for_the_guards(gw: Gateway) -> None:
 
 
 def test_a_document_whose_shape_is_unexpected_is_read_not_raised(gw: Gateway, tmp_path: Path) -> None:
-    for body in [{"model": 5, "messages": {"role": "user"}}, {"messages": [None, 3, "x", []]},
+    model_5 = _read(gw, "openai", "/v1/chat/completions", {"model": 5, "messages": []})[1]
+    assert model_5 is not None and model_5.rule == "unreadable_body" and "model must be a string" in model_5.message
+    for body in [{"model": "gpt-4o-mini", "messages": {"role": "user"}}, {"messages": [None, 3, "x", []]},
                  {"model": "gpt-4o-mini", "messages": [{"role": ["x"], "content": [{"text": 5}, None]}]}]:
         call, block = _read(gw, "openai", "/v1/chat/completions", body)
         assert block is None, body
