@@ -35,6 +35,14 @@ HELD_TOO_LONG: list[str] = []  # models whose hold ended by timeout: nobody rele
 
 
 def last_user_text(fmt: str, body: dict, path: str) -> str:
+    """The text to echo; "" for a body of a shape the mock does not read (bad-input tests send those)."""
+    try:
+        return _last_user_text(fmt, body)
+    except (LookupError, AttributeError, TypeError):
+        return ""
+
+
+def _last_user_text(fmt: str, body: dict) -> str:
     if fmt == "openai":
         if "messages" in body:
             content = body["messages"][-1].get("content")
@@ -71,6 +79,8 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self._json(200, RECEIVED)
             return
+        with LOCK:
+            RECEIVED.append({"path": self.path, "headers": dict(self.headers.items()), "body": None, "raw": ""})
         self._json(404, {"error": {"message": "not found"}})
 
     def do_POST(self) -> None:
@@ -91,16 +101,21 @@ class Handler(BaseHTTPRequestHandler):
         if "/files" in self.path:
             self._json(200, {"id": "file-mock", "object": "file", "bytes": length})
             return
+        if not re.search(r"/(chat/completions|responses|embeddings|completions|messages)$|:(stream)?generateContent",
+                         self.path.split("?", 1)[0]):  # another endpoint (batches, uploads, ...): acknowledged
+            self._json(200, {"object": "mock.ack", "path": self.path, "bytes": length})
+            return
         if "/v1/messages" in self.path:
             fmt = "anthropic"
         elif ":generateContent" in self.path or ":streamGenerateContent" in self.path:
             fmt = "gemini"
         else:
             fmt = "openai"
-        if body is None:
-            self._json(400, {"error": {"message": "mock: body is not JSON"}})
+        if not isinstance(body, dict):
+            self._json(400, {"error": {"message": "mock: body is not a JSON object"}})
             return
-        model = body.get("model") or re.search(r"models/([^:]+):", self.path).group(1)  # type: ignore[union-attr]
+        in_path = re.search(r"models/([^:]+):", self.path)
+        model = str(body.get("model") or (in_path.group(1) if in_path else "unknown"))
         if "slow" in model:
             time.sleep(0.5)
         if model.startswith("fail-"):
