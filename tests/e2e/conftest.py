@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -206,15 +206,6 @@ class ProxyClock:
 
     def advance(self, seconds: float) -> None:
         self.set(self.now + timedelta(seconds=seconds))
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    """Wait (bounded) for `condition`; fail loudly, saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def body_of(entry: dict[str, Any]) -> Any:
