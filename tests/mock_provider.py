@@ -32,6 +32,8 @@ HOLD = threading.Event()  # a *hold* stream waits on it midway
 HOLDING = threading.Event()  # set while a *hold* stream is waiting
 HOLD_TIMEOUT = 20.0
 HELD_TOO_LONG: list[str] = []  # models whose hold ended by timeout: nobody released it
+LLM_PATH = re.compile(r"/(chat/completions|responses|embeddings|completions|messages)$|"
+                      r":(generateContent|streamGenerateContent)$")
 
 
 def last_user_text(fmt: str, body: dict, path: str) -> str:
@@ -101,8 +103,7 @@ class Handler(BaseHTTPRequestHandler):
         if "/files" in self.path:
             self._json(200, {"id": "file-mock", "object": "file", "bytes": length})
             return
-        if not re.search(r"/(chat/completions|responses|embeddings|completions|messages)$|:(stream)?generateContent",
-                         self.path.split("?", 1)[0]):  # another endpoint (batches, uploads, ...): acknowledged
+        if not LLM_PATH.search(self.path.split("?", 1)[0]):  # another endpoint (batches, uploads, ...): acknowledged
             self._json(200, {"object": "mock.ack", "path": self.path, "bytes": length})
             return
         if "/v1/messages" in self.path:

@@ -181,3 +181,97 @@ async def test_settling_against_a_failing_redis_is_recorded(redis_url: str) -> N
     finally:
         undo()
         await state.close()
+
+
+# -- windows, messages and counters, with the figures worked out by hand ------------------------------
+
+def one_team(clock: FixedClock, **quota: object) -> Limits:
+    return Limits(Policy(teams={"t": Team(**quota)}), MemoryState(), clock)  # type: ignore[arg-type]
+
+
+def reserve(lim: Limits, usd: float | None = None, tokens: int = 1) -> tuple[object, object]:
+    return asyncio.run(lim.reserve("t", "c", tokens, usd))
+
+
+@pytest.mark.parametrize(("start", "left", "next_window"), [
+    ("2030-01-31T22:30:15Z", 86400 - (22 * 3600 + 30 * 60 + 15), "2030-02-01T00:00:00Z"),
+    ("2030-06-15T00:00:00Z", 86400, "2030-06-16T00:00:00Z"),
+])
+def test_a_day_budget_waits_for_midnight_utc(start: str, left: int, next_window: str) -> None:
+    clock = FixedClock(start)
+    lim = one_team(clock, budget_usd_per_day=1.0)
+    assert reserve(lim, 1.0)[1] is None
+    refusal = reserve(lim, 0.01)[1]
+    assert refusal is not None and refusal.retry_after == left  # type: ignore[attr-defined]
+    assert refusal.message == "teams.t.budget_usd_per_day of $1.00 would be exceeded by this call (up to $0.0100)"  # type: ignore[attr-defined]
+    clock.set(next_window)
+    assert reserve(lim, 1.0)[1] is None
+
+
+@pytest.mark.parametrize(("start", "left", "next_month"), [
+    ("2028-02-29T23:59:30Z", 30, "2028-03-01T00:00:00Z"),  # a leap year's February
+    ("2030-02-28T12:00:00Z", 12 * 3600, "2030-03-01T00:00:00Z"),
+    ("2030-12-01T00:00:00Z", 31 * 86400, "2031-01-01T00:00:00Z"),
+])
+def test_a_month_budget_alone_waits_for_the_first_of_the_month(start: str, left: int, next_month: str) -> None:
+    clock = FixedClock(start)
+    lim = one_team(clock, budget_usd_per_month=1.0)  # no day budget: the month is counted on its own
+    assert reserve(lim, 0.6)[1] is None
+    refusal = reserve(lim, 0.6)[1]
+    assert refusal is not None and refusal.rule == "teams.t.budget_usd_per_month"  # type: ignore[attr-defined]
+    assert refusal.retry_after == left  # type: ignore[attr-defined]
+    clock.set(next_month)
+    assert reserve(lim, 0.6)[1] is None
+
+
+def test_limit_refusals_say_which_limit_and_never_retry_at_zero() -> None:
+    clock = FixedClock("2030-01-01T00:00:59.5Z")
+    lim = one_team(clock, requests_per_minute=1, tokens_per_minute=1000)
+    assert reserve(lim, tokens=10)[1] is None
+    rpm = reserve(lim, tokens=10)[1]
+    assert rpm is not None and rpm.message == "teams.t.requests_per_minute (1 requests per minute) is used up"  # type: ignore[attr-defined]
+    assert rpm.retry_after == 1  # type: ignore[attr-defined]
+    clock.advance(1)
+    tpm = reserve(lim, tokens=1001)[1]
+    assert tpm is not None and tpm.message == "teams.t.tokens_per_minute (1000 tokens per minute) is used up"  # type: ignore[attr-defined]
+    assert tpm.retry_after == 60  # type: ignore[attr-defined]  (59.5 s left, rounded up)
+
+
+def test_settling_replaces_the_reservation_with_what_was_used() -> None:
+    state = MemoryState()
+    lim = Limits(Policy(teams={"t": Team(tokens_per_minute=1000, budget_usd_per_day=5.0)}), state,
+                 FixedClock("2030-01-01T10:00:00Z"))
+    res, _ = asyncio.run(lim.reserve("t", "c", 300, 0.25))
+    assert res is not None
+    assert state.counters == {"teams.t:tpm@203001011000": 300, "teams.t:usd_day@20300101": 250_000}
+    asyncio.run(lim.settle(res, 120, 0.1))  # type: ignore[arg-type]
+    assert state.counters == {"teams.t:tpm@203001011000": 120, "teams.t:usd_day@20300101": 100_000}
+    unknown, _ = asyncio.run(lim.reserve("t", "c", 50, None))
+    asyncio.run(lim.settle(unknown, None, None))  # type: ignore[arg-type]
+    assert state.counters["teams.t:tpm@203001011000"] == 170, "an unknown figure keeps the reservation"
+    assert state.counters["teams.t:usd_day@20300101"] == 100_000, "an unpriced call reserves no dollars"
+
+
+def test_counters_of_past_windows_are_dropped() -> None:
+    clock = FixedClock("2030-01-01T10:00:00Z")
+    state = MemoryState()
+    lim = Limits(Policy(teams={"t": Team(requests_per_minute=5)}), state, clock)
+    for _ in range(3):
+        reserve(lim)
+        clock.advance(60)
+    assert state.counters == {"teams.t:rpm@203001011002": 1}, "one window kept, not one per minute forever"
+
+
+async def test_redis_counters_outlive_their_window(redis_url: str) -> None:
+    """Keys expire an hour after a budget window ends (two minutes for rate windows), never before."""
+    redis.Redis.from_url(redis_url).flushall()
+    state = RedisState(redis_url)
+    lim = Limits(Policy(teams={"t": Team(requests_per_minute=5, budget_usd_per_day=5.0)}), state,
+                 FixedClock("2030-01-01T23:00:00Z"))
+    try:
+        assert (await lim.reserve("t", "c", 1, 0.5))[1] is None
+    finally:
+        await state.close()
+    r = redis.Redis.from_url(redis_url)
+    assert 119 <= r.ttl("douane:teams.t:rpm@203001012300") <= 120
+    assert 3600 + 3600 - 2 <= r.ttl("douane:teams.t:usd_day@20300101") <= 3600 + 3600
