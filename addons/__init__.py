@@ -22,13 +22,14 @@ from addons.prompt_guard import PromptGuardAddon
 from addons.router import RouterAddon
 from addons.shadow import ShadowAIAddon
 from addons.upstream_errors import UpstreamErrorsAddon, install
+from addons.websocket import WebSocketAddon
 from douane import faults
 from douane.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
 HOOKS = ("client_connected", "client_disconnected", "http_connect", "requestheaders", "request", "responseheaders",
-         "response", "error", "running", "done")
+         "response", "error", "running", "done", "websocket_start", "websocket_message", "websocket_end")
 
 
 def build(gw: Gateway) -> list[object]:
@@ -43,6 +44,7 @@ def build(gw: Gateway) -> list[object]:
         AccessAddon(gw),
         PromptGuardAddon(gw),
         RouterAddon(gw),
+        WebSocketAddon(gw),  # after Router (the upgrade goes where the router sends it), before Meter and Audit
         UpstreamErrorsAddon(),
         AnswerAddon(gw),
         MeterAddon(gw),  # after Answer: settles from the usage it read; before Audit: the row has the cost

@@ -15,9 +15,9 @@ from douane.decision import Block
 from douane.gateway import Gateway
 from douane.guard import INLINE_SCAN_CHARS, scan, scan_failed
 from douane.meter.gate import estimate_usage
-from douane.providers import CanonicalResponse, TextPart
+from douane.providers import CanonicalResponse, TextPart, UnreadableBody
 from douane.rewrite import Blocked, OutputGuard, Stage
-from douane.streaming import StreamTap, make_decoder
+from douane.streaming import StreamTap, make_decoder, record_findings
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class AnswerAddon:
                       "rest of the stream delivered uninspected")
             if tap.failed_closed:
                 call.decision = "blocked"
-        self._findings(call, tap.stages)
+        record_findings(call, tap.stages)
         if tap.blocked is not None:
             call.decision = "blocked"
             call.note(tap.blocked.rule)
@@ -131,7 +131,15 @@ class AnswerAddon:
             if resp.status_code < 400:
                 call.add_error("the provider's answer is not JSON; delivered as it came")
             return
-        parsed = call.provider.adapter.parse_response(call.endpoint, body)
+        try:
+            parsed = call.provider.adapter.parse_response(call.endpoint, body)
+        except UnreadableBody as e:  # what cannot be read cannot be judged: it does not go out
+            if resp.status_code < 400:
+                refuse_answer(self.gw, flow, call, Block(502, "unreadable_answer", f"the provider's answer is not "
+                                                         f"shaped as its API documents it ({e})", always=True))
+            else:
+                call.add_error(f"upstream answered {resp.status_code}, in a shape douane cannot read: {e}")
+            return
         call.usage.update(parsed.usage)
         call.model = parsed.model or call.model
         if resp.status_code >= 400:
@@ -150,7 +158,7 @@ class AnswerAddon:
             texts, audited_text = await scan(self.gw, sum(len(p.text) for p in parts),
                                              lambda: self._rewrite(parts, stages, audited))
         except Blocked as b:
-            self._findings(call, stages)
+            record_findings(call, stages)
             refuse_answer(self.gw, flow, call, Block(403, b.rule, str(b), always=True))
             return False
         except Exception as e:
@@ -165,7 +173,7 @@ class AnswerAddon:
         restored = [new for part, new in zip(parts, texts, strict=True) if new != part.text]
         for part, text in zip(parts, texts, strict=True):
             part.replace(text)
-        self._findings(call, stages)
+        record_findings(call, stages)
         if call.request is not None and any(m.role in ("assistant", "model") for m in call.request.messages):
             self._prescan(restored)  # a client that sends its history will send this answer back
         if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
@@ -204,12 +212,3 @@ class AnswerAddon:
                 kept.append(text)
             out.append(text)
         return out, "\n".join(kept)
-
-    @staticmethod
-    def _findings(call: Call, stages: list[Stage]) -> None:
-        for stage in stages:
-            if isinstance(stage, OutputGuard):
-                call.output_findings.extend(f"{f.kind}:{f.name}" for f in stage.findings)
-                if stage.findings and call.decision != "blocked":
-                    kinds = sorted({f"{f.kind}:{f.name}" for f in stage.findings})
-                    call.note(f"output: {', '.join(kinds)} ({stage.secrets_action}/{stage.pii_action})")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mitmproxy import http
 
-from addons.flows import call_of
+from addons.flows import call_of, client_gone
 from douane.call import Call
 from douane.gateway import Gateway
 
@@ -20,6 +19,10 @@ class AuditAddon:
     def __init__(self, gw: Gateway):
         self.gw = gw
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.gw.draining and flow.response is not None and flow.response.http_version == "HTTP/1.1":
+            flow.response.headers["connection"] = "close"  # the proxy is stopping: next call elsewhere
+
     def response(self, flow: http.HTTPFlow) -> None:
         call = call_of(flow)
         if call is None or flow.response is None:
@@ -31,34 +34,22 @@ class AuditAddon:
         call = call_of(flow)
         if call is None or call.recorded:
             return
-        if flow.response is not None and not flow.response.stream:
+        streamed = flow.response is not None and flow.response.stream
+        if flow.response is not None and not streamed and not client_gone(flow):
             return  # an answer for the failure is about to be sent; `response` records it
-        if flow.response is not None:  # streamed, then cut off
+        if streamed:  # then cut off
+            assert flow.response is not None
             call.status = flow.response.status_code
             call.add_error(f"stream ended early: {flow.error.msg if flow.error else 'unknown'}")
         else:
             call.add_error(flow.error.msg if flow.error else "unknown error")
+        if self.gw.draining:
+            call.add_error("cut off: douane was stopping and the grace period ran out")
         self._record(flow, call)
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:
-        if call.recorded:
-            return
-        call.recorded = True
         resp = flow.response
-        if resp is not None and resp.timestamp_end and flow.request.timestamp_start:
+        if not call.recorded and resp is not None and resp.timestamp_end and flow.request.timestamp_start:
             call.latency_ms = (resp.timestamp_end - flow.request.timestamp_start) * 1000
-        if call.latency_ms is None and flow.request.timestamp_start:
-            call.latency_ms = (time.time() - flow.request.timestamp_start) * 1000
-        audit = self.gw.policy.audit
-        if audit.bodies == "none":
-            call.request_body = call.response_body = None
-        else:
-            cap = audit.max_body_chars
-            for name in ("request_body", "response_body"):
-                value = getattr(call, name)
-                if value is not None and len(value) > cap:
-                    setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
-        self.gw.writer.submit(call.to_record(self.gw.policy.mode))
+        self.gw.record(call)
 
-    def done(self) -> None:
-        self.gw.writer.close()

@@ -21,8 +21,9 @@ from douane.call import METADATA_KEY, Call, new_call_id
 from douane.decision import Block
 from douane.gateway import Gateway
 from douane.guard import scan, scan_failed
-from douane.providers import ProviderSpec
+from douane.providers import ProviderSpec, openai_ws
 from douane.uploads import scan_upload
+from douane.websocket import upgrade_refusal
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,11 @@ class ClassifyAddon:
             refuse(self.gw, flow, call, Block(421, "misdirected_request", disagreement, always=True))
             return
         if flow.request.headers.get("upgrade", "").lower() == "websocket":
-            refuse(self.gw, flow, call, Block(403, "websocket.block", f"WebSocket to {call.host}{call.path} is not "
-                                              "a transport douane inspects; use HTTPS", always=True))
+            block = upgrade_refusal(self.gw.policy, call, flow.request.path)
+            if block is not None:
+                refuse(self.gw, flow, call, block)
+            else:  # a socket's frames are its calls (addons.websocket); a Realtime URL names the model
+                call.model_requested = call.model = openai_ws.model_of(flow.request.path)
             return
         if call.endpoint is None and self.gw.policy.other_endpoints == "block":
             refuse(self.gw, flow, call, Block(403, "other_endpoints.block",
@@ -99,6 +103,7 @@ class ClassifyAddon:
                                   flow.request.host, flow.request.method, flow.request.path,
                                   who.client if who else "anonymous", who.team if who else None)
         flow.metadata[METADATA_KEY] = call
+        self.gw.inflight.add(call.id)
         return call
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -121,7 +126,7 @@ class ClassifyAddon:
             refuse(self.gw, flow, call, Block(413, "limits.max_request_bytes", f"{e}; it was not forwarded",
                                               always=True))
             return None
-        except classify.UnreadableBody as e:
+        except classify.NotReadable as e:
             if not refuse(self.gw, flow, call, Block(400, "unreadable_body", f"{e}; it was not forwarded")):
                 call.note("unreadable body: forwarded uninspected")
             return None

@@ -11,6 +11,9 @@ prompt guard raising would let the prompt out unread. Here, for every stage:
 - while the answer is inspected (response headers, response): closed replaces the answer with a
   503 in the provider's shape (a stream is ended with the provider's error event by the stream tap
   itself, douane.streaming); open delivers it and records the error.
+- on a WebSocket (a frame being judged): closed drops the frame and tells the client with an error
+  frame (an answer's frame: the response is stopped there); open forwards it as it came and records
+  the error (addons.websocket.frame_failed, douane.websocket.Session).
 - any other error (settling the meter, writing the record, an upstream error being handled) cannot
   change what the client already has: it is recorded on the call, whose row names the stage and the
   exception class (and the status the client got). When the stage that answers an unreachable
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import connection, http
 
 from addons.flows import block_response, call_of, error_response, record_now, refuse
+from addons.websocket import frame_failed
 from douane.call import Call
 from douane.decision import Block
 from douane.gateway import Gateway
@@ -57,6 +61,9 @@ class StageFailures:
                 raise SystemExit(f"douane: {what}; stopping") from error
             if hook == "client_connected" and self.closed and isinstance(args[0], connection.Client):
                 args[0].error = f"douane could not admit the connection: {what}"
+            return
+        if hook.startswith("websocket_"):  # a frame: the socket's session applies `fail` to it
+            frame_failed(self.gw, flow, hook, error)
             return
         call = self._call(flow)
         if call is not None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 
 from douane import jsonio
 from douane.call import METADATA_KEY, Call
@@ -47,13 +47,12 @@ def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, block: Block) -> bool:
 
 def record_now(gw: Gateway, call: Call) -> None:
     """Submit a call's record outside the audit stage: for flows it never sees (a CONNECT, a
-    connection closed mid-request) or when it failed. Never raises: it is the last resort."""
-    if call.recorded:
-        return
-    call.recorded = True
-    if call.latency_ms is None:
-        call.latency_ms = (time.time() - call.started) * 1000
-    try:
-        gw.writer.submit(call.to_record(gw.policy.mode))
-    except Exception:
-        log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
+    connection closed mid-request) or when it failed."""
+    gw.record(call)
+
+
+def client_gone(flow: http.HTTPFlow) -> bool:
+    """The client closed its connection or reset its stream: no answer will reach it, so no
+    `response` hook will come to record the call."""
+    closed = not flow.client_conn.state & ConnectionState.CAN_WRITE
+    return closed or bool(flow.error and "by client" in flow.error.msg)

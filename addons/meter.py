@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from addons.flows import call_of, refuse
+from addons.flows import call_of, client_gone, refuse
 from douane.gateway import Gateway
 from douane.meter.gate import Meter
 
@@ -30,8 +30,9 @@ class MeterAddon:
             await self.meter.settle(call)
 
     async def error(self, flow: http.HTTPFlow) -> None:
+        """A call that will get no `response` hook (cut off, or its client gone) settles here."""
         call = call_of(flow)
-        if call is not None and (flow.response is None or flow.response.stream):
+        if call is not None and (flow.response is None or flow.response.stream or client_gone(flow)):
             await self.meter.settle(call)
 
     async def done(self) -> None:

@@ -13,7 +13,7 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.proxy.layers import http as layers_http
 
-from addons.flows import call_of, error_response
+from addons.flows import call_of, client_gone, error_response
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class UpstreamErrorsAddon:
     def error(self, flow: http.HTTPFlow) -> None:
         call = call_of(flow)
         if call is None or (flow.response is not None and flow.response.stream):
+            return
+        if client_gone(flow):  # nobody to answer; the provider is not to blame
+            call.note("client_disconnected")
             return
         reason = flow.error.msg if flow.error else "unknown error"
         call.add_error(f"upstream failed: {reason}")

@@ -20,7 +20,7 @@ from douane import jsonio
 from douane.bodies import BodyTooComplex, walk
 from douane.call import Call
 from douane.decision import Block
-from douane.providers import ProviderSpec
+from douane.providers import ProviderSpec, UnreadableBody
 
 if TYPE_CHECKING:
     from douane.gateway import Gateway
@@ -83,11 +83,11 @@ def open_call(call_id: str, started: float, spec: ProviderSpec, host: str, metho
 
 # -- bodies -----------------------------------------------------------------------------------------
 
-class UnreadableBody(ValueError):
-    """The body cannot be read; the message says why, for the caller."""
+class NotReadable(ValueError):
+    """The body cannot be read (encoding, JSON, size); the message says why, for the caller."""
 
 
-class BodyTooLarge(UnreadableBody):
+class BodyTooLarge(NotReadable):
     """The body is past the size limit once decoded."""
 
 
@@ -110,12 +110,12 @@ def decode(raw: bytes, encoding: str | None, limit: int) -> bytes:
 
             out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(limit + 1)
         else:
-            raise UnreadableBody(f"the body's content-encoding {encoding!r} is not one douane can read "
+            raise NotReadable(f"the body's content-encoding {encoding!r} is not one douane can read "
                                  "(gzip, deflate, br, zstd)")
-    except UnreadableBody:
+    except NotReadable:
         raise
     except Exception as e:  # zlib.error, brotli.error, zstandard.ZstdError: a corrupt stream
-        raise UnreadableBody(f"the body's {enc} encoding could not be decoded: {e}") from None
+        raise NotReadable(f"the body's {enc} encoding could not be decoded: {e}") from None
     if len(out) > limit:
         raise BodyTooLarge(f"the body expands past the limit of {limit} bytes when its {enc} encoding is undone "
                              "(limits.max_request_bytes)")
@@ -123,7 +123,7 @@ def decode(raw: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def parse_json(raw: bytes) -> Any:
-    """JSON text of a request, read strictly (RFC 8259), as UnreadableBody when it is not.
+    """JSON text of a request, read strictly (RFC 8259), as NotReadable when it is not.
 
     What one parser reads and another refuses or reads otherwise is a way past the guards: a lone
     surrogate (escaped, or encoded in the bytes), NaN and Infinity literals are refused, not read
@@ -137,17 +137,17 @@ def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")  # the strict codec refuses encoded surrogates too
     except UnicodeDecodeError as e:
-        raise UnreadableBody(f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        raise NotReadable(f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
     try:
         body = json.loads(text, parse_constant=_no_constant)
         json.dumps(body, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape cannot be encoded
     except RecursionError:
-        raise UnreadableBody("the body could not be read as JSON: it nests too deeply to be read") from None
+        raise NotReadable("the body could not be read as JSON: it nests too deeply to be read") from None
     except UnicodeEncodeError:
-        raise UnreadableBody("the body holds a lone surrogate (\\ud800-\\udfff escaped alone), which is not "
+        raise NotReadable("the body holds a lone surrogate (\\ud800-\\udfff escaped alone), which is not "
                              "text; send valid UTF-16 pairs") from None
     except ValueError as e:
-        raise UnreadableBody(f"the body could not be read as JSON: {e}") from None
+        raise NotReadable(f"the body could not be read as JSON: {e}") from None
     return body
 
 
@@ -163,18 +163,22 @@ def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
     try:
         body = parse_json(raw)
         if not isinstance(body, dict):
-            raise UnreadableBody("the body is JSON but not an object")
+            raise NotReadable("the body is JSON but not an object")
         model = body.get("model")
         if model is not None and not isinstance(model, str) and call.provider.format != "gemini":
             # the allow-lists, routes and prices match model names: a number or an object is none
-            raise UnreadableBody(f"the body's model must be a string, not {type(model).__name__}")
+            raise NotReadable(f"the body's model must be a string, not {type(model).__name__}")
         strings = walk(body, limits.max_json_depth, limits.max_json_strings)
     except BodyTooComplex as e:
         return Block(400, e.rule, f"{e}; it was not forwarded because douane cannot inspect it", always=True)
-    except UnreadableBody as e:
+    except NotReadable as e:
         return Block(400, "unreadable_body", f"{e}; it was not forwarded because douane cannot inspect it")
     assert call.endpoint is not None
-    request = call.provider.adapter.parse_request(call.endpoint, call.path, body)
+    try:
+        request = call.provider.adapter.parse_request(call.endpoint, call.path, body)
+    except UnreadableBody as e:
+        return Block(400, "unreadable_body", f"the body is not shaped as the provider's API documents it: {e}; "
+                     "it was not forwarded because douane cannot inspect it")
     call.request = request
     # what leaves is the body as douane read it, not the client's bytes: a key sent twice (which a
     # provider's parser might take the first of, and douane's takes the last of) cannot hide text

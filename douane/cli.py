@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -10,15 +11,20 @@ import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from douane import __version__
 from douane.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from douane.audit.writer import WriterHealth
 
 err = Console(stderr=True, soft_wrap=True)  # errors carry paths: never fold them
 out = Console()
@@ -39,15 +45,40 @@ def _db_path(db: str | None, policy: Policy | None = None) -> str:
         or "douane.duckdb"
 
 
+def _problem(label: str, detail: object) -> None:
+    """`label: detail` on stderr, the label in bold red; the detail (paths, errors) is never read as markup."""
+    err.print(Text.assemble((label, "bold red"), f": {detail}"), highlight=False)
+
+
 def _load_or_exit(path: str) -> Policy:
     try:
         return load_policy(path)
     except PolicyError as e:
-        err.print(f"[bold red]policy error[/]: {len(e.issues)} problem(s) in {path}", highlight=False)
+        _problem("policy error", f"{len(e.issues)} problem(s) in {path}")
         for issue in e.issues:
             err.print(f"  {issue}", highlight=False, markup=False)
-        err.print("fix the file(s) above, then check again with: douane policy check " + path, highlight=False)
+        err.print("fix the file(s) above, then check again with: douane policy check " + path, highlight=False,
+                  markup=False)
         sys.exit(1)
+
+
+def _cannot_start(what: str, error: object, remedy: str = "") -> NoReturn:
+    """A configuration douane cannot serve: what, why and what to do, then exit 1 (never a traceback)."""
+    _problem("cannot start", f"{what}: {error}" + (f"; {remedy}" if remedy else ""))
+    sys.exit(1)
+
+
+def _check_ca(certs_dir: str) -> None:
+    """mitmproxy reads the CA only once serving starts, and a damaged one ends in its traceback: read it first."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from douane.ca import KEY_FILES
+
+    raw = (Path(certs_dir) / KEY_FILES[0]).read_bytes()
+    with contextlib.suppress(TypeError):  # an encrypted key: mitmproxy gets its passphrase from --set
+        load_pem_private_key(raw, None)
+    x509.load_pem_x509_certificates(raw)
 
 
 def policy_summary(policy: Policy) -> str:
@@ -70,9 +101,13 @@ def main() -> None:
 @click.option("--db", help="audit store [env DOUANE_DB; the policy's audit.db; ./douane.duckdb]")
 @click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
+@click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...]) -> None:
+        sets: tuple[str, ...], grace: float) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
+    import duckdb
+
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
     from douane.gateway import ConfigError, Gateway
     from douane.runner import ListenConfig, serve
@@ -83,24 +118,30 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
     db_path = Path(_db_path(db, policy)).absolute()
     try:
         ca = ensure_ca(certs_dir)
+        _check_ca(certs_dir)
         bundle = write_bundle(certs_dir, Path(certs_dir) / BUNDLE_NAME)
+    except (OSError, ValueError) as e:
+        _cannot_start(f"the CA in {Path(certs_dir).absolute()}", e,
+                      "pass --certs DIR (a folder douane can write: it creates the CA there), "
+                      "or move the damaged files out of it")
+    try:
         gw = Gateway(policy, db_path)
+    except (ConfigError, ValueError) as e:  # the policy is valid, the environment cannot serve it
+        _cannot_start(f"policy {path}", e)  # its messages name the key and what to do
+    try:
         gw.writer.start()
-    except ConfigError as e:
-        err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
-        sys.exit(1)
-    except OSError as e:
-        err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
-        sys.exit(1)
+    except (OSError, duckdb.Error) as e:
+        _cannot_start(f"the audit store {db_path}", e,
+                      "pass --db PATH (a file douane can create and write), or set DOUANE_DB or audit.db")
     hosts = ", ".join(h for spec in gw.providers.specs for h in spec.hosts)
     creds = "CLIENT:KEY@" if policy.clients is not None else ""
     proxy_host = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
     lines = [
-        f"[bold]listening[/]  http://{listen_host}:{listen_port}",
-        f"[bold]policy[/]     {path}: {policy_summary(policy)}",
-        f"[bold]intercepts[/] {hosts} (everything else is tunnelled untouched)",
-        f"[bold]audit[/]      {db_path}",
-        f"[bold]CA[/]         {ca}",
+        f"[bold]listening[/]  http://{escape(listen_host)}:{listen_port}",
+        f"[bold]policy[/]     {escape(path)}: {escape(policy_summary(policy))}",
+        f"[bold]intercepts[/] {escape(hosts)} (everything else is tunnelled untouched)",
+        f"[bold]audit[/]      {escape(str(db_path))}",
+        f"[bold]CA[/]         {escape(str(ca))}",
     ]
     exports = "\n".join([
         "# workloads: point at the proxy and trust its CA",
@@ -118,13 +159,33 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner))
-    except ValueError as e:
-        err.print(f"[bold red]cannot start[/]: {e}", highlight=False)
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
+    except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
+        _problem("cannot start", e)
         sys.exit(2)
     finally:
-        gw.writer.close()
-    err.print(f"douane stopped; audit records written to {db_path}", highlight=False)
+        final = gw.writer.close()
+    sys.exit(_stopped(db_path, final, len(gw.inflight)))
+
+
+def _stopped(db_path: Path, final: WriterHealth, unrecorded: int) -> int:
+    """Say where every record went; exit 0 only when each call has its row in the store."""
+    from rich.markup import escape
+
+    told = [f"{final.written} audit record(s) written to {escape(str(db_path))}"]
+    if final.folded:
+        told.append(f"{final.folded} more from an earlier run's spill files")
+    if final.quarantined:
+        told.append(f"{final.quarantined} kept whole in quarantine/ (their rows say why)")
+    if final.spilled:
+        told.append(f"[bold red]{final.spilled} NOT written[/]: kept in {escape(', '.join(final.spill_files))}; "
+                    "the next start (or douane audit doctor --repair) folds them in")
+    if final.lost:
+        told.append(f"[bold red]{final.lost} LOST[/]: they could be kept nowhere (their ids are in the log above)")
+    if unrecorded:
+        told.append(f"[bold red]{unrecorded} call(s) in flight have no audit row[/]")
+    err.print("douane stopped: " + "; ".join(told), highlight=False)
+    return 0 if not (final.spilled or final.lost or unrecorded) else 1
 
 
 @main.command()
@@ -140,7 +201,7 @@ def ca(show_path: bool, bundle: str | None, certs: str | None) -> None:
         raise click.UsageError("say --path or --bundle FILE")
     if bundle:
         written = write_bundle(certs_dir, bundle)
-        err.print(f"wrote {written}: system CAs plus the douane CA", highlight=False)
+        err.print(f"wrote {written}: system CAs plus the douane CA", highlight=False, markup=False)
     if show_path:
         click.echo(str(ensure_ca(certs_dir)))
 
@@ -198,10 +259,10 @@ def _run_sql(db: str | None, sql: str, params: list[Any] | None = None) -> tuple
     try:
         return query(_db_path(db), sql, params)
     except FileNotFoundError as e:
-        err.print(f"[bold red]error[/]: {e}", highlight=False)
+        _problem("error", e)
         sys.exit(1)
     except duckdb.Error as e:
-        err.print(f"[bold red]query failed[/]: {e}", highlight=False, markup=False)
+        _problem("query failed", e)
         sys.exit(1)
 
 
@@ -214,9 +275,10 @@ def _emit(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str 
         writer.writerow(columns)
         writer.writerows([_jsonable(v) for v in row] for row in rows)
     else:
-        table = Table(*columns, title=title or f"{len(rows)} row(s)")
+        # Text, not str: rows hold what clients sent, and a `[/]` in a prompt is not markup
+        table = Table(*(Column(header=Text(c)) for c in columns), title=title or f"{len(rows)} row(s)")
         for row in rows:
-            table.add_row(*("" if v is None else str(_jsonable(v)) for v in row))
+            table.add_row(*(Text("" if v is None else str(_jsonable(v))) for v in row))
         out.print(table)
 
 
@@ -232,6 +294,44 @@ def audit_query(sql: str, db: str | None, fmt: str) -> None:
     """Run SQL against the audit store (table `requests`); works while the proxy runs."""
     columns, rows = _run_sql(db, sql)
     _emit(columns, rows, fmt)
+
+
+@audit.command("doctor")
+@DB
+@click.option("--repair", is_flag=True, help="fix what can be fixed without losing a row (stop the proxy first)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def audit_doctor(db: str | None, repair: bool, fmt: str) -> None:
+    """Check the audit store (manifest, segments, spill and temp files); exit 1 while problems remain."""
+    from rich.markup import escape
+
+    from douane.audit.doctor import diagnose
+    from douane.audit.doctor import repair as repair_store
+    from douane.audit.store import AuditStore, StoreBusy
+
+    store = AuditStore(_db_path(db))
+    try:
+        result = repair_store(store) if repair else diagnose(store)
+    except StoreBusy as e:
+        err.print(f"[bold red]cannot repair[/]: {escape(e.strerror or str(e))}; "
+                  "run without --repair to only check", highlight=False)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        rows = "?" if result.rows is None else str(result.rows)
+        running = " (a proxy is writing to it)" if result.writer_running else ""
+        out.print(f"{escape(result.db)}{running}: {rows} row(s) in {result.live_segments} live segment(s), "
+                  f"{result.quarantined_files} file(s) in quarantine", highlight=False, soft_wrap=True)
+        if result.problems:
+            table = Table("problem", "where", "detail", "repair" if not repair else "fixed",
+                          title=f"{len(result.problems)} problem(s)")
+            for p in result.problems:
+                table.add_row(p.kind, escape(p.path), escape(p.detail),
+                              ("yes" if p.fixed else "no") if repair else escape(p.repair))
+            out.print(table)
+        if not result.ok and not repair:
+            out.print("fix them with: douane audit doctor --repair (with the proxy stopped)", highlight=False)
+    sys.exit(0 if result.ok else 1)
 
 
 @audit.group()

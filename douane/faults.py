@@ -3,7 +3,9 @@
 Off unless the process starts with DOUANE_FAULT_INJECTION=1 (douane run logs a warning when it is
 on). Then a request may name the points to fail in its `x-douane-fault` header (a comma-separated
 list such as `prompt_guard.request,answer.stream`); the header is removed before the request goes
-anywhere. Points are `<stage>.<hook>` for every addon hook, plus `answer.stream` (the stream tap).
+anywhere. Points are `<stage>.<hook>` for every addon hook, plus `answer.stream` (the stream tap),
+`websocket.client_frame` (judging a client's frame) and `websocket.server_frame` (an answer's
+frame), armed for a whole socket by the header on its upgrade request.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from douane import clock
 from douane.audit import AuditStore, AuditWriter
+from douane.call import Call
 from douane.detect.injection import InjectionDetector
 from douane.detect.pii import PiiDetector
 from douane.detect.prefix import Prefixes
@@ -89,6 +91,8 @@ class Gateway:
     injection: InjectionDetector | None = field(init=False)
     prefixes: Prefixes = field(init=False)
     clock: clock.Clock = field(init=False)
+    inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
+    draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
 
     def __post_init__(self) -> None:
         try:
@@ -116,6 +120,28 @@ class Gateway:
     @property
     def enforcing(self) -> bool:
         return self.policy.enforcing
+
+    def record(self, call: Call, now: float | None = None) -> None:
+        """Write the call's one row (once), keeping the bodies the policy keeps. Never raises: it is
+        how every transport and every failure path records a call, the last resort included."""
+        self.inflight.discard(call.id)
+        if call.recorded:
+            return
+        call.recorded = True
+        if call.latency_ms is None:
+            call.latency_ms = ((now if now is not None else time.time()) - call.started) * 1000
+        audit = self.policy.audit
+        if audit.bodies == "none":
+            call.request_body = call.response_body = None
+        for name in ("request_body", "response_body"):
+            value = getattr(call, name)
+            if value is not None and len(value) > audit.max_body_chars:
+                cap = audit.max_body_chars
+                setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
+        try:
+            self.writer.submit(call.to_record(self.policy.mode))
+        except Exception:
+            log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
 
     def answer_stages(self, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
         """The rewriting stages for one answer, and how many of them the audited text has passed.

@@ -71,8 +71,11 @@ class PromptGuard:
     def __init__(self, gw: Gateway):
         self.gw = gw
 
-    async def inspect(self, call: Call) -> Block | None:
-        """Scan the call's request; rewrite its text in place (redact, pseudonymize) or block it."""
+    async def inspect(self, call: Call, pseudonyms: Pseudonyms | None = None) -> Block | None:
+        """Scan the call's request; rewrite its text in place (redact, pseudonymize) or block it.
+
+        `pseudonyms`: the numbering of a conversation the provider keeps, of which this call sends
+        only the new part (a WebSocket session): its placeholders go on from there, and it is updated."""
         if call.request is None:
             return None
         pairs = [(p, m.role in ("assistant", "model")) for m in call.request.messages for p in m.parts if p.text]
@@ -95,7 +98,7 @@ class PromptGuard:
             return scan_failed(self.gw, call, "prompt scan", e)
         if read.verdict is not None and (block := self._injection(call, read.verdict)) is not None:
             return block
-        return self._pii(call, parts, trusted[:main], read, memo, key_findings)
+        return self._pii(call, parts, trusted[:main], read, memo, key_findings, pseudonyms)
 
     @property
     def _pseudonymizing(self) -> bool:
@@ -141,7 +144,7 @@ class PromptGuard:
         return Block(403, "injection.block", f"the prompt looks like {what}")
 
     def _pii(self, call: Call, parts: list[TextPart], chat_roles: tuple[bool, ...], read: _Read,
-             memo: Rewritten | None, key_findings: list[list[Finding]]) -> Block | None:
+             memo: Rewritten | None, key_findings: list[list[Finding]], session: Pseudonyms | None) -> Block | None:
         """`chat_roles` marks, for the adapter's parts (the first ones), those of the model's own answers."""
         main = len(chat_roles)
         done = len(memo.texts) if memo is not None else 0
@@ -172,19 +175,20 @@ class PromptGuard:
                 if found:
                     part.replace(redact(text, found))
         else:
-            self._pseudonymize(call, parts, texts, chat_roles, read, memo, counts)
+            self._pseudonymize(call, parts, texts, chat_roles, read, memo, counts, session)
         call.body_changed = True
         call.note(f"pii.{action}: {summary}")
         return None
 
     def _pseudonymize(self, call: Call, parts: list[TextPart], texts: list[str], chat_roles: tuple[bool, ...],
-                      read: _Read, memo: Rewritten | None, counts: Counter[str]) -> None:
+                      read: _Read, memo: Rewritten | None, counts: Counter[str], session: Pseudonyms | None) -> None:
         """Placeholders in every part, numbered by first appearance: the parts a call of the same chat
         already rewrote are taken as they were sent then, and the numbering goes on from there. The
         chat's own parts are remembered for its next call; the body's other strings come after them."""
         main = len(chat_roles)
         done = len(memo.texts) if memo is not None else 0
-        pseudonyms = memo.pseudonyms.copy() if memo is not None and memo.pseudonyms is not None else Pseudonyms()
+        pseudonyms = memo.pseudonyms.copy() if memo is not None and memo.pseudonyms is not None \
+            else session if session is not None else Pseudonyms()
         sent = list(memo.sent) if memo is not None else []
         for text, found in zip(texts[done:main], read.findings[done:main], strict=True):
             sent.append(pseudonyms.apply(text, found) if found else text)

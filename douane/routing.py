@@ -17,9 +17,11 @@ from douane.meter.pricing import Pricer
 from douane.policy.model import Fallback, Match, Policy, Route
 from douane.providers import ProviderSpec
 from douane.relay import Attempt
+from douane.translate import CHAT_ENDPOINTS
 
-# Endpoints whose requests and replies translate between formats.
-CHAT_ENDPOINTS = {"chat.completions", "messages", "generateContent", "streamGenerateContent"}
+__all__ = ["CHAT_ENDPOINTS", "KEY_HEADERS", "Facts", "attempt_for", "cheapest", "first_fallback", "first_route",
+           "key_headers", "matches", "set_model", "target_url"]
+
 KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 
 
@@ -97,7 +99,6 @@ def attempt_for(spec: ProviderSpec, model: str | None, client_fmt: str, endpoint
                 path: str, client_headers: dict[str, str], key: str | None, same_provider: bool,
                 upstream: str | None = None) -> Attempt | None:
     """The request one target gets: the client's own when formats agree, else a translation."""
-    stream = endpoint == "streamGenerateContent" or body.get("stream") is True
     if spec.format == client_fmt:
         new_body = json.loads(json.dumps(body))
         new_path = set_model(spec.format, new_body, path, model) if model else path
@@ -110,8 +111,7 @@ def attempt_for(spec: ProviderSpec, model: str | None, client_fmt: str, endpoint
     else:
         if endpoint not in CHAT_ENDPOINTS or model is None:
             return None
-        chat = translate.read_request(client_fmt, body, body.get("model") or model, stream)
-        new_body, new_path = translate.write_request(spec.format, chat, model)
+        new_body, new_path = translate.request(client_fmt, endpoint, path, body, spec.format, model)
         headers = {"content-type": "application/json", "accept": "application/json"}
         translate_from = client_fmt
     headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "accept-encoding")}

@@ -51,18 +51,89 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
     return master
 
 
-async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None = None) -> None:
+async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None = None,
+                grace: float = 10.0) -> None:
     """Build the master inside the running loop (mitmproxy needs one), then serve until a signal."""
     master = make_master(gw, listen)
+    keep_serving_through_audit_trouble(master)
     if on_ready is not None:
         on_ready()
     loop = asyncio.get_running_loop()
+    stop = GracefulStop(master, gw, grace)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
+        loop.add_signal_handler(sig, stop.on_signal, sig)
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     settle_garbage_collector()
     await master.run()
+
+
+def keep_serving_through_audit_trouble(master: DumpMaster) -> None:
+    """mitmproxy exits when anything logs an error while it starts. The audit writer's errors (a
+    full disk, a segment set aside) must not stop the proxy: it serves, degraded, and says so."""
+    errorcheck = master.addons.get("errorcheck")
+    if errorcheck is not None:
+        errorcheck.logger.addFilter(lambda record: not record.name.startswith("douane.audit"))
+
+
+class GracefulStop:
+    """SIGINT/SIGTERM: stop accepting connections, let the calls in flight finish (up to `grace`
+    seconds), then stop mitmproxy. Answers sent meanwhile say `connection: close`, so keep-alive
+    clients take their next call elsewhere. Calls still running after the grace period are cut off
+    (each is recorded with its error). A second signal cuts them off at once.
+    """
+
+    def __init__(self, master: DumpMaster, gw: Gateway, grace: float):
+        self.master = master
+        self.gw = gw
+        self.grace = grace
+        self.hurry = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self.drain(sig.name))
+        else:
+            log.warning("douane: %s again: cutting off the calls in flight now", sig.name)
+            self.hurry.set()
+
+    async def drain(self, why: str) -> None:
+        try:
+            self.gw.draining = True
+            log.warning("douane: %s: no new connections; waiting up to %g s for %d call(s) in flight "
+                        "(send it again to stop at once)", why, self.grace, len(self.gw.inflight))
+            await self.stop_listening()
+            if not await self.calls_done(self.grace):
+                log.error("douane: %d call(s) still in flight: cutting them off (each is recorded with "
+                          "its error)", len(self.gw.inflight))
+                self.cut_connections()
+                await self.calls_done(2.0, hurry=False)
+        except Exception:
+            log.exception("douane: stopping gracefully failed; stopping now")
+        finally:
+            self.master.shutdown()
+
+    async def stop_listening(self) -> None:
+        proxyserver = self.master.addons.get("proxyserver")
+        if proxyserver is not None:
+            await proxyserver.servers.update([])  # closes the listening sockets; connections go on
+
+    async def calls_done(self, timeout: float, hurry: bool = True) -> bool:
+        """Whether every call in flight was recorded within `timeout` (polled: a call leaves the
+        set in the audit addon, which has no way to wake us)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.gw.inflight:
+            if asyncio.get_running_loop().time() >= deadline or hurry and self.hurry.is_set():
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def cut_connections(self) -> None:
+        proxyserver = self.master.addons.get("proxyserver")
+        for handler in list(getattr(proxyserver, "connections", {}).values()):
+            io = handler.transports.get(handler.client)
+            if io is not None and io.handler is not None:
+                io.handler.cancel("douane is stopping")
 
 
 def settle_garbage_collector() -> None:

@@ -1,6 +1,9 @@
-"""A tap on a streamed (SSE) reply: re-frames raw chunks into events, reads text and usage as they
-pass, hides what douane itself asked for, and runs the rewriting stages (output guard, pseudonym
-restore) over the text as it flows, with a bounded hold-back.
+"""A tap on a streamed reply: reads text and usage of each event as it passes, hides what douane
+itself asked for, and runs the rewriting stages (output guard, pseudonym restore) over the text as
+it flows, with a bounded hold-back.
+
+EventTap does this over events already parsed, whatever their transport; StreamTap feeds it an SSE
+answer's raw chunks, re-framed into events (douane.websocket feeds it WebSocket messages).
 
 Held-back text goes out with the next text event, or in a synthetic text event (a copy of the last
 one) placed before the next event that carries none (a finish chunk, content_block_stop, [DONE]).
@@ -9,14 +12,15 @@ A block ends the stream with an error event in the provider's own format.
 
 from __future__ import annotations
 
-import copy
 import logging
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from douane import faults, jsonio
-from douane.providers import Adapter, CanonicalRequest, Usage
+from douane.call import Call
+from douane.providers import Adapter, CanonicalRequest, StreamEvent, UnreadableBody, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
 from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
 
@@ -50,40 +54,54 @@ class _Lane:
     def __init__(self, stages: list[Stage], audit_after: int):
         self.stages = stages
         self.audit_after = audit_after
-        self.template: tuple[SSEEvent, Any] | None = None
+        self.template: tuple[Any, str | None] | None = None  # (frame, event name) of the lane's last event
 
     @property
     def holding(self) -> bool:
         return any(s.held for s in self.stages)
 
 
-class StreamTap:
-    def __init__(self, adapter: Adapter, endpoint: str, request: CanonicalRequest | None,
-                 strip_internal: bool = False, decoder: Callable[[bytes], bytes] | None = None,
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()  # an Emit's payload when the frame goes out as it came
+
+
+@dataclass(frozen=True, slots=True)
+class Emit[F]:
+    """One event to send on: `frame` as it came (payload KEEP), or in its shape carrying `payload`."""
+
+    frame: F
+    payload: Any = KEEP
+
+
+class EventTap[F]:
+    """The answer stages over a stream of already-parsed events, whatever carried them.
+
+    A transport (SSE bytes, WebSocket messages) frames its events and hands each one here with its
+    JSON payload; it gets back the events to send on, as Emits it turns into bytes or messages:
+    the frame as it came, the frame with a rewritten payload, or a synthetic copy of a lane's last
+    text event carrying held-back text. `parse` reads a payload (text parts, usage, snapshots);
+    `reparse` reads a frame's payload afresh (the template of a synthetic event). A stage's Blocked
+    propagates: the transport ends the stream in its own way.
+    """
+
+    def __init__(self, parse: Callable[[str | None, Any], StreamEvent], reparse: Callable[[F], Any],
                  stages: list[Stage] | None = None, audit_after: int = 0,
-                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, fail_closed: bool = True):
-        self.adapter = adapter
-        self.endpoint = endpoint
-        self.request = request
+                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, strip_internal: bool = False):
+        self.parse = parse
+        self.reparse = reparse
         self.strip_internal = strip_internal
-        self.decoder = decoder
         # text goes through `stages`; other kinds (tool-call arguments) get their own from the factory
         self.lanes: dict[str, _Lane] = {"text": _Lane(stages or [], audit_after)}
         self._factory = stage_factory
-        self.framer = SSEFramer()
         self.usage = Usage()
         self.model: str | None = None
         self.error: str | None = None
         self.text: list[str] = []
-        self.bytes_out = 0
         self.events = 0
-        self.finished = False
-        self.blocked: Blocked | None = None
-        self.fail_closed = fail_closed
-        self.failed_closed = False  # inspection failed under fail: closed; the client got an error event
-        self.passthrough = False  # inspection failed under fail: open; the rest goes through as it comes
-        self.failure: str | None = None
-        self.faults: frozenset[str] = frozenset()  # fault injection points armed for this call (tests)
         self.seen_chars = 0  # text the provider produced, sent on or not: an estimate when usage never comes
 
     @property
@@ -95,6 +113,129 @@ class StreamTap:
             stages, audited = self._factory() if self._factory else ([], 0)
             self.lanes[kind] = _Lane(stages, audited)
         return self.lanes[kind]
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether any stage may change the text (the factory builds the same kinds as the text lane)."""
+        return any(not isinstance(s, OutputGuard) or s.rewrites for s in self.lanes["text"].stages)
+
+    def _read(self, name: str | None, payload: Any) -> StreamEvent:
+        info = self.parse(name, payload)
+        self.usage.update(info.usage)
+        self.model = info.model or self.model
+        self.error = info.error or self.error
+        self.seen_chars += sum(len(p.text) for p in info.parts)
+        return info
+
+    def observe(self, name: str | None, payload: Any) -> None:
+        """Usage, model and text size of an event that is not sent on (the stream was stopped)."""
+        if payload is not None:
+            self._read(name, payload)
+
+    def feed(self, frame: F, name: str | None, payload: Any) -> list[Emit[F]]:
+        """One event; `payload` None for one that is not JSON (or [DONE]): what is held goes out first."""
+        self.events += 1
+        if payload is None:
+            return [*self.release(), Emit(frame)]
+        info = self._read(name, payload)
+        if info.internal and self.strip_internal:
+            return []
+        if not self.rewrites:  # nothing may change on the wire: monitor stages only see the text
+            for part in info.parts:
+                self._run(part.kind, self._lane(part.kind), part.text, info.final)
+            return [Emit(frame)]
+        kinds: dict[str, list] = {}
+        for part in info.parts:
+            kinds.setdefault(part.kind, []).append(part)
+        prefix = self.release(keep=set(kinds))
+        if not kinds and not info.snapshots:
+            return [*prefix, Emit(frame)]
+        for kind, parts in kinds.items():
+            lane = self._lane(kind)
+            if not info.final:
+                lane.template = (frame, name)
+            for i, part in enumerate(parts):
+                part.replace(self._run(kind, lane, part.text, info.final and i == len(parts) - 1))
+        for part in info.snapshots:  # whole texts repeated at the end: rewrite them the same way
+            part.replace(self._whole(part.text))
+        return [*prefix, Emit(frame, payload)]
+
+    def release(self, keep: set[str] | None = None) -> list[Emit[F]]:
+        """Synthetic events for every lane still holding text (but those in `keep`)."""
+        return [e for kind, lane in self.lanes.items() if lane.holding and kind not in (keep or set())
+                for e in self._synthetic(kind, lane)]
+
+    def _record(self, kind: str, text: str) -> None:
+        if text and kind == "text":
+            self.text.append(text)
+
+    def _run(self, kind: str, lane: _Lane, text: str, final: bool) -> str:
+        for i, stage in enumerate(lane.stages):
+            if i == lane.audit_after:
+                self._record(kind, text)
+            text = stage.push(text) + (stage.drain() if final else "")
+        if lane.audit_after >= len(lane.stages):
+            self._record(kind, text)
+        return text
+
+    def _whole(self, text: str) -> str:
+        for stage in self.lanes["text"].stages:
+            text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text) \
+                if isinstance(stage, PseudonymRestorer) else text
+        return text
+
+    def _synthetic(self, kind: str, lane: _Lane) -> list[Emit[F]]:
+        """Held-back text, drained through the remaining stages, in a copy of the lane's last event."""
+        text = ""
+        for i, stage in enumerate(lane.stages):
+            if i == lane.audit_after:
+                self._record(kind, text)
+            text = (stage.push(text) if text else "") + stage.drain()
+        if lane.audit_after >= len(lane.stages):
+            self._record(kind, text)
+        if not text or lane.template is None:
+            return []
+        frame, name = lane.template
+        payload = self.reparse(frame)  # the lane's last event as it came
+        info = self.parse(name, payload)
+        parts = [p for p in info.parts if p.kind == kind]
+        if not parts:
+            return []
+        for part in info.parts:  # the copy carries only the held text
+            part.replace(text if part is parts[0] else "")
+        return [Emit(frame, payload)]
+
+    @property
+    def assembled(self) -> str:
+        return "".join(self.text)
+
+
+def _sse_payload(event: SSEEvent) -> Any:
+    return jsonio.loads(event.data or "null")
+
+
+class StreamTap(EventTap[SSEEvent]):
+    """The EventTap of a streamed (SSE) HTTP answer: raw chunks in, re-framed events out."""
+
+    def __init__(self, adapter: Adapter, endpoint: str, request: CanonicalRequest | None,
+                 strip_internal: bool = False, decoder: Callable[[bytes], bytes] | None = None,
+                 stages: list[Stage] | None = None, audit_after: int = 0,
+                 stage_factory: Callable[[], tuple[list[Stage], int]] | None = None, fail_closed: bool = True):
+        super().__init__(lambda name, data: adapter.parse_stream_event(endpoint, name, data, request),
+                         _sse_payload, stages, audit_after, stage_factory, strip_internal)
+        self.adapter = adapter
+        self.endpoint = endpoint
+        self.request = request
+        self.decoder = decoder
+        self.framer = SSEFramer()
+        self.bytes_out = 0
+        self.finished = False
+        self.blocked: Blocked | None = None
+        self.fail_closed = fail_closed
+        self.failed_closed = False  # inspection failed under fail: closed; the client got an error event
+        self.passthrough = False  # inspection failed under fail: open; the rest goes through as it comes
+        self.failure: str | None = None
+        self.faults: frozenset[str] = frozenset()  # fault injection points armed for this call (tests)
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """mitmproxy calls this per raw chunk, then once with b"" at the end of the stream.
@@ -123,26 +264,27 @@ class StreamTap:
                 events.append(rest)
         if self.stopped:  # the client has its error event: only usage is still read, for the meter
             for event in events:
-                self._observe(event)
+                self.observe(event.name, _payload(event))
             return []
         out: list[bytes] = []
         for i, event in enumerate(events):
             try:
                 out.extend(b for b in self._on_event(event) if b)
-            except Blocked as b:
+            except (Blocked, UnreadableBody) as e:  # what cannot be read cannot be judged: it does not go out
+                b = e if isinstance(e, Blocked) else Blocked("unreadable_answer", f"an event could not be read ({e})")
                 self.blocked = b
                 out.append(self.adapter.error_event(403, f"douane blocked this answer: {b} [rule: {b.rule}]", b.rule))
                 return out
             except Exception as e:
                 return out + self._failed(e, [ev.raw for ev in events[i:]])
         if end:
-            out.extend(self._release())
+            out.extend(self._encode(e) for e in self.release())
         return out
 
     def _failed(self, error: Exception, unsent: list[bytes]) -> list[bytes]:
         """Closed: the provider's error event ends the stream. Open: `unsent` (the raw events not yet
         sent) and everything after go through as they come; text held back by a stage is lost."""
-        if self.failed_closed:  # already ended: reading usage of the rest failed too
+        if self.stopped:  # already ended: reading usage of the rest failed too
             return []
         log.exception("answer: inspecting a streamed answer failed")
         self.failure = f"{type(error).__name__}: {error}"
@@ -158,106 +300,34 @@ class StreamTap:
     def stopped(self) -> bool:
         return self.blocked is not None or self.failed_closed
 
-    def _observe(self, event: SSEEvent) -> None:
-        """Usage, model and text size of an event that is not sent on (the stream was stopped)."""
-        if event.data is None or event.data.strip() == "[DONE]":
-            return
-        try:
-            payload = jsonio.loads(event.data)
-        except ValueError:
-            return
-        info = self.adapter.parse_stream_event(self.endpoint, event.name, payload, self.request)
-        self.usage.update(info.usage)
-        self.model = info.model or self.model
-        self.seen_chars += sum(len(p.text) for p in info.parts)
-
-    @property
-    def rewrites(self) -> bool:
-        """Whether any stage may change the text (the factory builds the same kinds as the text lane)."""
-        return any(not isinstance(s, OutputGuard) or s.rewrites for s in self.lanes["text"].stages)
-
-    def _record(self, kind: str, text: str) -> None:
-        if text and kind == "text":
-            self.text.append(text)
-
-    def _release(self, keep: set[str] | None = None) -> list[bytes]:
-        """Synthetic events for every lane still holding text (but those in `keep`)."""
-        return [b for kind, lane in self.lanes.items() if lane.holding and kind not in (keep or set())
-                for b in self._synthetic(kind, lane)]
-
     def _on_event(self, event: SSEEvent) -> list[bytes]:
-        self.events += 1
-        if event.data is None:
+        if event.data is None:  # a comment or an event without data: passed as it came
+            self.events += 1
             return [event.raw]
-        try:
-            payload: Any = jsonio.loads(event.data) if event.data.strip() != "[DONE]" else None
-        except ValueError:
-            payload = None
-        if payload is None:  # [DONE] or not JSON: release what is held first
-            return [*self._release(), event.raw]
-        info = self.adapter.parse_stream_event(self.endpoint, event.name, payload, self.request)
-        self.usage.update(info.usage)
-        self.model = info.model or self.model
-        self.error = info.error or self.error
-        self.seen_chars += sum(len(p.text) for p in info.parts)
-        if info.internal and self.strip_internal:
-            return []
-        if not self.rewrites:  # nothing may change on the wire: monitor stages only see the text
-            for part in info.parts:
-                self._run(part.kind, self._lane(part.kind), part.text, info.final)
-            return [event.raw]
-        kinds: dict[str, list] = {}
-        for part in info.parts:
-            kinds.setdefault(part.kind, []).append(part)
-        prefix = self._release(keep=set(kinds))
-        if not kinds and not info.snapshots:
-            return [*prefix, event.raw]
-        for kind, parts in kinds.items():
-            lane = self._lane(kind)
-            if not info.final:
-                lane.template = (event, jsonio.loads(event.data))  # a copy: re-reading beats deepcopy
-            for i, part in enumerate(parts):
-                part.replace(self._run(kind, lane, part.text, info.final and i == len(parts) - 1))
-        for part in info.snapshots:  # whole texts repeated at the end: rewrite them the same way
-            part.replace(self._whole(part.text))
-        return [*prefix, event.with_data(jsonio.dumps(payload).decode())]
+        return [self._encode(e) for e in self.feed(event, event.name, _payload(event))]
 
-    def _run(self, kind: str, lane: _Lane, text: str, final: bool) -> str:
-        for i, stage in enumerate(lane.stages):
-            if i == lane.audit_after:
-                self._record(kind, text)
-            text = stage.push(text) + (stage.drain() if final else "")
-        if lane.audit_after >= len(lane.stages):
-            self._record(kind, text)
-        return text
+    @staticmethod
+    def _encode(emit: Emit[SSEEvent]) -> bytes:
+        if emit.payload is KEEP:
+            return emit.frame.raw
+        return emit.frame.with_data(jsonio.dumps(emit.payload).decode())
 
-    def _whole(self, text: str) -> str:
-        for stage in self.lanes["text"].stages:
-            text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text) \
-                if isinstance(stage, PseudonymRestorer) else text
-        return text
 
-    def _synthetic(self, kind: str, lane: _Lane) -> list[bytes]:
-        """Held-back text, drained through the remaining stages, in a copy of the lane's last event."""
-        text = ""
-        for i, stage in enumerate(lane.stages):
-            if i == lane.audit_after:
-                self._record(kind, text)
-            text = (stage.push(text) if text else "") + stage.drain()
-        if lane.audit_after >= len(lane.stages):
-            self._record(kind, text)
-        if not text or lane.template is None:
-            return []
-        event, template = lane.template
-        payload = copy.deepcopy(template)
-        info = self.adapter.parse_stream_event(self.endpoint, event.name, payload, self.request)
-        parts = [p for p in info.parts if p.kind == kind]
-        if not parts:
-            return []
-        for part in info.parts:  # the copy carries only the held text
-            part.replace(text if part is parts[0] else "")
-        return [event.with_data(jsonio.dumps(payload).decode())]
+def _payload(event: SSEEvent) -> Any:
+    """An SSE event's JSON payload; None for [DONE], data that is not JSON, or no data."""
+    if event.data is None or event.data.strip() == "[DONE]":
+        return None
+    try:
+        return jsonio.loads(event.data)
+    except ValueError:
+        return None
 
-    @property
-    def assembled(self) -> str:
-        return "".join(self.text)
+
+def record_findings(call: Call, stages: list[Stage]) -> None:
+    """What the output guards of an answer found, on its call (the row's output_findings and reason)."""
+    for stage in stages:
+        if isinstance(stage, OutputGuard):
+            call.output_findings.extend(f"{f.kind}:{f.name}" for f in stage.findings)
+            if stage.findings and call.decision != "blocked":
+                kinds = sorted({f"{f.kind}:{f.name}" for f in stage.findings})
+                call.note(f"output: {', '.join(kinds)} ({stage.secrets_action}/{stage.pii_action})")

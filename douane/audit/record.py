@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import re
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 # (column, DuckDB type) in table order; the record's fields carry the same names.
 COLUMNS: list[tuple[str, str]] = [
@@ -88,3 +95,91 @@ class AuditRecord:
 
 
 assert [f.name for f in fields(AuditRecord)] == [name for name, _ in COLUMNS], "record and columns disagree"
+
+
+_NAMES = [name for name, _ in COLUMNS]
+_TYPES = dict(COLUMNS)
+_INT_BITS = {"INTEGER": 32, "BIGINT": 64}
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def json_line(rec: AuditRecord) -> bytes:
+    """The record as one JSON line for DuckDB's reader; raises TypeError for what JSON cannot hold
+    as UTF-8 (lone surrogates, integers past 64 bits): `sanitized` makes any record writable."""
+    return orjson.dumps(dict(zip(_NAMES, rec.row(), strict=True))) + b"\n"
+
+
+def sanitized(rec: AuditRecord) -> AuditRecord:
+    """A copy that fits the table's types, its `error` saying what was changed and why.
+
+    Text with lone UTF-16 surrogates (a prompt can carry them: JSON escapes allow it, UTF-8 does
+    not) gets U+FFFD in their place; numbers out of their column's range, or of the wrong type,
+    become NULL. The call keeps its row: nothing is dropped for its content.
+    """
+    values: dict[str, Any] = {}
+    notes: list[str] = []
+    for name in _NAMES:
+        value, note = _fit(_TYPES[name], getattr(rec, name))
+        values[name] = value
+        if note:
+            notes.append(f"{name} {note}")
+    if notes:
+        what = "audit: " + "; ".join(notes)
+        values["error"] = f"{values['error']}; {what}" if values["error"] else what
+    return AuditRecord(**values)
+
+
+def _fit(sql_type: str, value: Any) -> tuple[Any, str | None]:
+    if value is None:
+        return None, None
+    if sql_type == "VARCHAR":
+        return _text(value if isinstance(value, str) else str(value))
+    if sql_type == "VARCHAR[]":
+        items = [_text(v if isinstance(v, str) else str(v)) for v in value] if isinstance(value, list | tuple) \
+            else [_text(str(value))]
+        notes = sorted({n for _, n in items if n})
+        return [v for v, _ in items], "; ".join(notes) or None
+    if sql_type in _INT_BITS:
+        bits = _INT_BITS[sql_type]
+        if isinstance(value, int) and not isinstance(value, bool) and -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            return value, None
+        return None, f"value {str(value)[:40]!r} does not fit {sql_type}: stored as NULL"
+    if sql_type == "DOUBLE":
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value), None
+        return None, f"value {str(value)[:40]!r} is not a finite number: stored as NULL"
+    if sql_type == "BOOLEAN":
+        return bool(value), None if isinstance(value, bool) else f"value {str(value)[:40]!r} read as a boolean"
+    if sql_type == "TIMESTAMPTZ":
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)), None
+        return datetime.now(UTC), f"value {str(value)[:40]!r} is not a time: the time of writing stored instead"
+    return value, None
+
+
+def _text(value: str) -> tuple[str, str | None]:
+    fixed, count = _SURROGATES.subn("\ufffd", value)
+    return fixed, (f"had {count} lone UTF-16 surrogate(s), replaced by U+FFFD" if count else None)
+
+
+def from_json(data: Any) -> AuditRecord:
+    """A record read back from a JSON-lines spill file (keys the table no longer has are dropped)."""
+    if not isinstance(data, dict):
+        raise ValueError("a spilled record is a JSON object")
+    values = {k: v for k, v in data.items() if k in _TYPES}
+    ts = values.get("ts")
+    if isinstance(ts, str):
+        with contextlib.suppress(ValueError):  # else sanitized() replaces it and says so
+            values["ts"] = datetime.fromisoformat(ts)
+    values.setdefault("id", "")
+    values.setdefault("ts", None)
+    return AuditRecord(**values)
+
+
+def spill_line(rec: AuditRecord) -> str:
+    """The record as an ASCII JSON line: lossless for any text, lone surrogates included."""
+    return json.dumps({name: getattr(rec, name) for name in _NAMES}, default=_iso, ensure_ascii=True) + "\n"
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)

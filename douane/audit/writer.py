@@ -4,66 +4,178 @@ A record is written as soon as the thread is free and the last segment is older 
 `min_interval` (group commit): at low load every call lands within a few milliseconds, under load
 one segment per interval carries every record that arrived meanwhile, so the per-segment cost
 (a Parquet file) does not grow with traffic. Rows reach DuckDB as JSON lines read by its own C++
-reader, which keeps Python (and the GIL) out of the per-value work. Nothing is dropped: a failed
-write is retried, and at close whatever still cannot be written goes to a JSON-lines file.
+reader, which keeps Python (and the GIL) out of the per-value work.
+
+Nothing blocks the queue and nothing is dropped quietly:
+- a record JSON or DuckDB cannot take (lone surrogates, numbers out of range) is fixed to fit its
+  column, its `error` saying what changed; one that still fails is found by halving the batch,
+  kept whole in `quarantine/records.jsonl`, and leaves a row saying so;
+- when the store cannot be written (a full disk, a removed folder) the proxy keeps serving, the
+  records wait in memory, the log says so (once, then at most every `log_every` seconds),
+  `health()` reports it, and every retry reopens what it needs, so writing resumes by itself;
+- at close, whatever still cannot be written goes to a JSON-lines spill file (in the segments
+  folder, else in the system temp folder), folded back in by the next start; the close report
+  says how many records are where.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
-from douane import jsonio
 from douane.audit.compaction import SegmentSet
-from douane.audit.record import COLUMNS, AuditRecord
+from douane.audit.manifest import KV_SPILL, SPILL_NAME
+from douane.audit.record import COLUMNS, AuditRecord, from_json, json_line, sanitized, spill_line
 from douane.audit.store import AuditStore, _sql_str
 
 log = logging.getLogger(__name__)
 
 _COLUMN_STRUCT = "{" + ", ".join(f"{name!r}: {sql_type!r}" for name, sql_type in COLUMNS) + "}"
 
+# What DuckDB raises for a value it cannot read into its column: the record's fault, not the disk's.
+RECORD_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
+QUARANTINED_RECORDS = "records.jsonl"
+
+
+class Clock(Protocol):
+    """Monotonic time, and waiting on the writer's condition: injected so tests need no sleeps."""
+
+    def now(self) -> float: ...
+
+    def wait(self, cond: threading.Condition, timeout: float | None) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, cond: threading.Condition, timeout: float | None) -> None:
+        cond.wait(timeout)
+
+
+@dataclass(frozen=True)
+class WriterHealth:
+    """What the writer can vouch for: `ok` only when every record so far is, or will be, a row."""
+
+    status: str  # "ok" or "degraded"
+    reason: str | None
+    pending: int  # records in memory, not yet on disk
+    written: int  # records written as rows by this writer
+    folded: int  # records from earlier spill files written as rows
+    quarantined: int  # records kept whole in quarantine/ (their rows say so)
+    spilled: int  # records kept in spill files instead of rows
+    lost: int  # records that could be kept nowhere
+    failures: int  # failed attempts in a row
+    degraded_for: float | None  # seconds since writing last worked, while it does not
+    spill_files: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
 
 class AuditWriter:
     def __init__(self, store: AuditStore, compact_at: int = 64, max_batch: int = 20000,
-                 min_interval: float = 0.25, fanout: int = 16, commit_delay: float = 1.0):
+                 min_interval: float = 0.25, fanout: int = 16, commit_delay: float = 1.0,
+                 clock: Clock | None = None, max_backoff: float = 2.0, log_every: float = 30.0,
+                 verify_every: float = 30.0, close_attempts: int = 5):
         self.store = store
         self.compact_at = compact_at
         self.fanout = fanout
         self.commit_delay = commit_delay
         self.max_batch = max_batch
         self.min_interval = min_interval
+        self.max_backoff = max_backoff
+        self.log_every = log_every
+        self.verify_every = verify_every
+        self.close_attempts = close_attempts  # failures in a row after which close() stops trying
+        self.clock: Clock = clock or SystemClock()
         self._pending: deque[AuditRecord] = deque()
         self._cond = threading.Condition()
         self._submitted = 0
-        self._written = 0
+        self._done = 0  # records handled for good: written, or set apart in quarantine
+        self._written = self._folded = self._quarantined = self._spilled = self._lost = 0
+        self._spill_files: list[str] = []
         self._closing = False
+        self._close_by = math.inf
         self._abandoned = False
         self._idle = False
         self._flushing = 0
+        self._failures = 0
+        self._problem: str | None = None
+        self._failing_since: float | None = None
+        self._retry_at = -math.inf
+        self._last_write = -math.inf
+        self._last_alarm: float | None = None
+        self._last_upkeep_alarm: float | None = None
+        self._next_verify = 0.0
+        self._ready = False
+        self._prepared = False
+        self._lock_fd: int | None = None
         self._thread = threading.Thread(target=self._run, name="douane-audit-writer", daemon=True)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._segments: SegmentSet
-        self.failures = 0
 
-    def start(self) -> None:
-        self.store.prepare()
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    # -- the public side: called from the proxy's threads -------------------------------------
+
+    def start(self, lock: int | None = None) -> None:
+        """Take the store's writer lock (or the one given, already held) and prepare the store;
+        raise OSError when it cannot be used at all (StoreBusy: another process writes to it).
+
+        The store is opened before this returns (a lost manifest rebuilt, unreadable segments set
+        apart, spill files folded in), so what the proxy serves is recorded in a sound store. An
+        existing store that cannot be written right now (a full disk) does not stop the start:
+        the writer begins degraded and keeps trying.
+        """
+        if self.store.db_path.is_dir():  # a mistake in --db, not a disk that may come back
+            raise OSError(f"{self.store.db_path} is a folder: the store is a .duckdb file (its segments go beside it)")
+        existed = self.store.segments.exists()
+        self._lock_fd = lock if lock is not None else self.store.lock_writer()
+        try:
+            self._con = duckdb.connect(config={"threads": 1})
+            self.store.prepare(self._con, view=False)
+        except (OSError, duckdb.Error) as e:
+            if not existed:
+                self._release_lock()
+                raise OSError(f"cannot create the audit store at {self.store.db_path}: {e}") from e
+            with self._cond:
+                self._fail("preparing the store", e)
+        else:
+            self._open_step()
+            if not existed and not self._ready:  # a new store that cannot be opened: nothing to wait for
+                self._release_lock()
+                raise OSError(f"cannot create the audit store at {self.store.db_path}: {self._problem}")
         self._thread.start()
 
     def submit(self, record: AuditRecord) -> None:
         with self._cond:
-            self._pending.append(record)
-            self._submitted += 1
-            if self._idle:  # wake the writer only when it waits for work, not while a batch grows
-                self._cond.notify_all()
+            if self._abandoned:
+                late = True
+            else:
+                late = False
+                self._pending.append(record)
+                self._submitted += 1
+                if self._idle:  # wake the writer only when it waits for work, not while a batch grows
+                    self._cond.notify_all()
+        if late:
+            log.error("audit: a record arrived after the writer closed: %s", record.id)
+            self._spill([record])
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is on disk."""
@@ -72,127 +184,365 @@ class AuditWriter:
             self._flushing += 1
             self._cond.notify_all()
         try:
-            return self._wait_written(deadline)
+            with self._cond:
+                target = self._submitted
+                while self._done < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._thread.is_alive():
+                        return False
+                    self._cond.wait(remaining)
+            return True
         finally:
             with self._cond:
                 self._flushing -= 1
 
-    def _wait_written(self, deadline: float) -> bool:
-        with self._cond:
-            target = self._submitted
-            while self._written < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0) -> WriterHealth:
+        """Write what is pending, retrying for up to `timeout` seconds or `close_attempts` failures
+        in a row; spill what still cannot be written. Returns the account of where every record went."""
         with self._cond:
             self._closing = True
+            self._close_by = self.clock.now() + timeout
             self._cond.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(timeout + 5)
         with self._cond:
             left = list(self._pending)
             self._pending.clear()
             self._abandoned = True  # a writer thread still busy must not pop what was spilled
         if left:
             self._spill(left)
+        if not self._thread.is_alive():
+            self._release_lock()
+        return self.health()
+
+    def health(self) -> WriterHealth:
+        with self._cond:
+            notes = [self._problem] if self._problem else []
+            if self._spilled or self._lost:
+                notes.append(f"{self._spilled + self._lost} record(s) could not be written to the store")
+            reason = "; ".join(notes) or None
+            return WriterHealth(
+                status="ok" if reason is None else "degraded", reason=reason, pending=len(self._pending),
+                written=self._written, folded=self._folded, quarantined=self._quarantined,
+                spilled=self._spilled, lost=self._lost, failures=self._failures,
+                degraded_for=None if self._failing_since is None else self.clock.now() - self._failing_since,
+                spill_files=list(self._spill_files))
+
+    # -- the writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        # one thread: a batch is small, and a pool of worker threads costs more than it saves
-        self._con = duckdb.connect(config={"threads": 1})
-        self._segments = SegmentSet(self.store, self._con, fanout0=self.compact_at, fanout=self.fanout,
-                                    commit_delay=self.commit_delay)
-        self._segments.start()
-        backoff = 0.05
-        last_write = 0.0
-        while True:
-            with self._cond:
-                self._idle = True
-                while not self._pending and not self._closing:
-                    deadline = self._segments.next_deadline()
-                    if deadline is None:
-                        self._cond.wait()
-                        continue
-                    if deadline <= time.monotonic():
-                        break
-                    self._cond.wait(deadline - time.monotonic())
-                self._idle = False
-                if not self._pending and self._closing:
-                    break
-            if not self._pending:  # woken for a merge to commit or a merged file to delete
+        while (work := self._wait_for_work()) is not None:
+            if not self._ready:
+                self._open_step()
+            elif work:
+                self._write_step(work)
+            else:
                 self._maintain()
-                continue
-            with self._cond:
-                ready_at = last_write + self.min_interval
-                while not self._closing and not self._flushing and (wait := ready_at - time.monotonic()) > 0:
-                    self._cond.wait(wait)  # let the batch grow; close() and flush() cut this short
-                batch = [self._pending[i] for i in range(min(len(self._pending), self.max_batch))]
-            last_write = time.monotonic()
-            try:
-                self._write(batch)
-            except Exception:
-                self.failures += 1
-                log.exception("audit: writing %d records to %s failed; will retry", len(batch),
-                              self.store.segments)
-                if self._closing and self.failures > 3:
-                    break
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            with self._cond:
-                if self._abandoned:
-                    break
-                for _ in batch:
-                    self._pending.popleft()
-                self._written += len(batch)
-                self._cond.notify_all()
-            self._maintain()
+        self._finish()
+
+    def _wait_for_work(self) -> list[AuditRecord] | None:
+        """Block until there is something to do: a batch to write, an empty list for upkeep (or to
+        open the store), None to stop."""
+        with self._cond:
+            while True:
+                now = self.clock.now()
+                if self._closing and (now >= self._close_by or self._failures >= self.close_attempts):
+                    return None  # close() spills what is left
+                if not self._ready and now >= self._retry_at:
+                    return []  # open first, even to close: an earlier run's spill files are folded in
+                if self._closing and not self._pending:
+                    return None
+                wake = [self._retry_at]
+                if now >= self._retry_at:
+                    if self._pending:
+                        ready_at = self._last_write + self.min_interval
+                        if self._closing or self._flushing or now >= ready_at:
+                            return [self._pending[i] for i in range(min(len(self._pending), self.max_batch))]
+                        wake.append(ready_at)  # let the batch grow; close() and flush() cut this short
+                    upkeep = min(self._next_verify, self._segments.next_deadline() or math.inf)
+                    if upkeep <= now:
+                        return []
+                    wake.append(upkeep)
+                if self._closing:
+                    wake.append(self._close_by)
+                until = min(t for t in wake if t > now) if any(t > now for t in wake) else None
+                self._idle = not self._pending
+                self.clock.wait(self._cond, None if until is None or math.isinf(until) else until - now)
+                self._idle = False
+
+    def _open_step(self) -> None:
+        """(Re)open the store: folder, schema, view, manifest, leftovers of an earlier run."""
         try:
-            self._segments.commit_all()
-        except Exception:
-            log.exception("audit: committing merged segments failed; the next start cleans up")
-        self._con.close()
+            if self._con is None:  # dropped after an error DuckDB does not recover from
+                self._con = duckdb.connect(config={"threads": 1})
+            for stale in self.store.segments.glob("*.tmp"):  # we hold the writer lock: nobody else writes
+                stale.unlink(missing_ok=True)
+            if not self._prepared or not self.store.prepared():  # e.g. the folder was removed
+                self.store.prepare(self._con, view=False)
+            segments = SegmentSet(self.store, self._con, fanout0=self.compact_at, fanout=self.fanout,
+                                  commit_delay=self.commit_delay)
+            segments.start()
+            if not self._prepared or not self.store.prepared():
+                self.store.ensure_view()  # binds the manifest: after start() has written one
+                self._prepared = True
+            self._segments = segments
+            self._ready = True
+            self._next_verify = self.clock.now() + self.verify_every
+            self._fold_spills()
+        except Exception as e:
+            with self._cond:
+                self._fail("opening the store", e)
+            return
+        with self._cond:
+            if not self._pending:  # else writing them says whether it works again
+                self._recovered()
+
+    def _write_step(self, batch: list[AuditRecord]) -> None:
+        self._last_write = self.clock.now()
+        try:
+            self._store(batch, self._commit_pending)
+        except Exception as e:
+            with self._cond:
+                self._fail(f"writing {len(batch)} record(s)", e)
+            return
+        with self._cond:
+            self._recovered()
+        self._maintain()
 
     def _maintain(self) -> None:
+        now = self.clock.now()
         try:
-            self._segments.tick()
-        except Exception:
-            log.exception("audit: merging segments failed; they are left as they are")
+            if now >= self._next_verify:
+                self._next_verify = now + self.verify_every
+                self._segments.verify()
+            self._segments.tick(now)
+        except Exception as e:
+            self._next_verify = now + self.max_backoff
+            if self._last_upkeep_alarm is None or now - self._last_upkeep_alarm >= self.log_every:
+                self._last_upkeep_alarm = now
+                log.error("audit: upkeep of the segments (merging, deleting merged files) failed: %s; rows are "
+                          "not affected and it is tried again (this message repeats at most every %g s)",
+                          _describe(e), self.log_every)
 
-    def _write(self, batch: list[AuditRecord]) -> None:
+    def _finish(self) -> None:
+        if self._ready:
+            try:
+                self._segments.commit_all()
+            except Exception:
+                log.exception("audit: committing merged segments failed; the next start cleans up")
+        if self._con is not None:
+            self._con.close()
+
+    # -- failures and recovery (called with the condition held) ---------------------------------
+
+    def _fail(self, what: str, error: Exception) -> None:
+        now = self.clock.now()
+        self._failures += 1
+        self._retry_at = now + min(0.05 * 2 ** (self._failures - 1), self.max_backoff)
+        self._problem = f"{what} in {self.store.segments} failed: {_describe(error)}"
+        if self._failing_since is None:
+            self._failing_since = now
+            self._last_alarm = now
+            log.error("audit: %s; %d record(s) wait in memory; calls are still served and recorded when "
+                      "writing works again (free space or fix the folder's permissions; this message "
+                      "repeats at most every %g s)", self._problem, len(self._pending), self.log_every)
+        elif self._last_alarm is not None and now - self._last_alarm >= self.log_every:
+            self._last_alarm = now
+            log.error("audit: still failing after %.0f s and %d attempt(s): %s; %d record(s) wait in memory",
+                      now - self._failing_since, self._failures, self._problem, len(self._pending))
+        self._ready = False  # the next attempt reopens the store
+        if isinstance(error, duckdb.FatalException | duckdb.InternalException) or "invalidated" in str(error):
+            self._reconnect()  # DuckDB refuses further work on a connection after such errors
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.warning("audit: writing works again after %.0f s and %d failed attempt(s)",
+                        self.clock.now() - self._failing_since, self._failures)
+        self._failures = 0
+        self._problem = None
+        self._failing_since = None
+        self._retry_at = -math.inf
+
+    def _reconnect(self) -> None:
+        if self._con is not None:
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
+        self._con = None
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _commit_pending(self, count: int) -> None:
+        with self._cond:
+            if self._abandoned:
+                return
+            for _ in range(count):
+                self._pending.popleft()
+            self._done += count
+            self._cond.notify_all()
+
+    def _store(self, records: list[AuditRecord], commit: Callable[[int], None]) -> None:
+        """Write records as segments, in order, calling `commit` for each run that is done for good."""
+        self._store_lines(records, [_line(r) for r in records], commit)
+
+    def _store_lines(self, records: list[AuditRecord], lines: list[bytes], commit: Callable[[int], None]) -> None:
+        try:
+            self._write_segment(lines)
+        except RECORD_ERRORS as e:
+            if len(records) > 1:  # halve until the record DuckDB refuses is alone
+                mid = len(records) // 2
+                self._store_lines(records[:mid], lines[:mid], commit)
+                self._store_lines(records[mid:], lines[mid:], commit)
+                return
+            self._set_apart(records[0], e)
+            commit(1)
+            return
+        with self._cond:
+            self._written += len(records)
+        commit(len(records))
+
+    def _set_apart(self, record: AuditRecord, error: Exception) -> None:
+        """One record DuckDB refused: stored fixed to fit if that works, else kept whole in quarantine
+        with a row that says so."""
+        fixed = sanitized(record)
+        if fixed != record:
+            try:
+                self._write_segment([json_line(fixed)])
+                with self._cond:
+                    self._written += 1
+                return
+            except RECORD_ERRORS:
+                pass
+        why = _describe(error)
+        self.store.quarantine.mkdir(exist_ok=True)
+        kept = self.store.quarantine / QUARANTINED_RECORDS
+        with open(kept, "a", encoding="ascii") as fh:
+            fh.write(json.dumps({"error": why, "record": json.loads(spill_line(record))}) + "\n")
+        with self._cond:
+            self._quarantined += 1
+        log.error("audit: record %s could not be stored as a row (%s); it is kept whole in %s",
+                  fixed.id, why, kept)
+        stub = AuditRecord(id=fixed.id, ts=fixed.ts, client=fixed.client, team=fixed.team, provider=fixed.provider,
+                           status=None, decision=fixed.decision,
+                           error=f"audit: this call's record could not be stored ({why}); it is kept whole in "
+                                 f"{QUARANTINE_NOTE}")
+        try:
+            self._write_segment([json_line(stub)])
+        except RECORD_ERRORS:
+            log.error("audit: not even a placeholder row could be written for %s", fixed.id)
+
+    def _write_segment(self, lines: list[bytes], spill: str | None = None) -> None:
         assert self._con is not None
         final = self._segments.allocate()
         tmp = final.with_name(final.name + ".tmp")
-        lines = final.with_name(final.name + ".jsonl.tmp")
-        names = [name for name, _ in COLUMNS]
-        with open(lines, "wb") as fh:
-            fh.writelines(jsonio.dumps(dict(zip(names, rec.row(), strict=True)), default=_json_default) + b"\n"
-                          for rec in batch)
+        rows = final.with_name(final.name + ".jsonl.tmp")
+        options = "FORMAT parquet" + (f", KV_METADATA {{{_sql_str(KV_SPILL)}: {_sql_str(spill)}}}" if spill else "")
         try:
+            with open(rows, "wb") as fh:
+                fh.writelines(lines)
             self._con.execute(
-                f"COPY (SELECT * FROM read_json({_sql_str(str(lines))}, format = 'newline_delimited', "
-                f"columns = {_COLUMN_STRUCT})) TO {_sql_str(str(tmp))} (FORMAT parquet)")
+                f"COPY (SELECT * FROM read_json({_sql_str(str(rows))}, format = 'newline_delimited', "
+                f"columns = {_COLUMN_STRUCT})) TO {_sql_str(str(tmp))} ({options})")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
-            lines.unlink(missing_ok=True)
-        os.replace(tmp, final)
-        self._segments.add(final)
+            rows.unlink(missing_ok=True)
+        self._segments.add(final, spill=spill)
+
+    # -- spill files --------------------------------------------------------------------------------
 
     def _spill(self, records: list[AuditRecord]) -> None:
-        path = self.store.segments / f"unwritten-{time.time_ns()}.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(asdict(rec), default=_json_default) + "\n")
-        log.error("audit: %d records could not be written as Parquet; they are kept in %s", len(records), path)
+        """Keep records that could not be written: in the segments folder, else the temp folder."""
+        text = "".join(spill_line(r) for r in records)
+        errors = []
+        for folder in (self.store.segments, self.store.spill_fallback):
+            path = folder / f"unwritten-{time.time_ns()}.jsonl"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with open(path, "w", encoding="ascii") as fh:
+                    fh.write(text)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+                errors.append(f"{folder}: {e.strerror or e}")
+                continue
+            with self._cond:
+                self._spilled += len(records)
+                self._spill_files.append(str(path))
+            log.error("audit: %d record(s) could not be written as rows; they are kept in %s and the next start "
+                      "folds them into the store", len(records), path)
+            return
+        with self._cond:
+            self._lost += len(records)
+        ids = ", ".join(r.id for r in records[:20]) + (", ..." if len(records) > 20 else "")
+        log.critical("audit: %d record(s) could not be kept anywhere (%s); they are lost: %s",
+                     len(records), "; ".join(errors), ids)
+
+    def _fold_spills(self) -> None:
+        """Write back the records an earlier run spilled, once each (the manifest remembers)."""
+        for path in self._spill_paths():
+            if path.name in self._segments.m.folded:  # folded, the file not yet removed
+                path.unlink(missing_ok=True)
+                continue
+            records, bad = _read_spill(path)
+            try:
+                if records:
+                    self._write_segment([json_line(sanitized(r)) for r in records], spill=path.name)
+            except RECORD_ERRORS as e:
+                self.store.quarantine.mkdir(exist_ok=True)
+                path.replace(self.store.quarantine / path.name)
+                log.error("audit: spill file %s could not be folded in (%s); moved to %s", path, _describe(e),
+                          self.store.quarantine)
+                continue
+            if bad:
+                self.store.quarantine.mkdir(exist_ok=True)
+                with open(self.store.quarantine / QUARANTINED_RECORDS, "a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps({"error": f"unreadable line in {path.name}", "line": line}) + "\n"
+                                  for line in bad)
+            path.unlink()
+            self._segments.m.folded.pop(path.name, None)
+            with self._cond:
+                self._folded += len(records)
+            log.warning("audit: folded %d record(s) from %s back into the store%s", len(records), path,
+                        f" ({len(bad)} unreadable line(s) kept in quarantine)" if bad else "")
+
+    def _spill_paths(self) -> list[Path]:
+        found = [*self.store.segments.glob("unwritten-*.jsonl"), *self.store.spill_fallback.glob("unwritten-*.jsonl")]
+        return sorted((p for p in found if SPILL_NAME.fullmatch(p.name)), key=lambda p: p.name)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
+QUARANTINE_NOTE = f"quarantine/{QUARANTINED_RECORDS} beside the segments"
 
 
-__all__ = ["AuditWriter", "Path"]
+def _line(record: AuditRecord) -> bytes:
+    try:
+        return json_line(record)
+    except TypeError:  # orjson refuses lone surrogates and integers past 64 bits
+        return json_line(sanitized(record))
+
+
+def _read_spill(path: Path) -> tuple[list[AuditRecord], list[str]]:
+    records, bad = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            records.append(from_json(data))
+        except (ValueError, TypeError):
+            bad.append(line)
+    return records, bad
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:300]
+
+
+__all__ = ["AuditWriter", "Clock", "SystemClock", "WriterHealth"]

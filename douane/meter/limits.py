@@ -45,15 +45,19 @@ class Limits:
         self.policy = policy
         self.state = state
         self.clock = clock  # windows are cut from its time: tests pin it
-        self._clients = {c.name: c for c in policy.clients or []}
+        # Rules of limited teams and clients, by name, built once: a call looks its own up in O(1).
+        # A client's rule is named by its place in the policy (clients[3]), as the loader names it.
+        self._team_rules = {name: (f"teams.{name}", t) for name, t in policy.teams.items() if t.limited}
+        self._client_rules = {c.name: (f"clients[{i}]", c) for i, c in enumerate(policy.clients or []) if c.limited}
 
     def quotas(self, team: str | None, client: str) -> list[tuple[str, Quota]]:
         out: list[tuple[str, Quota]] = []
-        if team and team in self.policy.teams and self.policy.teams[team].limited:
-            out.append((f"teams.{team}", self.policy.teams[team]))
-        if client in self._clients and self._clients[client].limited:
-            idx = list(self._clients).index(client)
-            out.append((f"clients[{idx}]", self._clients[client]))
+        team_rule = self._team_rules.get(team) if team else None
+        if team_rule is not None:
+            out.append(team_rule)
+        client_rule = self._client_rules.get(client)
+        if client_rule is not None:
+            out.append(client_rule)
         return out
 
     async def reserve(self, team: str | None, client: str, tokens: int, worst_usd: float | None,

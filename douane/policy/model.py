@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,8 +13,76 @@ Format = Literal["openai", "anthropic", "gemini"]
 DEFAULT_PII_ENTITIES = ["EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER", "IBAN_CODE"]
 
 
+def _split_url(v: str, example: str) -> SplitResult:
+    """`v` split into parts, its port checked; ValueError in words that say what to write instead."""
+    if any(c.isspace() for c in v):
+        raise ValueError(f"a URL has no spaces; write it like {example}")
+    parts = urlsplit(v)
+    try:
+        parts.port  # noqa: B018 - reading it checks it (a number, 0-65535)
+    except ValueError:
+        raise ValueError(f"the port is not a number from 1 to 65535; write it like {example}") from None
+    return parts
+
+
+def http_url(v: str) -> str:
+    """An upstream: http(s)://host[:port][/path]. Credentials in it would reach the audit's `upstream`
+    column, and a query or fragment would be glued onto every call's path: both are refused."""
+    example = "http://127.0.0.1:9000"
+    parts = _split_url(v, example)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL such as {example}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@); give the provider's key with "
+                         "api_key_env or api_key_file")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not have a query or fragment (?... or #...); write it like {example}/v1")
+    return v
+
+
+def redis_url(v: str) -> str:
+    """state.url: checked as redis-py will read it, so that `run` cannot fail on it after `check` passed."""
+    example = "redis://127.0.0.1:6379/0"
+    parts = _split_url(v, example)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"must be a redis://, rediss:// or unix:// URL such as {example}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("a unix:// URL needs the socket's path, e.g. unix:///run/redis/redis.sock")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ValueError(f"needs a host, e.g. {example}")
+        if parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
+            raise ValueError(f"the path is the database number: {parts.path!r} is not one; write it like {example}")
+    if parts.query:
+        _redis_options(v)
+    return v
+
+
+def _redis_options(v: str) -> None:
+    """Options in the URL's query are passed to redis-py's connection: let it judge them now."""
+    from redis.asyncio.connection import ConnectionPool
+
+    try:
+        ConnectionPool.from_url(v).make_connection()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"redis cannot use the options in this URL: {e}") from None
+
+
+# Counters (in memory, in Redis' Lua) and costs are exact up to here; a larger number is a typo.
+MAX_POLICY_INT = 2**53
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` passed `ge=0` and then broke every budget reservation (no limit is spelt null)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _int_in_range(cls, v: object) -> object:
+        if type(v) is int and not -MAX_POLICY_INT <= v <= MAX_POLICY_INT:
+            raise ValueError(f"must be at most {MAX_POLICY_INT:,} (2**53): counters and costs are exact only "
+                             "up to there; leave the key out for no limit")
+        return v
 
 
 class ProviderConfig(Strict):
@@ -26,9 +95,7 @@ class ProviderConfig(Strict):
     @field_validator("upstream")
     @classmethod
     def _upstream_is_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", v):
-            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:9000")
-        return v
+        return None if v is None else http_url(v)
 
     @field_validator("hosts")
     @classmethod
@@ -74,6 +141,13 @@ class Client(Quota):
     team: str = Field(min_length=1)
     key_sha256: str
 
+    @field_validator("name")
+    @classmethod
+    def _name_can_sign_in(cls, v: str) -> str:
+        if ":" in v:
+            raise ValueError("a client name cannot hold a colon: proxy credentials are NAME:PASSWORD")
+        return v
+
     @field_validator("key_sha256")
     @classmethod
     def _is_hex_digest(cls, v: str) -> str:
@@ -101,6 +175,15 @@ class ShadowAI(Strict):
 
     action: Literal["block", "monitor", "allow"] = "monitor"
     hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_globs(cls, v: list[str]) -> list[str]:
+        for host in v:  # matched against the CONNECT host: a scheme, port or path would never match
+            if not re.fullmatch(r"[A-Za-z0-9.*?-]+", host):
+                raise ValueError(f"{host!r} is not a host name or glob such as *.mistral.ai "
+                                 "(no scheme, port or path)")
+        return v
 
 
 class Metering(Strict):
@@ -170,6 +253,11 @@ class StatePolicy(Strict):
     backend: Literal["memory", "redis"] = "memory"
     url: str = "redis://127.0.0.1:6379/0"
 
+    @field_validator("url")
+    @classmethod
+    def _url_is_redis(cls, v: str) -> str:
+        return redis_url(v)
+
 
 class AuditPolicy(Strict):
     db: str | None = None
@@ -198,6 +286,9 @@ class Policy(Strict):
     # provider paths douane does not model (files, batches, fine-tuning, ...): forwarded with their
     # text bodies scanned for PII, or refused
     other_endpoints: Literal["forward", "block"] = "forward"
+    # WebSockets to a provider host other than the ones douane inspects (OpenAI's Responses and
+    # Realtime): refused (and recorded), or forwarded uninspected
+    other_websockets: Literal["block", "forward"] = "block"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     injection: InjectionPolicy | None = None

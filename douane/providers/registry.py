@@ -6,11 +6,19 @@ import re
 from dataclasses import dataclass, field
 
 from douane.providers.anthropic import AnthropicAdapter
-from douane.providers.base import Adapter
+from douane.providers.base import Adapter, UnknownFormat
 from douane.providers.gemini import GeminiAdapter
 from douane.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, Adapter] = {a.format: a for a in (OpenAIAdapter(), AnthropicAdapter(), GeminiAdapter())}
+
+
+def adapter_for(fmt: str) -> Adapter:
+    """The adapter of a wire format; an unknown one is an error, never a fallback to another format."""
+    adapter = ADAPTERS.get(fmt)
+    if adapter is None:
+        raise UnknownFormat(f"unknown wire format {fmt!r}: douane reads and writes {', '.join(sorted(ADAPTERS))}")
+    return adapter
 
 # name -> (format, default hosts)
 BUILTIN_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -31,7 +39,7 @@ class ProviderSpec:
     adapter: Adapter = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "adapter", ADAPTERS[self.format])
+        object.__setattr__(self, "adapter", adapter_for(self.format))
 
 
 class ProviderTable:

@@ -136,7 +136,7 @@ class Case:
     sent: Check | None = None  # what the provider must have got
     reason: str | None = None  # part of the row's reason, for a call douane let through
     row: Mapping[str, Any] = field(default_factory=dict)  # more columns the row must have
-    shape_dependent: bool = False  # refused as unreadable where the adapter knows the field, else redacted
+    message: str | None = None  # part of the refusal's message (the place a shape was not readable)
     any_refusal: bool = False  # refused, whatever the status and rule (a transport still being built)
 
     @property
@@ -229,12 +229,17 @@ CASES = [
     Case("max-tokens-null", js(chat(max_tokens=None)), sent=at(("max_tokens",), None)),
     Case("n-null", js(chat(n=None)), sent=at(("n",), None)),
     # -- text in shapes the adapters do not read, and PII outside the messages -------------------------
-    Case("content-as-an-object", js({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {
-        "text": f"mail {EMAIL}"}}]}), sent=redacted(), shape_dependent=True),
-    Case("messages-as-a-string", js({"model": "gpt-4o-mini", "messages": f"mail {EMAIL}"}), sent=redacted(),
-         shape_dependent=True),
-    Case("content-in-nested-arrays", js({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
-        [[f"mail {EMAIL}"]]]}]}), sent=redacted(), shape_dependent=True),
+    refused("content-as-an-object", js({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {
+        "text": f"mail {EMAIL}"}}]}), UNREADABLE, message="messages[0].content"),
+    refused("messages-as-a-string", js({"model": "gpt-4o-mini", "messages": f"mail {EMAIL}"}), UNREADABLE,
+            message="messages"),
+    refused("content-in-nested-arrays", js({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+        [[f"mail {EMAIL}"]]]}]}), UNREADABLE, message="messages[0].content[0]"),
+    refused("tool-calls-true", js({"model": "gpt-4o-mini", "messages": [
+        {"role": "assistant", "content": "x", "tool_calls": True}]}), UNREADABLE, message="messages[0].tool_calls"),
+    refused("tool-call-without-a-name", js({"model": "gpt-4o-mini", "messages": [{"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"arguments": "{}"}}]}]}), UNREADABLE,
+        message="messages[0].tool_calls[0]"),
     Case("pii-in-metadata", js(chat(metadata={"note": f"for {EMAIL}"})), sent=at(("metadata", "note"),
                                                                                  "for <EMAIL_ADDRESS>"),
          reason="pii.redact: EMAIL_ADDRESS x1"),
@@ -396,14 +401,11 @@ def test_bad_input_has_a_defined_answer(proxies: dict[str, Douane], received: li
         assert 400 <= r.status_code < 500 and received == [], r.text[:300]
         assert row["decision"] == "blocked" and row["status"] == r.status_code
         return
-    if case.shape_dependent and r.status_code == 400:  # an adapter that knows the field refuses its shape
-        assert_provider_error(case.fmt, r, 400, UNREADABLE)
-        assert received == [] and (row["decision"], row["reason"]) == ("blocked", UNREADABLE)
-        return
     assert r.status_code == case.status, r.text[:500]
     assert row["status"] == case.status
     if case.rule is not None:
         assert_provider_error(case.fmt, r, case.status, case.rule)
+        assert case.message is None or case.message in r.text, r.text
         assert row["decision"] == "blocked" and row["reason"].split("; ")[-1] == case.rule, row["reason"]
     else:
         assert row["decision"] == "allowed"

@@ -89,26 +89,36 @@ def test_a_budget_holds_against_huge_output_caps(make_douane: Any, received: lis
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {"text": f"mail {EMAIL}"}}]},
     {"model": "gpt-4o-mini", "messages": f"mail {EMAIL}"},
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [[[f"mail {EMAIL}"]]]}]},
+], ids=["content-object", "messages-string", "nested-arrays"])
+def test_a_shape_the_api_does_not_document_is_refused_not_forwarded_unread(douane: Douane, received: list,
+                                                                          body: dict[str, Any]) -> None:
+    """`"content": {"text": ...}`, `"messages": "..."` and nested arrays went out with the email in them."""
+    with douane.http() as http:
+        r = http.post(CHAT, json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unreadable_body", r.text
+    assert received == []
+
+
+@pytest.mark.parametrize("body", [
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "metadata": {"note": EMAIL}},
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "user": EMAIL},
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
      "tools": [{"type": "function", "function": {"name": "f", "description": f"owner {EMAIL}",
                                                   "parameters": {"type": "object"}}}]},
-], ids=["content-object", "messages-string", "nested-arrays", "metadata", "user-field", "tool-description"])
+    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "unknown_field": [[f"to {EMAIL}"]]},
+], ids=["metadata", "user-field", "tool-description", "unknown-field"])
 def test_every_string_of_the_body_is_redacted_wherever_it_is(douane: Douane, received: list,
                                                              body: dict[str, Any]) -> None:
     with douane.http() as http:
         r = http.post(CHAT, json=body)
-    assert r.headers.get("x-douane-request-id")
-    forwarded = received[-1]["raw"] if received else ""
-    assert EMAIL not in forwarded, "the email reached the provider"
-    if received:
-        assert "<EMAIL_ADDRESS>" in forwarded
+    assert r.status_code == 200, r.text
+    forwarded = received[-1]["raw"]
+    assert EMAIL not in forwarded and "<EMAIL_ADDRESS>" in forwarded, "the email reached the provider"
     assert row_of(douane, r)["pii_entities"] == ["EMAIL_ADDRESS"]
 
 
 def test_an_injection_outside_the_messages_is_scored(guarded: Douane, received: list) -> None:
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {"text": ATTACK}}]}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "metadata": {"note": ATTACK}}
     with guarded.http() as http:
         r = http.post(CHAT, json=body)
     assert r.status_code == 403 and r.json()["error"]["code"] == "injection.block"

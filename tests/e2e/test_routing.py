@@ -155,8 +155,31 @@ def test_every_target_failing_gives_502_in_the_clients_shape(router: Douane, rec
 
 
 def test_first_byte_timeout_falls_back(router: Douane, received: list) -> None:
-    """The mock answers `slow-upstream` after 0.5 s; the rule gives it 0.2 s to start answering."""
+    """The mock answers `slow-upstream` after 0.5 s; the rule gives it 0.2 s to start answering. (That
+    the slow target was given up on is in the row; how fast is the benchmarks' business, not a test's.)"""
     text, call_id = ask("openai", router, "slow-upstream", "quick", stream=True)
     assert text == "echo: quick"
     row = only_row(router, call_id)
-    assert row["served_by"] == "gemini" and "no answer within 0.2 s" in row["reason"]
+    assert row["served_by"] == "gemini" and "openai/slow-upstream: no answer within 0.2 s" in row["reason"]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "route-to-claude"], ids=["direct", "routed"])
+@pytest.mark.parametrize("history", [
+    {"role": "assistant", "content": f"mail {EMAIL}", "tool_calls": True},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"arguments": f'{{"to": "{EMAIL}"}}'}}]},
+], ids=["tool_calls-not-a-list", "tool-call-without-name"])
+def test_a_body_douane_cannot_read_is_refused_before_any_route(router: Douane, received: list, model: str,
+                                                                history: dict) -> None:
+    """A shape the API does not document used to raise inside the adapter, and the call went out
+    unread (and unredacted); read or refused, never forwarded unread."""
+    body = {"model": model, "messages": [{"role": "user", "content": f"hi {EMAIL}"}, history]}
+    with router.http() as http:
+        r = http.post("https://api.openai.com/v1/chat/completions", json=body,
+                      headers={"authorization": "Bearer sk-x"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "unreadable_body" and "messages[1].tool_calls" in err["message"]
+    assert received == [], "nothing douane cannot read leaves it"
+    row = only_row(router, r.headers["x-douane-request-id"])
+    assert (row["decision"], row["status"], row["reason"]) == ("blocked", 400, "unreadable_body")

@@ -1,18 +1,12 @@
 import subprocess
 import sys
 import threading
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from douane.audit import AuditRecord, AuditStore, AuditWriter, query
-
-
-def record(i: int, **kw: object) -> AuditRecord:
-    return AuditRecord(id=f"r{i}", ts=datetime.now(UTC), provider="openai", pii_entities=["EMAIL_ADDRESS"],
-                       **kw)  # type: ignore[arg-type]
+from douane.audit import AuditStore, AuditWriter, query
+from tests.adversarial.audit_support import VirtualClock, record, wait_until
 
 
 @pytest.fixture()
@@ -38,20 +32,21 @@ def test_empty_store_is_queryable(tmp_path: Path) -> None:
 
 
 def test_merges_keep_every_row_once(tmp_path: Path) -> None:
+    # the real clock: commit_delay is what keeps a reader that listed files before a merge's output
+    # existed from reading the manifest after its commit, and readers run in real time
     w = AuditWriter(AuditStore(tmp_path / "a.duckdb"), compact_at=4, fanout=4, min_interval=0,
                     commit_delay=0.01)
     w.start()
     for i in range(40):
         w.submit(record(i))
-        w.flush()
-        time.sleep(0.012)  # let merges commit
+        assert w.flush()
         assert query(w.store.db_path, "SELECT count(*), count(DISTINCT id) FROM requests")[1] == [(i + 1, i + 1)]
-    time.sleep(0.2)
     segs = w._segments
-    assert len(segs.live) <= 9 and max(segs.level[n] for n in segs.live) == 2
+    wait_until(lambda: not segs.merging and not segs.doomed and len(segs.live) <= 9, "merges committed, files reaped")
+    assert max(segs.level[n] for n in segs.live) == 2
     assert {p.name for p in w.store.segment_files()} == set(segs.live), "merged files are deleted"
     w.close()
-    # a restart adopts the manifest and deletes files it no longer names
+    # a restart adopts the manifest and deletes nothing it names as live
     w2 = AuditWriter(AuditStore(tmp_path / "a.duckdb"))
     w2.start()
     w2.close()
@@ -117,14 +112,23 @@ def test_close_flushes_everything(tmp_path: Path) -> None:
 
 
 def test_unwritable_records_are_spilled_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    w = AuditWriter(AuditStore(tmp_path / "a.duckdb"))
-    monkeypatch.setattr(w, "_write", lambda batch: (_ for _ in ()).throw(OSError("disk full")))
+    w = AuditWriter(AuditStore(tmp_path / "a.duckdb"), clock=VirtualClock())
+    monkeypatch.setattr(w, "_write_segment", lambda lines, spill=None: (_ for _ in ()).throw(OSError("disk full")))
     w.start()
     w.submit(record(1))
     assert not w.flush(timeout=0.3)
-    w.close(timeout=5)
+    report = w.close(timeout=5)
     spilled = list((tmp_path / "a.duckdb.segments").glob("unwritten-*.jsonl"))
     assert len(spilled) == 1 and '"id": "r1"' in spilled[0].read_text()
+    assert (report.status, report.written, report.spilled, report.lost) == ("degraded", 0, 1, 0)
+    assert report.spill_files == [str(spilled[0])]
+    # the next start folds them in, once
+    w2 = AuditWriter(AuditStore(tmp_path / "a.duckdb"))
+    w2.start()
+    assert w2.flush()
+    assert w2.close().folded == 1
+    assert not list((tmp_path / "a.duckdb.segments").glob("unwritten-*.jsonl"))
+    assert query(tmp_path / "a.duckdb", "SELECT id FROM requests")[1] == [("r1",)]
 
 
 def test_query_explains_a_missing_store(tmp_path: Path) -> None:

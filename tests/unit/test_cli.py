@@ -1,5 +1,7 @@
 import json
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,3 +102,80 @@ def test_reports(tmp_path: Path) -> None:
     assert table.exit_code == 0 and "cost by team" in table.output
     bad = CliRunner().invoke(main, ["audit", "report", "cost", "--since", "a week", "--db", str(db)])
     assert bad.exit_code == 2 and "7d, 24h, 30m" in bad.output
+
+
+def test_errors_show_no_markup_and_keep_brackets(tmp_path: Path) -> None:
+    """Rich markup in a plain string showed `[bold red]...[/]`; untrusted text must never be read as markup."""
+    db = tmp_path / "a.duckdb"
+    w = AuditWriter(AuditStore(db))
+    w.start()
+    w.close()
+    bad = CliRunner().invoke(main, ["audit", "query", "--db", str(db), "SELECT [/] FROM requests"])
+    assert bad.exit_code == 1 and "query failed: " in bad.output
+    assert "[bold red]" not in bad.output and "[/] FROM" not in bad.output.split("query failed")[0]
+    folder = tmp_path / "pol[icy]"
+    folder.mkdir()
+    (folder / "p.yaml").write_text("version: 1\nmode: strict\n")
+    run = CliRunner().invoke(main, ["run", "--policy", str(folder / "p.yaml"), "--db", str(db)])
+    assert run.exit_code == 1
+    assert f"policy error: 1 problem(s) in {folder / 'p.yaml'}" in run.output
+    assert f"{folder / 'p.yaml'}:2: mode:" in run.output and "[/]" not in run.output
+
+
+def test_policy_check_json_lists_every_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nmode: strict\nmode: monitor\nclients:\n  - {name: a, team: ghost, key_sha256: x}\n")
+    out = CliRunner().invoke(main, ["policy", "check", "--format", "json", str(bad)])
+    assert out.exit_code == 1
+    report = json.loads(out.output)
+    assert report["valid"] is False
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [
+        (2, "mode"), (3, "mode"), (5, "clients[0].key_sha256"), (5, "clients[0].team")]
+    assert all(e["file"] == str(bad) and e["message"] for e in report["errors"])
+    text = CliRunner().invoke(main, ["policy", "check", str(bad)])
+    assert text.exit_code == 1 and len(text.output.splitlines()) == 5 and "4 error" in text.output
+
+
+def run_douane(tmp_path: Path, *args: str, policy: str = "version: 1\n") -> subprocess.CompletedProcess[str]:
+    """`douane run` in a process of its own; the deadline only stops a regression from hanging."""
+    (tmp_path / "p.yaml").write_text(policy)
+    return subprocess.run([sys.executable, "-m", "douane.cli", "run", "--policy", str(tmp_path / "p.yaml"),
+                           "--listen-port", "0", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_run_explains_an_audit_store_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    done = run_douane(tmp_path, "--db", str(tmp_path / "store"), "--certs", str(tmp_path / "certs"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr + done.stdout
+    assert "cannot start" in done.stderr and str(tmp_path / "store") in done.stderr and "--db" in done.stderr
+
+
+def test_run_explains_a_damaged_ca(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("mitmproxy-ca.pem", "mitmproxy-ca-cert.pem"):
+        (certs / name).write_text("not a certificate\n")
+    done = run_douane(tmp_path, "--db", str(tmp_path / "a.duckdb"), "--certs", str(certs))
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr + done.stdout
+    assert "cannot start" in done.stderr and str(certs) in done.stderr and "--certs" in done.stderr
+
+
+def test_run_explains_a_missing_key_without_a_traceback(tmp_path: Path) -> None:
+    done = run_douane(tmp_path, "--db", str(tmp_path / "a.duckdb"), "--certs", str(tmp_path / "certs"),
+                      policy="version: 1\nproviders:\n  openai:\n    api_key_env: DOUANE_TEST_NO_SUCH_KEY\n")
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr + done.stdout
+    assert "providers.openai.api_key_env" in done.stderr and "DOUANE_TEST_NO_SUCH_KEY" in done.stderr
+
+
+def test_table_cells_are_shown_as_stored(tmp_path: Path) -> None:
+    """Audit rows hold what clients sent: `[/]` in a prompt made the table raise a MarkupError."""
+    db = tmp_path / "a.duckdb"
+    w = AuditWriter(AuditStore(db))
+    w.start()
+    w.submit(AuditRecord(id="dou_1", ts=datetime(2026, 1, 2, tzinfo=UTC), provider="openai", status=200,
+                         request_body='{"prompt": "[/] and [bold]not bold"}'))
+    w.close()
+    table = CliRunner().invoke(main, ["audit", "query", "--db", str(db),
+                                      'SELECT request_body AS "[red]body" FROM requests'])
+    assert table.exit_code == 0, table.output
+    assert "[/] and [bold]not bold" in table.output and "[red]body" in table.output

@@ -94,3 +94,31 @@ def test_fallback_on_key_and_numeric_statuses(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as e:
         load_policy(bad)
     assert e.value.issues[0].line == 3 and e.value.issues[0].field == "fallbacks[0].on"
+
+
+def test_a_client_quota_is_named_by_its_place_in_the_policy(tmp_path: Path) -> None:
+    """The rule a refusal names (clients[i]) is the client's path in the policy, for any of many clients."""
+    from douane.meter.limits import Limits
+    from douane.meter.state import MemoryState
+
+    lines = ["version: 1", "teams:", "  t: {}", "clients:"]
+    for i in range(500):
+        limit = ", requests_per_minute: 5" if i % 7 == 3 else ""
+        lines.append(f"  - {{name: c{i}, team: t, key_sha256: '{'a' * 64}'{limit}}}")
+    limits = Limits(load_policy(write(tmp_path, "p.yaml", "\n".join(lines) + "\n")), MemoryState())
+    assert limits.quotas("t", "c3")[0][0] == "clients[3]"
+    assert [rule for rule, _ in limits.quotas("t", "c493")] == ["clients[493]"]
+    assert limits.quotas("t", "c4") == [] and limits.quotas("t", "nobody") == []
+    assert limits.quotas("t", "c3")[0][1].requests_per_minute == 5
+
+
+def test_wrong_shapes_say_what_to_write(tmp_path: Path) -> None:
+    f = write(tmp_path, "p.yaml", "version: 1\ninjection: 5\nclients: {}\npii:\n  entities: EMAIL_ADDRESS\n"
+                                  "fallbacks:\n  - when: {}\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    got = {i.field: (i.line, i.message) for i in e.value.issues}
+    assert got["injection"] == (2, "must be a mapping of keys such as action, threshold (got 5)")
+    assert got["clients"][0] == 3 and got["clients"][1].startswith("must be a list")
+    assert got["pii.entities"] == (5, "must be a list: [a, b], or one `- item` per line (got 'EMAIL_ADDRESS')")
+    assert got["fallbacks[0].to"] == (7, "required: add this key")

@@ -1,10 +1,12 @@
 import json
-import time
+
+import pytest
 
 from douane import translate
 from douane.meter.pricing import Pricer
 from douane.policy.model import Match
 from douane.providers import ProviderSpec
+from douane.providers.base import UnreadableBody
 from douane.relay import Breakers, Plan
 from douane.routing import Facts, attempt_for, cheapest, matches, set_model
 
@@ -134,17 +136,32 @@ def test_attempt_for_another_provider_drops_the_clients_key() -> None:
     assert embeddings is None, "embeddings do not translate"
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_breaker_opens_skips_and_probes_again() -> None:
-    b = Breakers(failures=2, cooldown=0.05)
+    clock = Clock()
+    b = Breakers(failures=2, cooldown=30, clock=clock)
     b.failure("u")
     assert b.allow("u")
     b.failure("u")
     assert not b.allow("u")
-    time.sleep(0.06)
+    clock.now += 29.9
+    assert not b.allow("u"), "open for the whole cooldown"
+    clock.now += 0.1
     assert b.allow("u"), "half-open: one probe"
     assert not b.allow("u"), "only one probe per cooldown"
+    clock.now += 30
+    assert b.allow("u"), "the next probe, a cooldown later"
     b.success("u")
-    assert b.allow("u")
+    assert b.allow("u") and b.allow("u"), "closed again"
 
 
 def test_plan_retry_conditions() -> None:
@@ -152,3 +169,15 @@ def test_plan_retry_conditions() -> None:
     assert p.should_retry(429, "status") and p.should_retry(503, "status") and not p.should_retry(400, "status")
     assert p.should_retry(None, "timeout") and p.should_retry(None, "error")
     assert not Plan("id", "openai", "m", False, [], ["429"]).should_retry(None, "error")
+
+
+def test_a_tool_call_without_a_name_is_refused_not_crashed() -> None:
+    """The tool a call names is what a policy judges, and what the other format needs: a nameless call
+    is refused with the place, before anything is translated or sent."""
+    body = json.loads(json.dumps(OPENAI_BODY))
+    del body["messages"][2]["tool_calls"][0]["function"]["name"]
+    spec = ProviderSpec("anthropic", "anthropic", ("api.anthropic.com",))
+    with pytest.raises(UnreadableBody) as e:
+        attempt_for(spec, "claude-haiku-4-5", "openai", "chat.completions", body, "/v1/chat/completions", {},
+                    None, False)
+    assert str(e.value) == "messages[2].tool_calls[0].function.name: expected a string, got null"

@@ -175,3 +175,25 @@ def test_tool_call_arguments_are_restored_across_events() -> None:
             info = ADAPTERS[fmt].parse_stream_event("", event.name, json.loads(event.data), None)
             got += "".join(p.text for p in info.parts if p.kind == "tool_call")
         assert json.loads(got) == {"to": "jane.roe@example.com", "body": "hi 212-555-0143"}, fmt
+
+
+@pytest.mark.parametrize(("fmt", "bad"), [
+    ("openai", {"choices": True}),
+    ("anthropic", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ["AKIA"]}}),
+    ("gemini", {"candidates": [{"content": {"parts": "AKIAIOSFODNN7EXAMPLE"}}]}),
+])
+def test_an_event_douane_cannot_read_ends_the_stream_with_a_provider_error(fmt: str, bad: dict) -> None:
+    """The output guard cannot judge what it cannot read: the event is held back and the client's
+    stream ends with its provider's error event, naming why."""
+    data = char_stream(fmt, "fine so far", 4)
+    events = SSEFramer().feed(data)
+    cut = len(events) // 2
+    raw = b"".join(e.raw for e in events[:cut]) + sse([(None, bad)]) + b"".join(e.raw for e in events[cut:])
+    tap = StreamTap(ADAPTERS[fmt], ENDPOINT[fmt], None, stages=[OutputGuard(SecretsDetector(), None)])
+    out = run(tap, raw, step=7)
+    assert b"AKIA" not in out and json.dumps(bad).encode() not in out
+    assert tap.blocked is not None and tap.blocked.rule == "unreadable_answer"
+    last = SSEFramer().feed(out)[-1]
+    assert "unreadable_answer" in (last.data or "") and "error" in json.loads(last.data or "{}")
+    before = "".join(client_text(fmt, e.raw) for e in events[:cut])
+    assert before and before.startswith(client_text(fmt, out)), "at most what came before (less what was held)"

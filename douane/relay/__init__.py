@@ -1,0 +1,99 @@
+"""The relay: an in-process HTTP server that makes a call's upstream attempts itself, for calls that
+may need a fallback or a translation. mitmproxy sends such a call here instead of upstream; the
+relay tries each target in turn (retries, backoff, first-byte timeout, circuit breaker), translates
+the winner's answer into the client's format when the formats differ, and streams it back.
+
+Calls without a fallback rule or a format change never come here: they keep mitmproxy's direct path.
+
+    plan.py      what to try and what each outcome means (pure)
+    server.py    the HTTP/1.1 server mitmproxy talks to
+    delivery.py  the served answer to the client, passed through or translated
+    here         the attempts themselves: sending, waiting, timing out
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from douane.relay.delivery import deliver, refuse
+from douane.relay.plan import Attempt, Breakers, Dispatch, Plan, Try
+from douane.relay.server import RelayServer, Responder
+
+__all__ = ["Attempt", "Breakers", "Dispatch", "Plan", "Relay", "Try"]
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, breakers: Breakers | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        """`sleep` (the backoff) and `transport` (to the upstreams) are for tests to replace."""
+        self.plans: dict[str, Plan] = {}
+        self.breakers = breakers or Breakers()
+        self.port = 0
+        self._sleep = sleep
+        self._transport = transport
+        self._server = RelayServer(self._handle)
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> int:
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), trust_env=False,
+                                         limits=httpx.Limits(max_keepalive_connections=64), transport=self._transport)
+        self.port = await self._server.start()
+        return self.port
+
+    async def stop(self) -> None:
+        await self._server.stop()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def register(self, plan: Plan) -> str:
+        """The path mitmproxy sends the call to."""
+        self.plans[plan.call_id] = plan
+        return f"/relay/{plan.call_id}"
+
+    async def _handle(self, path: str, out: Responder) -> None:
+        plan = self.plans.pop(path.rsplit("/", 1)[-1], None)
+        if plan is None:
+            await out.respond(404, {"content-type": "text/plain"}, b"no such relayed call")
+            return
+        await self.run(plan, out)
+
+    async def run(self, plan: Plan, out: Responder) -> None:
+        """Each try in turn until one is served; the client gets its answer, or a 502/504 naming every try."""
+        dispatch = Dispatch(plan, self.breakers)
+        while (t := dispatch.next()) is not None:
+            if t.delay:
+                await self._sleep(t.delay)
+            try:
+                response = await asyncio.wait_for(self._send(t), plan.first_byte_timeout)
+            except (TimeoutError, httpx.HTTPError) as e:
+                status = dispatch.no_answer(t, isinstance(e, TimeoutError), f"{type(e).__name__}: {e}")
+                if status is not None:
+                    await refuse(plan, out, status, dispatch.failure_message(), "upstream_failed")
+                    return
+                continue
+            if not dispatch.answered(t, response.status_code):
+                await response.aclose()
+                continue
+            try:
+                await deliver(plan, t.attempt, response, out)
+            except httpx.HTTPError as e:  # the answer has started: the client's is cut, not ended
+                log.warning("relay: %s failed mid-answer for %s: %s: %s", t.attempt.label, plan.call_id,
+                            type(e).__name__, e)
+                raise ConnectionAbortedError(str(e)) from e
+            finally:
+                await response.aclose()
+            return
+        await refuse(plan, out, 502, dispatch.failure_message(), "upstream_failed")
+
+    async def _send(self, t: Try) -> httpx.Response:
+        assert self._client is not None, "Relay.start() first"
+        request = self._client.build_request("POST", t.attempt.url, headers=t.attempt.headers,
+                                             content=t.attempt.body)
+        return await self._client.send(request, stream=True)
