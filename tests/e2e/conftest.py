@@ -28,6 +28,29 @@ ROOT = Path(__file__).resolve().parents[2]
 CA_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR", "AWS_CA_BUNDLE")
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on 127.0.0.1:`port`. A connection that succeeds is not
+    enough: the machine is shared, and between free_port() and douane's bind another process may
+    take the port, and a test would then talk to it."""
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():  # no procfs: fall back to a connection
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+    try:
+        inodes = {os.readlink(fd)[8:-1] for fd in (proc / "fd").iterdir() if os.readlink(fd).startswith("socket:[")}
+        table = (proc / "net" / "tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in table:  # sl local_address rem_address st ... inode
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port and fields[9] in inodes:
+            return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,11 +104,9 @@ class Douane:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"douane exited {self.proc.returncode}:\n{self.log()}")
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                if listens(self.proc.pid, self.port):
                     return self
-                except OSError:
-                    time.sleep(0.05)
+                time.sleep(0.05)
             raise RuntimeError(f"douane did not listen:\n{self.log()}")
         return self
 
