@@ -39,11 +39,19 @@ def listens(pid: int, port: int) -> bool:
             return True
         except OSError:
             return False
+    inodes = set()
     try:
-        inodes = {os.readlink(fd)[8:-1] for fd in (proc / "fd").iterdir() if os.readlink(fd).startswith("socket:[")}
+        fds = list((proc / "fd").iterdir())
         table = (proc / "net" / "tcp").read_text().splitlines()[1:]
     except OSError:
         return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed since it was listed
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     for line in table:  # sl local_address rem_address st ... inode
         fields = line.split()
         if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port and fields[9] in inodes:
