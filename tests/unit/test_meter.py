@@ -275,3 +275,94 @@ async def test_redis_counters_outlive_their_window(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     assert 119 <= r.ttl("douane:teams.t:rpm@203001012300") <= 120
     assert 3600 + 3600 - 2 <= r.ttl("douane:teams.t:usd_day@20300101") <= 3600 + 3600
+
+
+# -- the meter of one call: reserve its worst case, settle its usage ----------------------------------
+
+PRICES = {"mock-priced-*": Price(input_per_mtok=1000, output_per_mtok=10000)}
+
+
+def metered(clock: FixedClock, fail: str = "closed", **quota: object) -> tuple[Meter, MemoryState]:
+    policy = Policy(fail=fail, teams={"t": Team(**quota)}, prices=PRICES)  # type: ignore[arg-type]
+    state = MemoryState()
+    gw = SimpleNamespace(policy=policy, limits=Limits(policy, state, clock), pricer=Pricer(policy.prices))
+    return Meter(gw), state  # type: ignore[arg-type]
+
+
+def priced_call(model: str = "mock-priced-1") -> Call:
+    call = governed_call()
+    call.model = model
+    call.request_bytes = 400  # no parsed request: 400 bytes / 4 = 100 input tokens estimated
+    call.max_output_tokens, call.choices = 50, 2
+    return call
+
+
+def test_the_meter_reserves_the_worst_case_and_settles_to_what_was_used() -> None:
+    """100 input tokens estimated, up to 2 x 50 output: 200 tokens, and at $1000 / $10000 per
+    million, $0.10 + $1.00 reserved. It used 90 + 60 tokens: $0.09 + $0.60."""
+    meter, state = metered(FixedClock("2030-01-01T23:00:00Z"), requests_per_minute=10, tokens_per_minute=1000,
+                           budget_usd_per_day=5.0)
+    call = priced_call()
+    assert asyncio.run(meter.reserve(call)) is None
+    assert state.counters == {"teams.t:rpm@203001012300": 1, "teams.t:tpm@203001012300": 200,
+                              "teams.t:usd_day@20300101": 1_100_000}
+    call.usage = Usage(input_tokens=90, output_tokens=60)
+    call.status = 200
+    asyncio.run(meter.settle(call))
+    assert call.reservation is None and call.cost_usd == pytest.approx(0.69)
+    assert call.price_source == "policy prices.mock-priced-*"
+    assert state.counters == {"teams.t:rpm@203001012300": 1, "teams.t:tpm@203001012300": 150,
+                              "teams.t:usd_day@20300101": 690_000}
+
+
+def test_a_call_that_does_not_fit_is_a_429_saying_when_to_retry() -> None:
+    meter, _ = metered(FixedClock("2030-01-01T23:00:00Z"), budget_usd_per_day=5.0)
+    blocks = [asyncio.run(meter.reserve(priced_call())) for _ in range(5)]  # $1.10 each: four fit in $5
+    assert blocks[:4] == [None] * 4
+    block = blocks[4]
+    assert block is not None and (block.status, block.rule, block.always) == (429, "teams.t.budget_usd_per_day", True)
+    assert block.headers == {"retry-after": "3600"}
+    assert block.message == "teams.t.budget_usd_per_day of $5.00 would be exceeded by this call (up to $1.1000)"
+
+
+def test_a_blocked_call_gives_its_whole_reservation_back() -> None:
+    meter, state = metered(FixedClock("2030-01-01T12:00:00Z"), tokens_per_minute=1000, budget_usd_per_day=5.0)
+    call = priced_call()
+    asyncio.run(meter.reserve(call))
+    call.decision, call.status = "blocked", 403
+    asyncio.run(meter.settle(call))
+    assert state.counters == {"teams.t:tpm@203001011200": 0, "teams.t:usd_day@20300101": 0}
+
+
+@pytest.mark.parametrize("fail", ["closed", "open"])
+def test_an_unpriced_model_under_a_budget_follows_fail(fail: str) -> None:
+    meter, state = metered(FixedClock(), fail, budget_usd_per_day=5.0)
+    call = priced_call("mock-unpriced-model")
+    block = asyncio.run(meter.reserve(call))
+    why = ("model mock-unpriced-model has no known price, so the budget cannot be held; "
+           "price it under `prices:` in the policy")
+    if fail == "closed":
+        assert block is not None and (block.status, block.rule, block.message) == (403, "budget.unpriced_model", why)
+        assert state.counters == {}
+    else:
+        assert block is None and call.reasons == [f"fail.open: {why}"]
+        assert state.counters == {"teams.t:usd_day@20300101": 0}, "reserved, at no known price"
+
+
+def test_an_unpriced_model_is_not_refused_where_no_budget_applies() -> None:
+    meter, state = metered(FixedClock(), requests_per_minute=5)
+    assert asyncio.run(meter.reserve(priced_call("mock-unpriced-model"))) is None
+    assert state.counters == {"teams.t:rpm@203001010000": 1}
+
+
+def test_the_state_failing_under_closed_is_a_503_enforced_in_monitor_mode_too() -> None:
+    meter, _ = metered(FixedClock(), requests_per_minute=5)
+
+    async def broken(takes: list) -> int | None:
+        raise StateUnavailable("redis at redis://x is unreachable: refused")
+
+    meter.gw.limits.state.reserve = broken  # type: ignore[method-assign]
+    block = asyncio.run(meter.reserve(call := priced_call()))
+    assert block is not None and (block.status, block.rule, block.always) == (503, "fail.closed", True)
+    assert block.message == "limits and budgets cannot be checked right now; try again later"
+    assert call.error == "redis at redis://x is unreachable: refused"
