@@ -112,7 +112,8 @@ class Gateway:
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy), self.clock)
         self.secrets = SecretsDetector() if self.policy.output is not None else None
-        self.injection = InjectionDetector() if self.policy.injection is not None else None
+        self.injection = InjectionDetector(model=self.policy.injection.model) \
+            if self.policy.injection is not None else None
         self.prefixes = Prefixes()
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s,
                                     clock=self.clock.monotonic))

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from douane.detect.cache import TextCache
+from douane.detect.injection_model import InjectionModel, default_model
 
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
                         "\u2060-\u206f\u3164\ufeff\uffa0\U000e0000-\U000e007f]")
@@ -293,8 +294,10 @@ NO_EVIDENCE = Verdict(0.0, ())
 
 
 class InjectionDetector:
-    def __init__(self, cache_size: int = 8192):
+    def __init__(self, cache_size: int = 8192, model: InjectionModel | None | bool = True):
+        """`model`: the learned tier (True: the shipped artifact; False or None: rules alone)."""
         self._cache: TextCache[Verdict] = TextCache(cache_size)
+        self._model = default_model() if model is True else model or None
 
     def lookup(self, text: str) -> Verdict | None:
         """The verdict on a text scored before; None when it needs scoring."""
@@ -308,6 +311,8 @@ class InjectionDetector:
         if hit is not None:
             return hit
         verdict = self._score(text)
+        if self._model is not None:
+            verdict = with_model(verdict, self._model, self._model.score(_base_view(text)))
         self._cache.put(text, verdict)
         return verdict
 
@@ -337,3 +342,23 @@ class InjectionDetector:
             score *= 0.45  # talking about injection, or quoting an example, is not doing it
         rules = tuple(sorted(fired, key=lambda n: -fired[n]))
         return Verdict(round(score, 4), rules)
+
+
+# --- The learned tier (douane/detect/injection_model.py) ---------------------------------------------
+# The rules explain the phrasings they name; the model catches paraphrases, other languages and
+# persona jailbreaks. The score is the stronger of the two. A rule that fires (>= 0.5) keeps the
+# explanation (its name first); the model ("model:injection-v1") comes first when it decided alone.
+# Below NOISE the model says nothing, so ordinary rows keep score 0 and no rule.
+FIRES = 0.5
+NOISE = 0.1
+
+
+def with_model(rules: Verdict, model: InjectionModel, probability: float) -> Verdict:
+    """The rules' verdict with the model's probability of injection folded in."""
+    if probability < NOISE or (probability < FIRES and probability <= rules.score):
+        return rules
+    name = f"model:{model.name}"
+    score = round(max(rules.score, probability), 4)
+    if rules.score >= FIRES or probability < rules.score:
+        return Verdict(score, (*rules.rules, name))
+    return Verdict(score, (name, *rules.rules))

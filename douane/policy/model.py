@@ -115,6 +115,9 @@ class PiiPolicy(Strict):
 class InjectionPolicy(Strict):
     action: Literal["block", "monitor"] = "block"
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # the learned tier (douane/detect/models/injection-v1) beside the rules: off until its false
+    # alarms on ordinary prompts are as rare as the rules' (see BENCHMARKS.md)
+    model: bool = False
 
 
 class OutputPolicy(Strict):

@@ -118,7 +118,7 @@ def test_wrong_shapes_say_what_to_write(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as e:
         load_policy(f)
     got = {i.field: (i.line, i.message) for i in e.value.issues}
-    assert got["injection"] == (2, "must be a mapping of keys such as action, threshold (got 5)")
+    assert got["injection"] == (2, "must be a mapping of keys such as action, threshold, model (got 5)")
     assert got["clients"][0] == 3 and got["clients"][1].startswith("must be a list")
     assert got["pii.entities"] == (5, "must be a list: [a, b], or one `- item` per line (got 'EMAIL_ADDRESS')")
     assert got["fallbacks[0].to"] == (7, "required: add this key")
