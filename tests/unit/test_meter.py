@@ -366,3 +366,35 @@ def test_the_state_failing_under_closed_is_a_503_enforced_in_monitor_mode_too() 
     assert block is not None and (block.status, block.rule, block.always) == (503, "fail.closed", True)
     assert block.message == "limits and budgets cannot be checked right now; try again later"
     assert call.error == "redis at redis://x is unreachable: refused"
+
+
+async def test_redis_names_the_limit_that_refused(redis_url: str) -> None:
+    """The Lua script answers which take did not fit: the refusal names that limit, not its neighbour."""
+    redis.Redis.from_url(redis_url).flushall()
+    state = RedisState(redis_url)
+    lim = Limits(Policy(teams={"t": Team(requests_per_minute=2, tokens_per_minute=100)}), state,
+                 FixedClock("2030-01-01T00:00:30Z"))
+    try:
+        assert (await lim.reserve("t", "c", 60, None))[1] is None
+        by_tokens = (await lim.reserve("t", "c", 60, None))[1]  # 120 tokens > 100, 2 requests fit
+        assert (await lim.reserve("t", "c", 10, None))[1] is None
+        by_requests = (await lim.reserve("t", "c", 10, None))[1]  # the third request
+    finally:
+        await state.close()
+    assert by_tokens is not None and by_tokens.rule == "teams.t.tokens_per_minute"
+    assert by_requests is not None and by_requests.rule == "teams.t.requests_per_minute"
+    assert by_requests.retry_after == 30
+
+
+def test_a_call_that_failed_upstream_without_usage_gives_its_reservation_back() -> None:
+    meter, state = metered(FixedClock("2030-01-01T12:00:00Z"), tokens_per_minute=1000, budget_usd_per_day=5.0)
+    call = priced_call()
+    asyncio.run(meter.reserve(call))
+    call.status = 500  # allowed, but the provider produced nothing
+    asyncio.run(meter.settle(call))
+    assert state.counters == {"teams.t:tpm@203001011200": 0, "teams.t:usd_day@20300101": 0}
+    unknown = priced_call()
+    asyncio.run(meter.reserve(unknown))
+    unknown.status = 200  # an answer, but no usage and no estimate: the reservation stands
+    asyncio.run(meter.settle(unknown))
+    assert state.counters == {"teams.t:tpm@203001011200": 200, "teams.t:usd_day@20300101": 1_100_000}
