@@ -8,6 +8,7 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   *slow*                wait half a second before answering
   *chars3*              stream three characters per event instead of a word
   *x300*                answer the echo three hundred times over (a long answer for a short prompt)
+  *surrogate*           end the answer with a lone surrogate (U+D800), which JSON escapes
   *hold*                stream two events, then wait for HOLD to be set (bounded: HOLD_TIMEOUT)
                         before the rest: a test sets it once its client has the first events, which
                         proves the stream flows through the proxy instead of being buffered whole
@@ -131,6 +132,8 @@ class Handler(BaseHTTPRequestHandler):
         reply = "echo: " + last_user_text(fmt, body, self.path)
         if "x300" in model:
             reply = " ".join([reply] * 300)
+        if "surrogate" in model:  # JSON can escape a lone surrogate; it is not text (audit tests)
+            reply += " \ud800"
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or \
             (body.get("generationConfig") or {}).get("maxOutputTokens")
         if isinstance(cap, int):  # like a real provider: never more output tokens (words here) than asked
