@@ -3,8 +3,11 @@
 mitmproxy logs an addon's error and goes on, which for a security control is a side door: the
 prompt guard raising would let the prompt out unread. Here, for every stage:
 - before the call is forwarded (CONNECT, request headers, request): `fail: closed` answers 503 in the
-  provider's shape and does not forward; `open` forwards and records a guard_error. An error in the
-  identity stage always closes: forwarding an unidentified caller is not a guard failing open.
+  provider's shape and does not forward; `open` forwards and records a guard_error (a CONNECT, which
+  has no row of its own otherwise, gets one). An error in the identity or router stage always
+  closes: forwarding an unidentified caller, or a call not routed (to the client's own host instead
+  of the provider's upstream, with the client's key instead of the central one), is not a guard
+  failing open.
 - while the answer is inspected (response headers, response): closed replaces the answer with a
   503 in the provider's shape (a stream is ended with the provider's error event by the stream tap
   itself, douane.streaming); open delivers it and records the error.
@@ -13,7 +16,8 @@ prompt guard raising would let the prompt out unread. Here, for every stage:
   the error (addons.websocket.frame_failed, douane.websocket.Session).
 - any other error (settling the meter, writing the record, an upstream error being handled) cannot
   change what the client already has: it is recorded on the call, whose row names the stage and the
-  exception class.
+  exception class (and the status the client got). When the stage that answers an unreachable
+  upstream fails, the client still gets that 502 in the provider's shape, not mitmproxy's page.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import connection, http
 
-from addons.flows import block_response, call_of, record_now, refuse
+from addons.flows import block_response, call_of, error_response, record_now, refuse
 from addons.websocket import frame_failed
 from douane.call import Call
 from douane.decision import Block
@@ -68,6 +72,8 @@ class StageFailures:
         if handle is not None:
             handle(self, flow, call, stage, error)
         if stage == "audit" and call is not None and not call.recorded:
+            if call.status is None and flow.response is not None:
+                call.status = flow.response.status_code
             self._record_anyway(call)
 
     def _call(self, flow: http.HTTPFlow) -> Call | None:
@@ -81,10 +87,18 @@ class StageFailures:
             spec = self.gw.providers.match(flow.client_conn.sni, flow.request.port)
         return self.classify.open(flow, spec) if spec is not None else None
 
+    def _closes(self, stage: str, call: Call | None) -> bool:
+        """Whether a failure before forwarding refuses the call: under `closed` always; under `open`
+        when identity failed, or routing failed for a provider call (it has nowhere safe to go)."""
+        return self.closed or stage == "identity" or (stage == "router" and call is not None)
+
     def _before_forwarding(self, flow: http.HTTPFlow, call: Call | None, stage: str, error: Exception) -> None:
-        if not self.closed and stage != "identity":
+        if not self._closes(stage, call):
             if call is not None:
                 call.note(f"fail.open: guard_error in {stage} ({type(error).__name__}), forwarded")
+                if flow.request.method == "CONNECT":  # the tunnel's own row: its calls have rows of theirs
+                    call.status = 200
+                    self._record_anyway(call)
             return
         message = (f"douane's {stage} stage failed ({type(error).__name__}), so the request was not forwarded; "
                    "try again, and tell douane's operator if it persists (fail: closed)")
@@ -109,12 +123,20 @@ class StageFailures:
         block = Block(503, "fail.closed", message, always=True)
         refuse_answer(self.gw, flow, call, block)
 
+    def _upstream_error(self, flow: http.HTTPFlow, call: Call | None, stage: str, error: Exception) -> None:
+        if stage != "upstream_errors" or call is None or flow.response is not None:
+            return
+        flow.response = error_response(call, 502, "upstream_failed",
+                                       f"douane could not get an answer from {call.provider.name}; try again")
+        call.status = 502
+
     _HANDLERS: dict[str, Callable[[StageFailures, http.HTTPFlow, Call | None, str, Exception], None]] = {
         "http_connect": _before_forwarding,
         "requestheaders": _before_forwarding,
         "request": _before_forwarding,
         "responseheaders": _answer,
         "response": _answer,
+        "error": _upstream_error,
     }
 
     def _record_anyway(self, call: Call) -> None:

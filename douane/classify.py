@@ -8,10 +8,13 @@ unread. Pure logic over bytes and strings; addons/classify.py glues it to flows.
 from __future__ import annotations
 
 import io
+import json
 import re
 import zlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
+
+import orjson
 
 from douane import jsonio
 from douane.bodies import BodyTooComplex, walk
@@ -120,13 +123,36 @@ def decode(raw: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def parse_json(raw: bytes) -> Any:
-    """JSON text of a request, as NotReadable when it is not."""
+    """JSON text of a request, read strictly (RFC 8259), as NotReadable when it is not.
+
+    What one parser reads and another refuses or reads otherwise is a way past the guards: a lone
+    surrogate (escaped, or encoded in the bytes), NaN and Infinity literals are refused, not read
+    the lenient way jsonio reads a provider's answers. orjson is strict; the standard library, which
+    reads what orjson cannot (integers past 64 bits, nesting past 1024 levels), is made strict."""
+    if not jsonio.may_hold_long_integer(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # not JSON, or JSON orjson cannot read: the strict reader below says which
     try:
-        return jsonio.loads(raw)
+        text = raw.decode("utf-8")  # the strict codec refuses encoded surrogates too
     except UnicodeDecodeError as e:
         raise NotReadable(f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape cannot be encoded
+    except RecursionError:
+        raise NotReadable("the body could not be read as JSON: it nests too deeply to be read") from None
+    except UnicodeEncodeError:
+        raise NotReadable("the body holds a lone surrogate (\\ud800-\\udfff escaped alone), which is not "
+                             "text; send valid UTF-16 pairs") from None
     except ValueError as e:
         raise NotReadable(f"the body could not be read as JSON: {e}") from None
+    return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259); send a number or null")
 
 
 def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
@@ -138,6 +164,10 @@ def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
         body = parse_json(raw)
         if not isinstance(body, dict):
             raise NotReadable("the body is JSON but not an object")
+        model = body.get("model")
+        if model is not None and not isinstance(model, str) and call.provider.format != "gemini":
+            # the allow-lists, routes and prices match model names: a number or an object is none
+            raise NotReadable(f"the body's model must be a string, not {type(model).__name__}")
         strings = walk(body, limits.max_json_depth, limits.max_json_strings)
     except BodyTooComplex as e:
         return Block(400, e.rule, f"{e}; it was not forwarded because douane cannot inspect it", always=True)
@@ -150,6 +180,9 @@ def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
         return Block(400, "unreadable_body", f"the body is not shaped as the provider's API documents it: {e}; "
                      "it was not forwarded because douane cannot inspect it")
     call.request = request
+    # what leaves is the body as douane read it, not the client's bytes: a key sent twice (which a
+    # provider's parser might take the first of, and douane's takes the last of) cannot hide text
+    call.body_changed = gw.enforcing
     call.model_requested = call.model = request.model
     call.stream = request.stream
     call.other_parts = strings.others(request.text_parts())
@@ -197,7 +230,7 @@ def check_numbers(gw: Gateway, call: Call, body: dict[str, Any]) -> Block | None
     cap = gw.pricer.max_tokens(call.provider.name, call.model) or gw.policy.limits.max_output_tokens
     for path in _OUTPUT_CAPS[fmt]:
         present, value = _at(body, path)
-        if not present:
+        if not present or value is None:  # null: the provider's default, as if absent
             continue
         name = ".".join(path)
         if not _whole(value) or not 1 <= value <= cap:
@@ -205,7 +238,7 @@ def check_numbers(gw: Gateway, call: Call, body: dict[str, Any]) -> Block | None
         call.max_output_tokens = max(call.max_output_tokens or 0, value)
     for path in _CHOICES[fmt]:
         present, value = _at(body, path)
-        if not present:
+        if not present or value is None:
             continue
         if not _whole(value) or not 1 <= value <= MAX_CHOICES:
             return _bad_number(".".join(path), value, f"a whole number from 1 to {MAX_CHOICES}")

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from douane import clock
 from douane.audit import AuditStore, AuditWriter
 from douane.call import Call
 from douane.guard_settings import Detectors, GuardBook, GuardConfigError, Guards
@@ -85,10 +86,15 @@ class Gateway:
     limits: Limits = field(init=False)
     relay: Relay = field(init=False)
     detectors: Detectors = field(init=False, default_factory=Detectors)
+    clock: clock.Clock = field(init=False)
     inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
 
     def __post_init__(self) -> None:
+        try:
+            self.clock = clock.from_environment()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.providers = ProviderTable(provider_specs(self.policy))
         try:
             self.guard_book = GuardBook(self.policy, self.detectors)
@@ -97,8 +103,9 @@ class Gateway:
         self.writer = AuditWriter(AuditStore(self.db_path))
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
-        self.limits = Limits(self.policy, make_state(self.policy))
-        self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
+        self.limits = Limits(self.policy, make_state(self.policy), self.clock)
+        self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s,
+                                    clock=self.clock.monotonic))
 
     @property
     def enforcing(self) -> bool:

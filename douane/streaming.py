@@ -348,6 +348,7 @@ class StreamTap(EventTap[SSEEvent]):
             out = self._feed(chunk)
         except Exception as e:  # a bug or a shape nobody foresaw: not a reason to let text out unread
             out = self._failed(e, [chunk] if not self.decoder else [])
+        out = [b for b in out if b]  # an empty piece is the end of a chunked body: the client would stop there
         self.bytes_out += sum(len(b) for b in out)
         return out
 

@@ -10,6 +10,11 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   *tool-call*           when the last user text says `CALL name {json arguments}` (once or more), answer
                         "Let me check." and those tool calls, plain or streamed, in the request's format
                         (arguments streamed in fragments); otherwise echo as usual
+  *x300*                answer the echo three hundred times over (a long answer for a short prompt)
+  *surrogate*           end the answer with a lone surrogate (U+D800), which JSON escapes
+  *hold*                stream two events, then wait for HOLD to be set (bounded: HOLD_TIMEOUT)
+                        before the rest: a test sets it once its client has the first events, which
+                        proves the stream flows through the proxy instead of being buffered whole
 Run: python tests/mock_provider.py --port 9000
 """
 
@@ -27,9 +32,23 @@ from typing import Any
 
 RECEIVED: list[dict[str, Any]] = []
 LOCK = threading.Lock()
+HOLD = threading.Event()  # a *hold* stream waits on it midway
+HOLDING = threading.Event()  # set while a *hold* stream is waiting
+HOLD_TIMEOUT = 20.0
+HELD_TOO_LONG: list[str] = []  # models whose hold ended by timeout: nobody released it
+LLM_PATH = re.compile(r"/(chat/completions|responses|embeddings|completions|messages)$|"
+                      r":(generateContent|streamGenerateContent)$")
 
 
 def last_user_text(fmt: str, body: dict, path: str) -> str:
+    """The text to echo; "" for a body of a shape the mock does not read (bad-input tests send those)."""
+    try:
+        return _last_user_text(fmt, body)
+    except (LookupError, AttributeError, TypeError):
+        return ""
+
+
+def _last_user_text(fmt: str, body: dict) -> str:
     if fmt == "openai":
         if "messages" in body:
             content = body["messages"][-1].get("content")
@@ -191,6 +210,8 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self._json(200, RECEIVED)
             return
+        with LOCK:
+            RECEIVED.append({"path": self.path, "headers": dict(self.headers.items()), "body": None, "raw": ""})
         self._json(404, {"error": {"message": "not found"}})
 
     def do_POST(self) -> None:
@@ -211,16 +232,20 @@ class Handler(BaseHTTPRequestHandler):
         if "/files" in self.path:
             self._json(200, {"id": "file-mock", "object": "file", "bytes": length})
             return
+        if not LLM_PATH.search(self.path.split("?", 1)[0]):  # another endpoint (batches, uploads, ...): acknowledged
+            self._json(200, {"object": "mock.ack", "path": self.path, "bytes": length})
+            return
         if "/v1/messages" in self.path:
             fmt = "anthropic"
         elif ":generateContent" in self.path or ":streamGenerateContent" in self.path:
             fmt = "gemini"
         else:
             fmt = "openai"
-        if body is None:
-            self._json(400, {"error": {"message": "mock: body is not JSON"}})
+        if not isinstance(body, dict):
+            self._json(400, {"error": {"message": "mock: body is not a JSON object"}})
             return
-        model = body.get("model") or re.search(r"models/([^:]+):", self.path).group(1)  # type: ignore[union-attr]
+        in_path = re.search(r"models/([^:]+):", self.path)
+        model = str(body.get("model") or (in_path.group(1) if in_path else "unknown"))
         if "slow" in model:
             time.sleep(0.5)
         if model.startswith("fail-"):
@@ -242,6 +267,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, tool_answer(fmt, responses, model, calls))
             return
         reply = "echo: " + last_user_text(fmt, body, self.path)
+        if "x300" in model:
+            reply = " ".join([reply] * 300)
+        if "surrogate" in model:  # JSON can escape a lone surrogate; it is not text (audit tests)
+            reply += " \ud800"
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or \
             (body.get("generationConfig") or {}).get("maxOutputTokens")
         if isinstance(cap, int):  # like a real provider: never more output tokens (words here) than asked
@@ -337,9 +366,10 @@ class Handler(BaseHTTPRequestHandler):
         return [f"data: {o}\n\n" for o in out] + ["data: [DONE]\n\n"]
 
     def _sse(self, fmt: str, model: str, reply: str, body: dict, drop: bool, gz: bool) -> None:
-        self._send_events(self._events(fmt, model, reply, body), drop, gz)
+        self._send_events(self._events(fmt, model, reply, body), drop, gz, hold="hold" in model, model=model)
 
-    def _send_events(self, events: list[str], drop: bool = False, gz: bool = False) -> None:
+    def _send_events(self, events: list[str], drop: bool = False, gz: bool = False, hold: bool = False,
+                     model: str = "") -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -357,6 +387,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
 
         for i, event in enumerate(events):
+            if hold and i == 2:
+                HOLDING.set()
+                if not HOLD.wait(HOLD_TIMEOUT):
+                    HELD_TOO_LONG.append(model)
+                HOLDING.clear()
             if drop and i == 2:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)

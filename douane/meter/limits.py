@@ -5,8 +5,9 @@ from __future__ import annotations
 import calendar
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from douane.clock import SYSTEM, Clock
 from douane.meter.state import State, Take
 from douane.policy.model import Policy, Quota
 
@@ -40,9 +41,10 @@ def _window(kind: str, now: datetime) -> tuple[str, int]:
 
 
 class Limits:
-    def __init__(self, policy: Policy, state: State):
+    def __init__(self, policy: Policy, state: State, clock: Clock = SYSTEM):
         self.policy = policy
         self.state = state
+        self.clock = clock  # windows are cut from its time: tests pin it
         # Rules of limited teams and clients, by name, built once: a call looks its own up in O(1).
         # A client's rule is named by its place in the policy (clients[3]), as the loader names it.
         self._team_rules = {name: (f"teams.{name}", t) for name, t in policy.teams.items() if t.limited}
@@ -61,7 +63,7 @@ class Limits:
     async def reserve(self, team: str | None, client: str, tokens: int, worst_usd: float | None,
                       now: datetime | None = None) -> tuple[Reservation | None, Refusal | None]:
         """Reserve one request, `tokens` and `worst_usd` against every quota that applies."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         quotas = self.quotas(team, client)
         if not quotas:
             return None, None

@@ -109,25 +109,31 @@ class RedisState:
         self._adjust = self.client.register_script(_ADJUST)
 
     async def reserve(self, takes: list[Take]) -> int | None:
-        import redis
-
         keys = [self.prefix + t.key for t in takes]
         args = [t.amount for t in takes] + [t.limit for t in takes] + [t.ttl for t in takes]
         try:
             result = int(await self._reserve(keys=keys, args=args))
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            raise StateUnavailable(f"redis at {self.url} is unreachable: {e}") from None
+        except Exception as e:
+            raise self._unavailable(e) from None
         return None if result == 0 else result - 1
 
     async def adjust(self, deltas: list[tuple[str, int]]) -> None:
-        import redis
-
         if not deltas:
             return
         try:
             await self._adjust(keys=[self.prefix + k for k, _ in deltas], args=[d for _, d in deltas])
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            raise StateUnavailable(f"redis at {self.url} is unreachable: {e}") from None
+        except Exception as e:
+            raise self._unavailable(e) from None
+
+    def _unavailable(self, error: Exception) -> StateUnavailable:
+        """Any failure of Redis is the state being unavailable, not only a lost connection: a Redis
+        out of memory (OOM), a read-only replica (READONLY), a script error or an answer that is not a
+        number would otherwise escape the meter, and the call go out with nothing reserved."""
+        import redis
+
+        if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
+            return StateUnavailable(f"redis at {self.url} is unreachable: {error}")
+        return StateUnavailable(f"redis at {self.url} failed ({type(error).__name__}: {error})")
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,42 @@ import yaml
 
 from douane.audit import query
 from tests import mock_provider
+from tests.redis_server import redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 # Variables this machine pre-sets that would change which CA a client trusts.
 CA_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR", "AWS_CA_BUNDLE")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on 127.0.0.1:`port`. A connection that succeeds is not
+    enough: the machine is shared, and between free_port() and douane's bind another process may
+    take the port, and a test would then talk to it."""
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():  # no procfs: fall back to a connection
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+    inodes = set()
+    try:
+        fds = list((proc / "fd").iterdir())
+        table = (proc / "net" / "tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed since it was listed
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in table:  # sl local_address rem_address st ... inode
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port and fields[9] in inodes:
+            return True
+    return False
 
 
 def free_port() -> int:
@@ -51,8 +84,10 @@ def received() -> Iterator[list[dict[str, Any]]]:
 class Douane:
     """One `douane run` process with its own policy, CA folder and audit store."""
 
-    def __init__(self, tmp: Path, policy: dict[str, Any], certs: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, tmp: Path, policy: dict[str, Any], certs: Path, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
         self.tmp = tmp
+        self.env = env or {}
         self.port = free_port()
         self.policy_path = tmp / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy))
@@ -66,6 +101,7 @@ class Douane:
         env = {k: v for k, v in os.environ.items() if k not in CA_VARS and "PROXY" not in k.upper()}
         # the proxy runs this checkout's code, whatever tree the venv's editable install points at
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.update(self.env)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "douane.cli", "run", "--policy", str(self.policy_path),
@@ -76,11 +112,9 @@ class Douane:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"douane exited {self.proc.returncode}:\n{self.log()}")
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                if listens(self.proc.pid, self.port):
                     return self
-                except OSError:
-                    time.sleep(0.05)
+                time.sleep(0.05)
             raise RuntimeError(f"douane did not listen:\n{self.log()}")
         return self
 
@@ -154,14 +188,14 @@ def douane(tmp_path_factory: pytest.TempPathFactory, mock: str, certs: Path) -> 
 
 @pytest.fixture()
 def make_douane(tmp_path: Path, mock: str, certs: Path) -> Iterator[Any]:
-    """A proxy with a policy of the test's own."""
+    """A proxy with a policy of the test's own (and environment variables of its own, e.g. a ProxyClock's)."""
     started: list[Douane] = []
 
     def make(policy: dict[str, Any] | None = None, start: bool = True, args: tuple[str, ...] = (),
-             **policy_keys: Any) -> Douane:
+             env: dict[str, str] | None = None, **policy_keys: Any) -> Douane:
         folder = tmp_path / f"d{len(started)}"
         folder.mkdir()
-        d = Douane(folder, policy or routed_policy(mock, **policy_keys), certs, args)
+        d = Douane(folder, policy or routed_policy(mock, **policy_keys), certs, args, env)
         started.append(d)
         return d.start() if start else d
 
@@ -173,22 +207,34 @@ def make_douane(tmp_path: Path, mock: str, certs: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on loopback, for state shared between proxy instances."""
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+class ProxyClock:
+    """A running proxy's clock (douane.clock): a file the test rewrites to move time. Pass `env` to
+    make_douane; it turns fault injection on, which the test clock needs."""
+
+    def __init__(self, folder: Path, start: str = "2030-01-01T00:00:10+00:00"):
+        self.path = folder / "douane-now"
+        self.set(start)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOUANE_FAULT_INJECTION": "1", "DOUANE_TEST_CLOCK": str(self.path)}
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.path.read_text())
+
+    def set(self, when: str | datetime) -> None:
+        text = when if isinstance(when, str) else when.astimezone(UTC).isoformat()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.path)  # atomic: the proxy never reads half a time
+
+    def advance(self, seconds: float) -> None:
+        self.set(self.now + timedelta(seconds=seconds))
 
 
 def body_of(entry: dict[str, Any]) -> Any:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import anthropic
 import openai
 import pytest
 from google import genai
+from google.genai import errors as genai_errors
 
 from tests.e2e.conftest import Douane, body_of, routed_policy
 from tests.e2e.test_routing import ask
@@ -74,18 +74,30 @@ def test_output_block_stops_the_stream_with_an_sdk_error(make_douane, mock: str)
         with pytest.raises(openai.APIError) as e:
             list(openai.OpenAI(api_key="sk-x", max_retries=0).chat.completions.create(
                 model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": f"x {AWS} y"}]))
-        assert "output.secrets.block" in str(e.value)
-        with pytest.raises(anthropic.PermissionDeniedError):
+        with pytest.raises(anthropic.PermissionDeniedError) as ae:
             anthropic.Anthropic(api_key="sk-x", max_retries=0).messages.create(
                 model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": f"x {AWS} y"}])
         g = genai.Client(api_key="x", http_options={"retry_options": {"attempts": 1}})
         got = ""
-        with pytest.raises(Exception):  # noqa: B017 - the SDK raises on the error event, type varies
+        with pytest.raises(genai_errors.ClientError) as ge:  # the SDK raises on the stream's error event
             for chunk in g.models.generate_content_stream(model="gemini-2.0-flash", contents=f"x {AWS} y"):
                 got += chunk.text or ""
-        assert AWS not in got
+    # OpenAI: an error event in the stream, which the SDK raises as APIError with its body
+    assert type(e.value) is openai.APIError and "output.secrets.block" in e.value.message
+    assert e.value.body["code"] == "output.secrets.block" and e.value.body["type"] == "permission_error"
+    assert ae.value.status_code == 403 and ae.value.body["error"]["type"] == "permission_error"
+    assert "output.secrets.block" in ae.value.body["error"]["message"]
+    assert ge.value.code == 403 and ge.value.status == "PERMISSION_DENIED"
+    assert "output.secrets.block" in (ge.value.message or "")
+    assert AWS not in got
     rows = d.rows(expect=3)
-    assert all(r["decision"] == "blocked" and "output.secrets.block" in r["reason"] for r in rows)
+    assert len(rows) == 3
+    assert [(r["provider"], r["stream"]) for r in rows] == [("openai", True), ("anthropic", False),
+                                                           ("gemini", True)]
+    for r in rows:
+        assert r["decision"] == "blocked" and "output.secrets.block" in r["reason"]
+        assert r["output_findings"] == ["secret:AWS Access Key"]
+        assert AWS not in (r["response_body"] or "")
 
 
 def test_monitor_mode_changes_nothing_but_records(make_douane, mock: str, received: list) -> None:
@@ -120,7 +132,8 @@ def test_injection_is_blocked_and_topics_are_not(make_douane, mock: str, receive
     assert ok.choices[0].message.content.startswith("echo:")
     assert len(received) == 1
     rows = d.rows(expect=3)
-    assert rows[0]["decision"] == "blocked" and rows[0]["injection_rule"] == "override"
+    assert [r["decision"] for r in rows] == ["blocked", "allowed", "blocked"]
+    assert rows[0]["injection_rule"] == "override" and "injection.block" in rows[2]["reason"]
     assert rows[0]["injection_score"] >= 0.5 and rows[1]["injection_score"] in (None, 0.0)
 
 
@@ -154,30 +167,24 @@ def test_a_guard_that_times_out_follows_fail(make_douane, mock: str, received: l
 
 @pytest.mark.parametrize("fail", ["closed", "open"])
 def test_an_answer_scan_that_times_out_follows_fail(make_douane, mock: str, received: list, fail: str) -> None:
-    """A 60 KB answer is scanned in a worker thread; a 1 ms budget cannot be met. The prompt gets
-    through because an earlier call's scan of it, cut off by the same budget, finished in its
-    thread and was cached: the answer (the echo) is new text."""
+    """A short prompt is scanned on the event loop, under no timeout; its answer, 300 echoes of it
+    (the mock's x300 model), is long enough for a worker thread, where a 1 ms budget cannot be met."""
     d = make_douane(routed_policy(mock, fail=fail, pii={"action": "pseudonymize"},
                                   output={"secrets": "redact", "pii": "redact"}, limits={"guard_timeout_s": 0.001}))
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"call {PHONE} " * 3000}]}
     with d.http() as http:
-        for attempt in range(1, 60):
-            r = http.post("https://api.openai.com/v1/chat/completions", json=body)
-            rows = d.rows(expect=attempt)
-            error = rows[-1]["error"] or ""
-            if "answer scan" in error and "prompt scan" not in error:
-                break
-            time.sleep(0.1)
-    row = rows[-1]
-    assert "answer scan took longer than 0.001 s" in row["error"]
+        r = http.post("https://api.openai.com/v1/chat/completions", json={
+            "model": "gpt-4o-mini-x300", "messages": [{"role": "user", "content": f"call {PHONE} now"}]})
+    row = d.rows(expect=1)[0]
+    assert row["error"] == "answer scan took longer than 0.001 s"
     assert PHONE not in received[-1]["raw"], "the prompt itself was pseudonymized"
     if fail == "closed":
         assert r.status_code == 503 and r.json()["error"]["code"] == "fail.closed"
         assert row["response_body"] is None, "an answer that did not leave is not kept"
+        assert (row["status"], row["decision"]) == (503, "blocked")
     else:
         content = r.json()["choices"][0]["message"]["content"]
         assert r.status_code == 200 and "fail.open" in row["reason"]
-        assert content.count(PHONE) == 3000, "the user's values are still put back"
+        assert content.count(PHONE) == 300, "the user's values are still put back"
 
 
 def test_guards_hold_on_translated_fallbacks(make_douane, mock: str, received: list) -> None:

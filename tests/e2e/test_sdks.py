@@ -13,6 +13,7 @@ import pytest
 from google import genai
 from google.genai.errors import APIError
 
+from tests import mock_provider
 from tests.e2e.conftest import Douane, body_of
 
 EMAIL = "jane.roe@example.com"
@@ -103,6 +104,7 @@ def test_openai_chat_stream_flows_with_usage(douane: Douane, received: list) -> 
     assert text == "echo: stream <EMAIL_ADDRESS> now"
     # douane asked upstream for usage, and hid the extra chunk from a client that did not ask
     assert body_of(received[-1])["stream_options"] == {"include_usage": True}
+    assert len(chunks) == 6, "role, four words, finish: the mock's chunks, and not the usage-only one"
     assert all(c.choices for c in chunks), "the usage-only chunk douane asked for leaked to the client"
     row = only_row(douane, call_id)
     assert_complete(row, "openai", "chat.completions", stream=True)
@@ -213,11 +215,72 @@ def test_keys_never_reach_store_or_log(douane: Douane) -> None:
         assert b"never-store-me" not in segment.read_bytes()
 
 
-@pytest.mark.parametrize("model", ["gpt-4o-mini"])
-def test_request_id_header_matches_audit_for_blocked_and_failed(douane: Douane, model: str) -> None:
+@pytest.mark.parametrize(("case", "body", "status", "decision"), [
+    ("blocked", b'{"model": "gpt-4o-mini", "messages": [', 400, "blocked"),
+    ("failed", b'{"model": "fail-500", "messages": [{"role": "user", "content": "x"}]}', 500, "allowed"),
+])
+def test_request_id_header_matches_audit_for_blocked_and_failed(douane: Douane, received: list, case: str,
+                                                                body: bytes, status: int, decision: str) -> None:
+    """A refusal of douane's own and an upstream's failure both carry the id of their audit row."""
     with douane.http() as http:
-        r = http.post("https://api.openai.com/v1/chat/completions",
-                      json={"model": "fail-500", "messages": [{"role": "user", "content": "x"}]})
-    assert r.status_code == 500
-    row = only_row(douane, r.headers["x-douane-request-id"])
-    assert row["status"] == 500 and row["error"] == "upstream answered 500"
+        r = http.post("https://api.openai.com/v1/chat/completions", content=body,
+                      headers={"content-type": "application/json"})
+    assert r.status_code == status
+    call_id = r.headers["x-douane-request-id"]
+    assert call_id.startswith("dou_")
+    row = only_row(douane, call_id)
+    assert (row["status"], row["decision"]) == (status, decision)
+    if case == "blocked":
+        assert received == [] and row["reason"] == "unreadable_body"
+        assert r.json()["error"]["code"] == "unreadable_body"
+    else:
+        assert len(received) == 1 and row["error"] == "upstream answered 500"
+        assert r.json()["error"]["message"] == "mock upstream error 500", "the upstream's own error, as it came"
+
+
+@pytest.fixture()
+def held() -> Iterator[None]:
+    """The mock's *hold* streams wait midway until the test releases them (never past the test)."""
+    mock_provider.HOLD.clear()
+    mock_provider.HELD_TOO_LONG.clear()
+    try:
+        yield
+    finally:
+        mock_provider.HOLD.set()
+
+
+def first_event_while_upstream_holds(events: Iterator[Any]) -> list[Any]:
+    """Read a stream: its first event must arrive while the upstream still holds the rest back."""
+    got = [next(events)]
+    assert mock_provider.HOLDING.is_set() and not mock_provider.HELD_TOO_LONG, \
+        "the first event reached the client only after the upstream had sent the whole stream"
+    mock_provider.HOLD.set()
+    got += list(events)
+    return got
+
+
+@pytest.mark.parametrize("api", ["chat.completions", "responses", "messages", "streamGenerateContent"])
+def test_streams_flow_through_while_the_upstream_is_still_sending(douane: Douane, held: None, api: str) -> None:
+    """douane reads an answer as it streams, without holding it back: the mock sends its first events,
+    then waits until the client (an official SDK) has received one."""
+    model = "hold-model"
+    with client_env(douane):
+        if api == "chat.completions":
+            chunks = first_event_while_upstream_holds(iter(openai.OpenAI(api_key="sk-x").chat.completions.create(
+                model=model, stream=True, messages=[{"role": "user", "content": "one two three four"}])))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        elif api == "responses":
+            events = first_event_while_upstream_holds(iter(openai.OpenAI(api_key="sk-x").responses.create(
+                model=model, stream=True, input="one two three four")))
+            text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        elif api == "messages":
+            events = first_event_while_upstream_holds(iter(anthropic.Anthropic(api_key="sk-x").messages.create(
+                model=model, max_tokens=50, stream=True, messages=[{"role": "user", "content": "one two three four"}])))
+            text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+        else:
+            gemini = genai.Client(api_key="x")
+            chunks = first_event_while_upstream_holds(iter(gemini.models.generate_content_stream(
+                model=model, contents="one two three four")))
+            text = "".join(c.text or "" for c in chunks)
+    assert text == "echo: one two three four"
+    assert not mock_provider.HELD_TOO_LONG
