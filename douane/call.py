@@ -69,6 +69,7 @@ class Call:
     max_output_tokens: int | None = None  # the output cap the body asks for, checked
     choices: int = 1  # answers asked for (OpenAI n, Gemini candidateCount)
     usage_estimated: bool = False  # no usage from the provider: estimated from what was seen
+    client_request_id: str | None = None  # the client's own id for the call (x-request-id, idempotency-key)
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:
@@ -118,4 +119,5 @@ class Call:
             error=self.error,
             request_body=self.request_body,
             response_body=self.response_body,
+            client_request_id=self.client_request_id,
         )

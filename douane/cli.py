@@ -334,6 +334,90 @@ def audit_doctor(db: str | None, repair: bool, fmt: str) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+def _trusted_keys(keys: tuple[str, ...], policy_path: str | None) -> list[str]:
+    """Public keys to check signatures against: --key files, else the signing key of the policy
+    named by --policy or DOUANE_POLICY (none: signatures are only checked for consistency)."""
+    from douane.audit.signing import load_public_key
+
+    try:
+        found = [load_public_key(k) for k in keys]
+        policy_file = policy_path or os.environ.get("DOUANE_POLICY")
+        if not found and policy_file:
+            signing = _load_or_exit(policy_file).audit.signing_key_file
+            if signing:
+                found.append(load_public_key(signing))
+    except ValueError as e:
+        _problem("error", e)
+        sys.exit(1)
+    return found
+
+
+def _store_or_exit(db: str | None, policy: Policy | None = None) -> Any:
+    from douane.audit.store import AuditStore
+
+    store = AuditStore(_db_path(db, policy))
+    if not store.db_path.exists():
+        _problem("error", f"no audit store at {store.db_path}: pass --db PATH (or set DOUANE_DB)")
+        sys.exit(1)
+    return store
+
+
+@audit.command("verify")
+@DB
+@click.option("--key", "keys", multiple=True, metavar="PUBLIC.pem",
+              help="the operator's public key (or its private key file); repeat for rotated keys")
+@click.option("--policy", "policy_path", help="take the key from this policy's audit.signing_key_file "
+                                              "[env DOUANE_POLICY]")
+@click.option("--deep", is_flag=True, help="check every record, even in segments whose signed seal matches")
+@click.option("--copy", "copies", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="a copy of the trail kept elsewhere (audit.checkpoint_copy) to compare with")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def audit_verify(db: str | None, keys: tuple[str, ...], policy_path: str | None, deep: bool,
+                 copies: tuple[str, ...], fmt: str) -> None:
+    """Check that the audit store is what douane wrote: exit 0 when intact, 1 naming what was
+    altered, removed or reordered. Works while the proxy runs."""
+    from douane.audit.verify import verify_store
+
+    trusted = _trusted_keys(keys, policy_path)
+    store = _store_or_exit(db)
+    try:
+        result = verify_store(store, trusted, deep=deep, copies=[Path(c) for c in copies])
+    except (OSError, Exception) as e:  # noqa: BLE001 - a store too damaged to open is a failed verification
+        _problem("cannot verify", f"{store.db_path}: {e}")
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(_jsonable(result.as_dict())))
+        sys.exit(0 if result.ok else 1)
+    _print_verify(result)
+    sys.exit(0 if result.ok else 1)
+
+
+def _print_verify(result: Any) -> None:
+    checked = (f"{result.sealed_segments} segment(s) taken as sealed (trusted key {result.trusted_key})"
+               if result.trusted_key else "no trusted key (--key): every record checked")
+    verdict = Text("intact", "bold green") if result.ok else Text("NOT INTACT", "bold red")
+    out.print(Text.assemble(f"{result.db}: ", verdict, f": {result.rows} record(s) in {result.segments} segment(s); "
+                            f"{checked}; {result.checked_rows} record(s) read in {result.checked_segments} "
+                            f"segment(s); {result.checkpoints} checkpoint(s); {len(result.tombstones)} tombstone(s); "
+                            f"{result.seconds:.2f} s"), highlight=False, soft_wrap=True)
+    for inst, chain in sorted(result.instances.items()):
+        removed = f" (seq 1..{chain['removed_through']} removed by retention)" if chain["removed_through"] else ""
+        out.print(Text(f"  instance {inst}: seq {chain['first']}..{chain['last']}{removed}"), highlight=False)
+    if result.tombstones:
+        table = Table("n", "what", "when", "why", "by", "records", title="tombstones: what was removed, when and why")
+        for t in result.tombstones:
+            table.add_row(str(t.get("n")), Text(str(t.get("type"))), Text(str(t.get("at"))),
+                          Text(str(t.get("reason") or "")), Text(str(t.get("by") or "")), str(t.get("records") or 0))
+        out.print(table)
+    if result.findings:
+        table = Table("", "finding", "where", "detail", title=f"{len(result.findings)} finding(s)")
+        for f in result.findings:
+            table.add_row(Text("FAIL" if f.severity == "fail" else "warn",
+                               "bold red" if f.severity == "fail" else "yellow"),
+                          Text(f.kind), Text(f.where), Text(f.detail))
+        out.print(table)
+
+
 @audit.group()
 def report() -> None:
     """Ready-made reports over the audit store."""

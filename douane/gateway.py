@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -9,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from douane.audit import AuditStore, AuditWriter
+from douane.audit.chain import valid_instance_id
+from douane.audit.settings import AuditSettings, Retention
+from douane.audit.signing import Signer
 from douane.call import Call
 from douane.detect.injection import InjectionDetector
 from douane.detect.pii import PiiDetector
@@ -75,6 +79,29 @@ def central_keys(specs: list[ProviderSpec]) -> dict[str, str]:
     return keys
 
 
+def audit_settings(policy: Policy) -> AuditSettings:
+    """The audit writer's settings: the policy's `audit.*` keys, and DOUANE_INSTANCE_ID."""
+    audit = policy.audit
+    try:
+        signer = Signer.from_file(audit.signing_key_file) if audit.signing_key_file else None
+    except ValueError as e:
+        raise ConfigError(f"audit.signing_key_file: {e}") from None
+    instance = os.environ.get("DOUANE_INSTANCE_ID", "").strip() or None
+    if instance is not None:
+        try:
+            valid_instance_id(instance)
+        except ValueError as e:
+            raise ConfigError(f"DOUANE_INSTANCE_ID: {e}") from None
+    return AuditSettings(instance_id=instance, signer=signer, checkpoint_every=audit.checkpoint_every_s,
+                         checkpoint_copy=audit.checkpoint_copy,
+                         retention=Retention(audit.retention_days.bodies, audit.retention_days.rows))
+
+
+def policy_digest(policy: Policy) -> str:
+    """A short fingerprint of the policy in force, for each audit row (`policy_hash`)."""
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
+
+
 @dataclass
 class Gateway:
     policy: Policy
@@ -91,6 +118,8 @@ class Gateway:
     prefixes: Prefixes = field(init=False)
     inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
+    # the policy in force, on every audit row; a policy reload sets it again (with the policy)
+    policy_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -101,7 +130,8 @@ class Gateway:
         if self.pii.unsupported:
             log.warning("pii: no recognizer for %s (NER entities need an installed spaCy model); "
                         "they are not detected", ", ".join(self.pii.unsupported))
-        self.writer = AuditWriter(AuditStore(self.db_path))
+        self.writer = AuditWriter(AuditStore(self.db_path), settings=audit_settings(self.policy))
+        self.policy_hash = policy_digest(self.policy)
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy))
@@ -132,7 +162,9 @@ class Gateway:
                 cap = audit.max_body_chars
                 setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
         try:
-            self.writer.submit(call.to_record(self.policy.mode))
+            record = call.to_record(self.policy.mode)
+            record.policy_hash = self.policy_hash
+            self.writer.submit(record)
         except Exception:
             log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
 
