@@ -207,7 +207,7 @@ def spans_sql(relation: str) -> str:
 
 def spans_from_rows(rows: list[tuple[Any, ...]], prev: dict[str, str]) -> dict[str, Span]:
     """Spans from spans_sql's rows; `prev` gives the hash each instance's first record links to."""
-    return {r[0]: Span(int(r[1]), r[2], int(r[3]), r[4], int(r[5]), prev[r[0]]) for r in rows}
+    return {r[0]: Span(int(r[1]), r[2], int(r[3]), r[4], int(r[5]), prev.get(r[0], "")) for r in rows}
 
 
 # -- the writer's side --------------------------------------------------------------------------------

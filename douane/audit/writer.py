@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +48,7 @@ from douane.audit.chain import (
     new_salt,
 )
 from douane.audit.compaction import SegmentSet
+from douane.audit.jobs import Executor, Job, finish_job, new_job_name, pending_jobs
 from douane.audit.manifest import KV_SPILL, SPILL_NAME
 from douane.audit.record import COLUMNS, AuditRecord, from_json, json_line, sanitized, spill_line
 from douane.audit.settings import AuditSettings
@@ -140,6 +142,12 @@ class AuditWriter:
         self._next_verify = 0.0
         self._next_checkpoint = 0.0
         self._trail: Trail | None = None
+        self._next_jobs = 0.0
+        self._next_retention = 0.0
+        self._retention_jobs: list[Job] = []
+        self._job_after: dict[str, int] = {}  # job -> records submitted before it was seen: written first
+        self._job_failures: dict[str, int] = {}
+        self._jobs_done = 0
         self._ready = False
         self._prepared = False
         self._lock_fd: int | None = None
@@ -280,7 +288,8 @@ class AuditWriter:
                             return [self._pending[i] for i in range(min(len(self._pending), self.max_batch))]
                         wake.append(ready_at)  # let the batch grow; close() and flush() cut this short
                     upkeep = min(self._next_verify, self._segments.next_deadline() or math.inf,
-                                 self._next_checkpoint if self._chain_moved() else math.inf)
+                                 self._next_checkpoint if self._chain_moved() else math.inf,
+                                 self._next_jobs, self._next_retention if self.settings.retention.any else math.inf)
                     if upkeep <= now:
                         return []
                     wake.append(upkeep)
@@ -347,6 +356,12 @@ class AuditWriter:
             if now >= self._next_checkpoint:
                 self._next_checkpoint = now + self.settings.checkpoint_every
                 self._checkpoint()
+            if self.settings.retention.any and now >= self._next_retention:
+                self._next_retention = now + self.settings.retention_every
+                self._retention_jobs.append(self._expiry_job())
+            if now >= self._next_jobs:
+                self._next_jobs = now + self.settings.job_poll
+                self._run_jobs(now)
         except Exception as e:
             self._next_verify = now + self.max_backoff
             if self._last_upkeep_alarm is None or now - self._last_upkeep_alarm >= self.log_every:
@@ -509,6 +524,64 @@ class AuditWriter:
                 con.execute(f"DROP TABLE IF EXISTS temp.{_BATCH}")
         self._segments.add(final, spill=spill, head=after, chain=chain)
         self._head = after
+
+    # -- erasure and expiry (jobs.py) ----------------------------------------------------------------
+
+    def _expiry_job(self) -> Job:
+        r = self.settings.retention
+        now = datetime.now(UTC)
+        said = [f"{what} older than {days:g} days" for what, days in (("bodies", r.bodies_days), ("rows", r.rows_days))
+                if days is not None]
+        return Job(name=new_job_name("retention"), kind="purge", reason="retention: " + " and ".join(said),
+                   by="douane (audit.retention_days)", selector="audit.retention_days",
+                   bodies_before=(now - timedelta(days=r.bodies_days)).isoformat() if r.bodies_days else None,
+                   rows_before=(now - timedelta(days=r.rows_days)).isoformat() if r.rows_days else None)
+
+    def _run_jobs(self, now: float) -> None:
+        """Start the next job when nothing else rewrites segments, once every record submitted
+        before it was seen is written (an erasure covers the calls made before it was asked)."""
+        if self._segments.rewriting is not None or self._segments.merging:
+            return
+        for job in [*pending_jobs(self.store), *self._retention_jobs]:
+            with self._cond:
+                after = self._job_after.setdefault(job.name, self._submitted)
+                if self._done < after:
+                    return
+            try:
+                self._start_job(job, now)
+            except Exception as e:
+                failures = self._job_failures[job.name] = self._job_failures.get(job.name, 0) + 1
+                log.error("audit: job %s failed (attempt %d): %s", job.name, failures, _describe(e))
+                if failures >= 3:
+                    self._forget_job(job)
+                    finish_job(self.store, job, {"ok": False, "job": job.name,
+                                                 "error": f"failed {failures} times: {_describe(e)}"})
+            return  # one job at a time
+
+    def _start_job(self, job: Job, now: float) -> None:
+        assert self._con is not None and self._trail is not None
+        executor = Executor(self.store, self._con, self._segments, self._trail)
+        selection = executor.select(job)
+        if selection.empty:
+            self._forget_job(job)
+            finish_job(self.store, job, {"ok": True, "job": job.name, "records": 0, "segments": 0})
+            return
+        entry = executor.tombstone(job, selection)
+
+        def committed() -> None:
+            self._forget_job(job)
+            self._jobs_done += 1
+            finish_job(self.store, job, {"ok": True, "job": job.name, "records": entry["records"],
+                                         "segments": segments, "tombstone": entry["n"],
+                                         "old_files": len(self._segments.doomed)})
+        segments = executor.rewrite(selection, now, committed)
+        log.warning("audit: %s %s: %d record(s) in %d segment(s), tombstone #%d (%s)", job.kind, job.name,
+                    entry["records"], segments, entry["n"], job.reason)
+
+    def _forget_job(self, job: Job) -> None:
+        self._retention_jobs = [j for j in self._retention_jobs if j.name != job.name]
+        self._job_after.pop(job.name, None)
+        self._job_failures.pop(job.name, None)
 
     def _chain_moved(self) -> bool:
         """Whether records were chained since the instance's last checkpoint."""
