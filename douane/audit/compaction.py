@@ -373,7 +373,9 @@ class SegmentSet:
     def _merge(self, names: list[str], level: int, now: float) -> None:
         if not self._still_sealed(names):
             return
-        chain = _combined([inspect_segment(self.con, self._path(n)).chain for n in names])
+        infos = [inspect_segment(self.con, self._path(n)) for n in names]
+        chain = _combined([i.chain for i in infos])
+        place = min(i.place or i.name for i in infos)
         out = self.allocate()
         self.m.pending.append(out.name)  # named before it exists: a crash leaves nothing unnamed
         try:
@@ -383,7 +385,7 @@ class SegmentSet:
             raise
         tmp = out.with_name(out.name + ".tmp")
         listing = "[" + ",".join(_sql_str(str(self._path(n))) for n in names) + "]"
-        kv = {KV_SOURCES: json.dumps(names), KV_LEVEL: str(level)}
+        kv = {KV_SOURCES: json.dumps(names), KV_LEVEL: str(level), KV_PLACE: place}
         if chain is not None:
             kv[KV_CHAIN] = chain.to_json()
         try:

@@ -288,6 +288,10 @@ class Executor:
     def rewrite(self, sel: Selection, now: float, on_commit: Any) -> int:
         """Write every affected segment again, as pending outputs committed together later."""
         files = [n for n in self.segments.live if n in sel.files]
+        changed = self.segments.check_sealed(files)
+        if changed:  # rewriting it would seal what someone else wrote
+            raise JobError(f"segment(s) {', '.join(changed)} changed outside douane since it wrote them: nothing "
+                           f"was rewritten; see douane audit verify")
         self.con.execute("CREATE OR REPLACE TEMP TABLE job_bodies (id VARCHAR)")
         self.con.execute("INSERT INTO job_bodies SELECT unnest(?::VARCHAR[])", [[b[0] for b in sel.bodies]])
         self.con.execute("CREATE OR REPLACE TEMP TABLE job_removed (instance_id VARCHAR, through BIGINT)")

@@ -28,7 +28,7 @@ KV_SOURCES = "douane.sources"  # JSON list: the segments a merge read
 KV_LEVEL = "douane.level"  # merge level (0: written from records)
 KV_SPILL = "douane.spill"  # the spill file whose records it holds
 KV_REWRITE = "douane.rewrite"  # "1": rewrites its one source (bodies erased, expired rows removed)
-KV_PLACE = "douane.place"  # a rewrite takes its source's place in the order of segments: that name
+KV_PLACE = "douane.place"  # where it goes in the order of segments: the oldest name among what it holds
 
 
 class ManifestError(ValueError):
@@ -129,7 +129,7 @@ class SegmentInfo:
     level: int = 0
     spill: str | None = None
     rewrite: bool = False  # rewrites its one source: a claim believed from the same level
-    place: str = ""  # where it goes in the order of live segments: its own name, or its source's place
+    place: str = ""  # where it goes in the order of live segments (names grow with time)
     chain: SegmentChain | None = None  # what its rows commit to (None: written before the chain)
     chain_error: str | None = None  # its chain metadata is there but unreadable
     error: str | None = None  # set when the file cannot be read
@@ -158,7 +158,7 @@ def inspect_segment(con: duckdb.DuckDBPyConnection, path: Path, deep: bool = Fal
     info.spill = spill if spill and SPILL_NAME.fullmatch(spill) else None
     info.rewrite = kv.get(KV_REWRITE) == "1" and len(info.sources) == 1
     place = kv.get(KV_PLACE, "")
-    info.place = place if info.rewrite and SEGMENT_NAME.fullmatch(place) else path.name
+    info.place = place if SEGMENT_NAME.fullmatch(place) else path.name
     if KV_CHAIN in kv:
         try:
             info.chain = SegmentChain.parse(kv[KV_CHAIN])
@@ -205,6 +205,7 @@ def _sources(info: SegmentInfo, good: dict[str, SegmentInfo]) -> list[str]:
 
 
 def _chain_order(live: list[str], good: dict[str, SegmentInfo]) -> list[str]:
-    """Live segments in the order of the records they hold: names grow with time (a merge's output is
-    named before any segment written after its sources), and a rewrite takes its source's place."""
+    """Live segments in the order of the records they hold: a segment written from records is placed
+    by its name (names grow with time), a merge output by its oldest source's place, a rewrite by
+    its source's (an output's own name is newer than segments written after its sources)."""
     return sorted(live, key=lambda n: (good[n].place, n))

@@ -234,3 +234,24 @@ def test_rows_say_who_asked_and_what_judged_them_and_export_hands_them_over(make
                                          f"'{tmp_path / 'slice.parquet'}')").fetchall())
     export = json.loads(meta["douane.export"])
     assert export["rows"] == 3 and next(iter(export["instances"].values()))["first"] == 1
+
+
+def test_a_killed_proxy_leaves_a_chain_that_verifies(make_douane, mock: str, key: Path) -> None:
+    """SIGKILL under load loses the last flush's records (see the Auditing section), never the chain:
+    the next run goes on from the last record written, and verify passes."""
+    d: Douane = make_douane(signed_policy(mock, key, checkpoint_every_s=0.5))
+    load = Load(d.proxy, d.bundle, clients=4).start()
+    try:
+        wait_until(lambda: load.count() >= 80, "calls through the proxy", timeout=60)
+        assert d.proc is not None
+        d.proc.kill()
+        d.proc.wait(30)
+    finally:
+        load.finish()
+    d.start()
+    chat(d, "after the kill")
+    assert d.stop() == 0
+    code, report = verify(d, "--key", str(key))
+    assert code == 0, fails(report)
+    (chain,) = report["instances"].values()
+    assert chain["first"] == 1 and chain["last"] == report["rows"] >= 1

@@ -150,3 +150,23 @@ def test_bodies_have_a_salted_digest(tmp_path: Path) -> None:
     assert rows[0][1] != rows[1][1], "the same bodies get different digests: a digest confirms no guess"
     assert all(len(r[0]) == 32 for r in rows[:2]) and rows[2] == (None, None)
 
+
+
+
+def test_a_rebuilt_manifest_keeps_segments_in_chain_order(tmp_path: Path) -> None:
+    """A merge at a higher level gets a name newer than segments written after its sources: a
+    manifest rebuilt from the files places it by its oldest source, not by its name."""
+    from douane.audit.manifest import SegmentInfo, rebuild
+
+    def name(n: int) -> str:
+        return f"{n:020d}-1-{n:06d}.parquet"
+    merged = SegmentInfo(name(22), rows=16, sources=[name(5), name(10), name(15), name(20)], level=2, place=name(1))
+    written = SegmentInfo(name(21), rows=1, place=name(21))  # an L0 segment written before that merge began
+    assert rebuild([written, merged]).live == [name(22), name(21)]
+    w = writer(tmp_path / "a.duckdb", compact_at=2, fanout=2, commit_delay=0.01)
+    fill(w, 8)
+    w.close()
+    con = duckdb.connect()
+    infos = [inspect_segment(con, w.store.segments / n) for n in live(w.store)]
+    assert any(i.sources for i in infos) and all(i.place <= i.name for i in infos)
+    assert [i.place for i in infos] == sorted(i.place for i in infos), "merges record their oldest source's place"

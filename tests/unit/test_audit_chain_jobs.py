@@ -179,3 +179,13 @@ def test_tombstones_are_signed_with_the_operators_key(tmp_path: Path) -> None:
     assert report.ok and report.sealed_segments == report.segments, report.findings
     trail = [json.loads(line) for line in (writer.store.segments / "trail.jsonl").read_text().splitlines()]
     assert {e["type"] for e in trail} == {"erase", "checkpoint"} and all("sig" in e for e in trail)
+
+
+def test_a_job_never_reseals_a_segment_changed_outside_douane(w: AuditWriter) -> None:
+    from tests.adversarial.audit_tamper import edit_field
+    wait_until(lambda: not w._segments.merging, "merges committed (a merge under way reads the segment first)")
+    path = edit_field(w.store, 4, "client", "'alice'")  # seq 4 was bob's
+    result = run(w, erase("alice"))
+    assert not result["ok"] and path.name in result["error"]
+    found = {f.kind for f in verify_store(w.store).findings if f.severity == "fail"}
+    assert {"altered_segment", "altered_record"} <= found
