@@ -170,3 +170,55 @@ def test_a_rebuilt_manifest_keeps_segments_in_chain_order(tmp_path: Path) -> Non
     infos = [inspect_segment(con, w.store.segments / n) for n in live(w.store)]
     assert any(i.sources for i in infos) and all(i.place <= i.name for i in infos)
     assert [i.place for i in infos] == sorted(i.place for i in infos), "merges record their oldest source's place"
+
+
+def test_checkpoints_and_tombstones_are_posted_to_a_copy_url(tmp_path: Path) -> None:
+    import http.server
+    import json
+    import threading
+
+    received: list[dict] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the handler's name
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/trail"
+        w = writer(tmp_path / "a.duckdb", settings=AuditSettings(checkpoint_copy=url))
+        fill(w, 3)
+        w.close()
+    finally:
+        server.shutdown()
+    trail = [json.loads(line) for line in (w.store.segments / "trail.jsonl").read_text().splitlines()]
+    assert received == trail and trail[-1]["type"] == "checkpoint" and trail[-1]["seq"] == 3
+
+
+def test_the_policy_keys_and_the_instance_id_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from douane.gateway import ConfigError, audit_settings
+    from douane.policy import Policy
+
+    with pytest.raises(ValueError, match="bodies leave with their rows"):
+        Policy.model_validate({"audit": {"retention_days": {"bodies": 30, "rows": 7}}})
+    with pytest.raises(ValueError, match="http:// or https://"):
+        Policy.model_validate({"audit": {"checkpoint_copy": "ftp://somewhere/trail"}})
+    bad_key = tmp_path / "key.pem"
+    bad_key.write_text("not a key")
+    with pytest.raises(ConfigError, match="audit.signing_key_file: .*openssl genpkey -algorithm ed25519"):
+        audit_settings(Policy.model_validate({"audit": {"signing_key_file": str(bad_key)}}))
+    monkeypatch.setenv("DOUANE_INSTANCE_ID", "no spaces please")
+    with pytest.raises(ConfigError, match="DOUANE_INSTANCE_ID"):
+        audit_settings(Policy())
+    monkeypatch.setenv("DOUANE_INSTANCE_ID", "proxy-eu-1")
+    key = make_key(tmp_path)
+    settings = audit_settings(Policy.model_validate({"audit": {"signing_key_file": str(key),
+                                                               "retention_days": {"bodies": 30, "rows": 400}}}))
+    assert settings.instance_id == "proxy-eu-1" and settings.signer is not None
+    assert (settings.retention.bodies_days, settings.retention.rows_days) == (30, 400)
