@@ -402,8 +402,9 @@ def _print_verify(result: Any) -> None:
                             f"segment(s); {result.checkpoints} checkpoint(s); {len(result.tombstones)} tombstone(s); "
                             f"{result.seconds:.2f} s"), highlight=False, soft_wrap=True)
     for inst, chain in sorted(result.instances.items()):
-        removed = f" (seq 1..{chain['removed_through']} removed by retention)" if chain["removed_through"] else ""
-        out.print(Text(f"  instance {inst}: seq {chain['first']}..{chain['last']}{removed}"), highlight=False)
+        removed = f"seq 1..{chain['removed_through']} removed by a purge" if chain["removed_through"] else ""
+        held = f"seq {chain['first']}..{chain['last']}" if chain["last"] >= chain["first"] else "no records left"
+        out.print(Text(f"  instance {inst}: {held}" + (f" ({removed})" if removed else "")), highlight=False)
     if result.tombstones:
         table = Table("n", "what", "when", "why", "by", "records", title="tombstones: what was removed, when and why")
         for t in result.tombstones:
