@@ -171,9 +171,12 @@ def rebuild(infos: list[SegmentInfo]) -> Manifest:
     """A manifest from the readable segments: live is every segment no other one merged.
 
     A merge output holds exactly its sources' rows, so whichever of the two is kept, each row
-    counts once. A claim is believed only from a higher merge level (no cycle can hide rows).
-    Sources are named for deletion only when the output that merged them is itself kept or
-    deleted for the same reason, all of them are here, and their row counts add up to its own.
+    counts once. A claim is believed only from a higher merge level, or from a rewrite (erasure,
+    expiry) of an older segment at its own level (no cycle can hide rows). Sources are named for
+    deletion only when the output that claims them is itself kept or deleted for the same reason,
+    and either all of them are here with row counts adding up to its own, or it is a rewrite (whose
+    tombstone says which rows it left out). Heads come from the segments' chain metadata; seals
+    are lost with the manifest (verify then checks those segments record by record).
     """
     good = {i.name: i for i in infos if i.error is None}
     merged = {s for i in good.values() for s in _sources(i, good)}
