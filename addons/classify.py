@@ -102,6 +102,7 @@ class ClassifyAddon:
         call = classify.open_call(new_call_id(), flow.request.timestamp_start or time.time(), spec,
                                   flow.request.host, flow.request.method, flow.request.path,
                                   who.client if who else "anonymous", who.team if who else None)
+        call.client_request_id = classify.client_request_id(flow.request.headers)
         flow.metadata[METADATA_KEY] = call
         self.gw.inflight.add(call.id)
         return call

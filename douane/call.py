@@ -100,6 +100,7 @@ class Call:
     choices: int = 1  # answers asked for (OpenAI n, Gemini candidateCount)
     usage_estimated: bool = False  # no usage from the provider: estimated from what was seen
     tool_calls: list[ToolUse] = field(default_factory=list)  # every tool call seen, for the audit
+    client_request_id: str | None = None  # the client's own id for the call (x-request-id, idempotency-key)
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:
@@ -150,4 +151,5 @@ class Call:
             request_body=self.request_body,
             response_body=self.response_body,
             tool_calls=[use.row(bodies, sent=self.request_body is not None) for use in self.tool_calls],
+            client_request_id=self.client_request_id,
         )

@@ -11,6 +11,7 @@ import io
 import json
 import re
 import zlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -79,6 +80,20 @@ def open_call(call_id: str, started: float, spec: ProviderSpec, host: str, metho
     """A Call for a request to a provider host; `path` is the canonical request target."""
     return Call(id=call_id, started=started, provider=spec, host=host, method=method, path=path.split("?", 1)[0],
                 endpoint=spec.adapter.endpoint(method, path), client=client, team=team)
+
+
+CLIENT_REQUEST_ID_HEADERS = ("x-request-id", "idempotency-key", "x-idempotency-key", "x-client-request-id")
+MAX_CLIENT_REQUEST_ID = 200
+
+
+def client_request_id(headers: Mapping[str, str]) -> str | None:
+    """The client's own id for a call, for the audit (the first of the usual headers it sends): printable
+    ASCII, at most 200 characters; anything else is not an id and is not kept."""
+    for name in CLIENT_REQUEST_ID_HEADERS:
+        value = (headers.get(name) or "").strip()
+        if value and len(value) <= MAX_CLIENT_REQUEST_ID and value.isascii() and value.isprintable():
+            return value
+    return None
 
 
 # -- bodies -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -332,6 +333,296 @@ def audit_doctor(db: str | None, repair: bool, fmt: str) -> None:
         if not result.ok and not repair:
             out.print("fix them with: douane audit doctor --repair (with the proxy stopped)", highlight=False)
     sys.exit(0 if result.ok else 1)
+
+
+def _trusted_keys(keys: tuple[str, ...], policy_path: str | None) -> list[str]:
+    """Public keys to check signatures against: --key files, else the signing key of the policy
+    named by --policy or DOUANE_POLICY (none: signatures are only checked for consistency)."""
+    from douane.audit.signing import load_public_key
+
+    try:
+        found = [load_public_key(k) for k in keys]
+        policy_file = policy_path or os.environ.get("DOUANE_POLICY")
+        if not found and policy_file:
+            signing = _load_or_exit(policy_file).audit.signing_key_file
+            if signing:
+                found.append(load_public_key(signing))
+    except ValueError as e:
+        _problem("error", e)
+        sys.exit(1)
+    return found
+
+
+def _store_or_exit(db: str | None, policy: Policy | None = None) -> Any:
+    from douane.audit.store import AuditStore
+
+    store = AuditStore(_db_path(db, policy))
+    if not store.db_path.exists():
+        _problem("error", f"no audit store at {store.db_path}: pass --db PATH (or set DOUANE_DB)")
+        sys.exit(1)
+    return store
+
+
+@audit.command("verify")
+@DB
+@click.option("--key", "keys", multiple=True, metavar="PUBLIC.pem",
+              help="the operator's public key (or its private key file); repeat for rotated keys")
+@click.option("--policy", "policy_path", help="take the key from this policy's audit.signing_key_file "
+                                              "[env DOUANE_POLICY]")
+@click.option("--deep", is_flag=True, help="check every record, even in segments whose signed seal matches")
+@click.option("--copy", "copies", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="a copy of the trail kept elsewhere (audit.checkpoint_copy) to compare with")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def audit_verify(db: str | None, keys: tuple[str, ...], policy_path: str | None, deep: bool,
+                 copies: tuple[str, ...], fmt: str) -> None:
+    """Check that the audit store is what douane wrote: exit 0 when intact, 1 naming what was
+    altered, removed or reordered. Works while the proxy runs."""
+    from douane.audit.verify import verify_store
+
+    trusted = _trusted_keys(keys, policy_path)
+    store = _store_or_exit(db)
+    try:
+        result = verify_store(store, trusted, deep=deep, copies=[Path(c) for c in copies])
+    except (OSError, Exception) as e:  # noqa: BLE001 - a store too damaged to open is a failed verification
+        _problem("cannot verify", f"{store.db_path}: {e}")
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(_jsonable(result.as_dict())))
+        sys.exit(0 if result.ok else 1)
+    _print_verify(result)
+    sys.exit(0 if result.ok else 1)
+
+
+def _print_verify(result: Any) -> None:
+    checked = (f"{result.sealed_segments} segment(s) taken as sealed (trusted key {result.trusted_key})"
+               if result.trusted_key else "no trusted key (--key): every record checked")
+    verdict = Text("intact", "bold green") if result.ok else Text("NOT INTACT", "bold red")
+    out.print(Text.assemble(f"{result.db}: ", verdict, f": {result.rows} record(s) in {result.segments} segment(s); "
+                            f"{checked}; {result.checked_rows} record(s) read in {result.checked_segments} "
+                            f"segment(s); {result.checkpoints} checkpoint(s); {len(result.tombstones)} tombstone(s); "
+                            f"{result.seconds:.2f} s"), highlight=False, soft_wrap=True)
+    for inst, chain in sorted(result.instances.items()):
+        removed = f"seq 1..{chain['removed_through']} removed by a purge" if chain["removed_through"] else ""
+        held = f"seq {chain['first']}..{chain['last']}" if chain["last"] >= chain["first"] else "no records left"
+        out.print(Text(f"  instance {inst}: {held}" + (f" ({removed})" if removed else "")), highlight=False)
+    if result.tombstones:
+        table = Table("n", "what", "when", "why", "by", "records", title="tombstones: what was removed, when and why")
+        for t in result.tombstones:
+            table.add_row(str(t.get("n")), Text(str(t.get("type"))), Text(str(t.get("at"))),
+                          Text(str(t.get("reason") or "")), Text(str(t.get("by") or "")), str(t.get("records") or 0))
+        out.print(table)
+    if result.findings:
+        table = Table("", "finding", "where", "detail", title=f"{len(result.findings)} finding(s)")
+        for f in result.findings:
+            table.add_row(Text("FAIL" if f.severity == "fail" else "warn",
+                               "bold red" if f.severity == "fail" else "yellow"),
+                          Text(f.kind), Text(f.where), Text(f.detail))
+        out.print(table)
+
+
+def _writer_policy(policy_path: str | None) -> Policy | None:
+    """The policy whose audit settings (the signing key) a `douane audit` command uses when it must
+    run a writer itself: --policy, DOUANE_POLICY, or the default policy when it exists."""
+    path = policy_path or os.environ.get("DOUANE_POLICY") or (DEFAULT_POLICY if Path(DEFAULT_POLICY).exists()
+                                                              else None)
+    return _load_or_exit(path) if path else None
+
+
+def _run_job(store: Any, job: Any, policy: Policy | None, wait: float) -> dict[str, Any]:
+    """Hand a job to the store's writer (the running proxy's, or one started here) and wait for it."""
+    from douane.audit import AuditWriter, StoreBusy
+    from douane.audit.jobs import submit, wait_result
+    from douane.audit.settings import AuditSettings, Retention
+    from douane.gateway import ConfigError, audit_settings
+
+    submit(store, job)
+    writer = None
+    if not store.writer_running():
+        try:
+            settings = audit_settings(policy) if policy else AuditSettings()
+        except ConfigError as e:
+            _problem("error", e)
+            sys.exit(1)
+        # the proxy's own expiry is its business: this writer only runs the job
+        writer = AuditWriter(store, settings=dataclasses.replace(settings, retention=Retention()))
+        try:
+            writer.start()
+        except StoreBusy:
+            writer = None  # a proxy started meanwhile: it runs the job
+        except OSError as e:
+            _problem("error", f"cannot open the audit store {store.db_path}: {e}")
+            sys.exit(1)
+    try:
+        result = wait_result(store, job.name, wait)
+    finally:
+        if writer is not None:
+            writer.close()
+    if result is None:
+        _problem("not finished", f"job {job.name} did not finish within {wait:g} s; it stays queued in "
+                                 f"{store.segments / 'jobs'} and runs when the store's writer can (check with: "
+                                 f"douane audit verify)")
+        sys.exit(1)
+    return result
+
+
+def _requester(by: str | None) -> str:
+    import getpass
+    import socket
+
+    if by:
+        return by
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _print_job(result: dict[str, Any], fmt: str, what: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(result))
+    elif result.get("ok"):
+        tomb = f", tombstone #{result['tombstone']} in the trail" if result.get("tombstone") else ""
+        out.print(Text(f"{what}: {result.get('records', 0)} record(s) in {result.get('segments', 0)} segment(s)"
+                       f"{tomb}; the replaced files are deleted once no reader is connected"), highlight=False)
+    else:
+        _problem("failed", result.get("error", "unknown error"))
+    sys.exit(0 if result.get("ok") else 1)
+
+
+JOB_OPTIONS = [
+    click.option("--reason", help="why (kept in the tombstone)"),
+    click.option("--by", help="on whose request (kept in the tombstone) [user@host]"),
+    click.option("--dry-run", is_flag=True, help="say how many calls it would change, change nothing"),
+    click.option("--wait", default=120.0, show_default=True, type=click.FloatRange(min=0),
+                 help="seconds to wait for the store's writer to finish"),
+    click.option("--policy", "policy_path", help="the signing key when no proxy runs [env DOUANE_POLICY; "
+                                                 "policies/default.yaml when present]"),
+    click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
+]
+
+
+def _job_options(fn: Any) -> Any:
+    for option in reversed(JOB_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@audit.command("erase")
+@DB
+@click.option("--client", help="erase the bodies of every call of this client")
+@click.option("--where", "where_sql", metavar="SQL", help="erase the bodies of the calls this condition on "
+                                                          "`requests` selects")
+@_job_options
+def audit_erase(db: str | None, client: str | None, where_sql: str | None, reason: str | None, by: str | None,
+                dry_run: bool, wait: float, policy_path: str | None, fmt: str) -> None:
+    """Erase the bodies of chosen calls (a data-subject request); their rows stay, with a tombstone
+    in the trail saying what was erased, when, why and for whom, so verify still passes."""
+    from douane.audit.jobs import Job, new_job_name
+
+    if (client is None) == (where_sql is None):
+        raise click.UsageError("say --client NAME or --where SQL")
+    policy = _writer_policy(policy_path)
+    store = _store_or_exit(db, policy)
+    bodies = "(request_body IS NOT NULL OR response_body IS NOT NULL)"
+    if client is not None:
+        condition, params, selector = "client = ?", [client], f"client = {client!r}"
+    else:
+        condition, params, selector = f"({where_sql})", [], f"where {where_sql}"
+    if dry_run:
+        _, rows = _run_sql(str(store.db_path), f"SELECT count(*) FROM requests WHERE {bodies} AND {condition}", params)
+        click.echo(f"{rows[0][0]} call(s) with bodies match; nothing was changed (--dry-run)")
+        return
+    ids = None
+    if where_sql is not None:  # evaluated here, with the rights of whoever runs it: the writer gets ids
+        ids = [r[0] for r in _run_sql(str(store.db_path), f"SELECT DISTINCT id FROM requests WHERE {bodies} AND "
+                                                      f"{condition}")[1]]
+    job = Job(new_job_name("erase"), "erase", reason=reason or "erasure requested (douane audit erase)",
+              by=_requester(by), selector=selector, client=client, ids=ids)
+    _print_job(_run_job(store, job, policy, wait), fmt, "erased the bodies")
+
+
+@audit.command("purge")
+@DB
+@click.option("--bodies-days", type=click.FloatRange(min=0, min_open=True),
+              help="erase bodies older than this [the policy's audit.retention_days.bodies]")
+@click.option("--rows-days", type=click.FloatRange(min=0, min_open=True),
+              help="remove calls older than this [the policy's audit.retention_days.rows]")
+@_job_options
+def audit_purge(db: str | None, bodies_days: float | None, rows_days: float | None, reason: str | None,
+                by: str | None, dry_run: bool, wait: float, policy_path: str | None, fmt: str) -> None:
+    """Remove what has expired: bodies, then whole calls, past their retention; a tombstone in the
+    trail says what went, so verify still passes. The proxy does the same every hour."""
+    from datetime import UTC, datetime, timedelta
+
+    from douane.audit.jobs import Job, new_job_name
+
+    policy = _writer_policy(policy_path)
+    if policy is not None:
+        bodies_days = bodies_days or policy.audit.retention_days.bodies
+        rows_days = rows_days or policy.audit.retention_days.rows
+    if bodies_days is None and rows_days is None:
+        raise click.UsageError("nothing expires: give --bodies-days and/or --rows-days, or set "
+                               "audit.retention_days in the policy")
+    store = _store_or_exit(db, policy)
+    now = datetime.now(UTC)
+    bodies_before = (now - timedelta(days=bodies_days)).isoformat() if bodies_days else None
+    rows_before = (now - timedelta(days=rows_days)).isoformat() if rows_days else None
+    said = [f"{what} older than {days:g} days" for what, days in (("bodies", bodies_days), ("rows", rows_days)) if days]
+    if dry_run:
+        _, rows = _run_sql(str(store.db_path),
+                           "SELECT count(*) FILTER (WHERE ts < ?::TIMESTAMPTZ AND (request_body IS NOT NULL OR "
+                           "response_body IS NOT NULL)), count(*) FILTER (WHERE ts < ?::TIMESTAMPTZ) FROM requests",
+                           [bodies_before, rows_before])
+        click.echo(f"{rows[0][0]} call(s) with expired bodies, {rows[0][1]} expired call(s); nothing was changed "
+                   f"(--dry-run)")
+        return
+    job = Job(new_job_name("purge"), "purge", reason=reason or "retention: " + " and ".join(said),
+              by=_requester(by), selector=", ".join(said), bodies_before=bodies_before, rows_before=rows_before)
+    _print_job(_run_job(store, job, policy, wait), fmt, "purged")
+
+
+def _time_bound(value: str, option: str) -> tuple[str, list[Any]]:
+    """`7d` / `24h` / `30m` (before now), or an ISO date or time -> SQL over ts and its parameters."""
+    import re
+    from datetime import datetime
+
+    if re.fullmatch(r"\s*\d+\s*[dhm]\s*", value):
+        return f"now() - INTERVAL '{_since(value)}'", []
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use 7d, 24h, 30m, or an ISO date or time such as 2025-01-31 or "
+                                 "2025-01-31T12:00:00+00:00", param_hint=option) from None
+    return "?::TIMESTAMPTZ", [value]
+
+
+@audit.command("export")
+@DB
+@click.option("--since", required=True, help="from: 7d, 24h, 30m, or an ISO date or time")
+@click.option("--until", help="to (excluded): the same forms [now]")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), required=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="the file to write [audit-export.FORMAT]")
+def audit_export(db: str | None, since: str, until: str | None, fmt: str, out_path: str | None) -> None:
+    """Write a slice of the audit for an auditor (chain columns included; works while the proxy runs)."""
+    import duckdb
+
+    from douane.audit.export import export
+
+    store = _store_or_exit(db)
+    low, params = _time_bound(since, "--since")
+    where = f"ts >= {low}"
+    if until:
+        high, more = _time_bound(until, "--until")
+        where, params = f"{where} AND ts < {high}", params + more
+    out_file = Path(out_path or f"audit-export.{fmt}")
+    try:
+        done = export(store, out_file, fmt, where, params)
+    except (OSError, duckdb.Error) as e:
+        _problem("export failed", e)
+        sys.exit(1)
+    err.print(Text(f"wrote {done.rows} call(s) to {done.path} ({fmt})"), highlight=False)
+    click.echo(str(out_file.absolute()))
 
 
 @audit.group()

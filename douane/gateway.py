@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -11,6 +12,9 @@ from pathlib import Path
 
 from douane import clock
 from douane.audit import AuditStore, AuditWriter
+from douane.audit.chain import valid_instance_id
+from douane.audit.settings import AuditSettings, Retention
+from douane.audit.signing import Signer
 from douane.call import Call
 from douane.guard_settings import Detectors, GuardBook, GuardConfigError, Guards
 from douane.meter.limits import Limits
@@ -74,6 +78,29 @@ def central_keys(specs: list[ProviderSpec]) -> dict[str, str]:
     return keys
 
 
+def audit_settings(policy: Policy) -> AuditSettings:
+    """The audit writer's settings: the policy's `audit.*` keys, and DOUANE_INSTANCE_ID."""
+    audit = policy.audit
+    try:
+        signer = Signer.from_file(audit.signing_key_file) if audit.signing_key_file else None
+    except ValueError as e:
+        raise ConfigError(f"audit.signing_key_file: {e}") from None
+    instance = os.environ.get("DOUANE_INSTANCE_ID", "").strip() or None
+    if instance is not None:
+        try:
+            valid_instance_id(instance)
+        except ValueError as e:
+            raise ConfigError(f"DOUANE_INSTANCE_ID: {e}") from None
+    return AuditSettings(instance_id=instance, signer=signer, checkpoint_every=audit.checkpoint_every_s,
+                         checkpoint_copy=audit.checkpoint_copy,
+                         retention=Retention(audit.retention_days.bodies, audit.retention_days.rows))
+
+
+def policy_digest(policy: Policy) -> str:
+    """A short fingerprint of the policy in force, for each audit row (`policy_hash`)."""
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
+
+
 @dataclass
 class Gateway:
     policy: Policy
@@ -89,6 +116,8 @@ class Gateway:
     clock: clock.Clock = field(init=False)
     inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
+    # the policy in force, on every audit row; a policy reload sets it again (with the policy)
+    policy_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         try:
@@ -100,7 +129,8 @@ class Gateway:
             self.guard_book = GuardBook(self.policy, self.detectors)
         except GuardConfigError as e:
             raise ConfigError(str(e)) from None
-        self.writer = AuditWriter(AuditStore(self.db_path))
+        self.writer = AuditWriter(AuditStore(self.db_path), settings=audit_settings(self.policy))
+        self.policy_hash = policy_digest(self.policy)
         self.provider_keys = central_keys(self.providers.specs)
         self.pricer = Pricer(self.policy.prices)
         self.limits = Limits(self.policy, make_state(self.policy), self.clock)
@@ -146,6 +176,7 @@ class Gateway:
                 setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
         try:
             record = call.to_record(self.policy.mode, bodies=audit.bodies != "none")
+            record.policy_hash = self.policy_hash
             with contextlib.suppress(Exception):  # a row without its scope beats no row
                 record.guards = self.guards(call).scope
             self.writer.submit(record)

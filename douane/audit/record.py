@@ -53,6 +53,18 @@ COLUMNS: list[tuple[str, str]] = [
     # every tool call seen: asked by the model (call), resent in the history (history), its result sent
     # back (result), a tool offered to the model (definition); the `tool_calls` view has one row each
     ("tool_calls", "STRUCT(direction VARCHAR, tool VARCHAR, arguments VARCHAR, decision VARCHAR, rule VARCHAR)[]"),
+    # traceability: the client's own request id (x-request-id, idempotency-key), the policy that judged
+    # the call, the douane release and instance that recorded it
+    ("client_request_id", "VARCHAR"),
+    ("policy_hash", "VARCHAR"),
+    ("douane_version", "VARCHAR"),
+    # tamper evidence (chain.py): the record's place in its instance's chain and its hash; the digest
+    # of its bodies (kept when they are erased) and the salt erased with them
+    ("instance_id", "VARCHAR"),
+    ("seq", "BIGINT"),
+    ("hash", "VARCHAR"),
+    ("body_digest", "VARCHAR"),
+    ("body_salt", "VARCHAR"),
 ]
 
 
@@ -95,6 +107,14 @@ class AuditRecord:
     request_body: str | None = None
     response_body: str | None = None
     tool_calls: list[dict[str, str | None]] = field(default_factory=list)
+    client_request_id: str | None = None
+    policy_hash: str | None = None
+    douane_version: str | None = None
+    instance_id: str | None = None  # the chain's fields are set by the writer, in the order it writes
+    seq: int | None = None
+    hash: str | None = None
+    body_digest: str | None = None
+    body_salt: str | None = None
 
     def row(self) -> tuple:
         return tuple(getattr(self, name) for name, _ in COLUMNS)

@@ -31,6 +31,7 @@ from typing import Any
 
 import duckdb
 
+from douane.audit.chain import INSTANCE_ID, make_instance_id
 from douane.audit.record import COLUMNS
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ VIEW = "requests"
 QUARANTINE = "quarantine"
 WRITER_LOCK = "writer.lock"
 TOOL_CALLS_VIEW = "tool_calls"
+INSTANCE_FILE = "instance"
 
 
 def _sql_str(value: str) -> str:
@@ -103,6 +105,23 @@ class AuditStore:
         return (f"CASE WHEN {tmp} = {_sql_str(name + '.tmp')} OR suffix({tmp}, {_sql_str('/' + name + '.tmp')}) "
                 f"THEN left({tmp}, -4) || {_sql_str('.segments/' + tail)} "
                 f"ELSE {_sql_str(self.relative_segments + '/' + tail)} END")
+
+    def instance_id(self) -> str:
+        """The id this store's writer chains its records under, unless DOUANE_INSTANCE_ID names
+        one: made once (the host's name and random bits) and kept beside the segments."""
+        path = self.segments / INSTANCE_FILE
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+            if INSTANCE_ID.fullmatch(value):
+                return value
+            log.error("audit: %s does not hold an instance id (%r); making a new one", path, value[:80])
+        except FileNotFoundError:
+            pass
+        value = make_instance_id()
+        tmp = path.with_name(INSTANCE_FILE + ".tmp")
+        tmp.write_text(value + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return value
 
     def lock_writer(self) -> int:
         """Take the store's writer lock (held until the returned descriptor is closed)."""

@@ -30,19 +30,37 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
 
+from douane.audit.chain import (
+    ERASABLE,
+    KV_CHAIN,
+    Head,
+    SegmentChain,
+    Span,
+    body_digest_sql,
+    chain_links,
+    content_digest_sql,
+    new_salt,
+)
 from douane.audit.compaction import SegmentSet
+from douane.audit.jobs import Executor, Job, finish_job, new_job_name, pending_jobs
 from douane.audit.manifest import KV_SPILL, SPILL_NAME
 from douane.audit.record import COLUMNS, AuditRecord, from_json, json_line, sanitized, spill_line
+from douane.audit.settings import AuditSettings
 from douane.audit.store import AuditStore, _sql_str
+from douane.audit.trail import TRAIL, Trail
 
 log = logging.getLogger(__name__)
 
 _COLUMN_STRUCT = "{" + ", ".join(f"{name!r}: {sql_type!r}" for name, sql_type in COLUMNS) + "}"
+_CONTENT_DIGEST = content_digest_sql(COLUMNS)
+_BODY_DIGEST = body_digest_sql(ERASABLE)
+_BATCH = "douane_batch"
 
 # What DuckDB raises for a value it cannot read into its column: the record's fault, not the disk's.
 RECORD_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
@@ -90,8 +108,9 @@ class AuditWriter:
     def __init__(self, store: AuditStore, compact_at: int = 64, max_batch: int = 20000,
                  min_interval: float = 0.25, fanout: int = 16, commit_delay: float = 1.0,
                  clock: Clock | None = None, max_backoff: float = 2.0, log_every: float = 30.0,
-                 verify_every: float = 30.0, close_attempts: int = 5):
+                 verify_every: float = 30.0, close_attempts: int = 5, settings: AuditSettings | None = None):
         self.store = store
+        self.settings = settings or AuditSettings()
         self.compact_at = compact_at
         self.fanout = fanout
         self.commit_delay = commit_delay
@@ -121,12 +140,21 @@ class AuditWriter:
         self._last_alarm: float | None = None
         self._last_upkeep_alarm: float | None = None
         self._next_verify = 0.0
+        self._next_checkpoint = 0.0
+        self._trail: Trail | None = None
+        self._next_jobs = 0.0
+        self._next_retention = 0.0
+        self._retention_jobs: list[Job] = []
+        self._job_after: dict[str, int] = {}  # job -> records submitted before it was seen: written first
+        self._job_failures: dict[str, int] = {}
+        self._jobs_done = 0
         self._ready = False
         self._prepared = False
         self._lock_fd: int | None = None
         self._thread = threading.Thread(target=self._run, name="douane-audit-writer", daemon=True)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._segments: SegmentSet
+        self._head: Head  # the chain's last record: set when the store is opened
 
     @property
     def failures(self) -> int:
@@ -259,7 +287,9 @@ class AuditWriter:
                         if self._closing or self._flushing or now >= ready_at:
                             return [self._pending[i] for i in range(min(len(self._pending), self.max_batch))]
                         wake.append(ready_at)  # let the batch grow; close() and flush() cut this short
-                    upkeep = min(self._next_verify, self._segments.next_deadline() or math.inf)
+                    upkeep = min(self._next_verify, self._segments.next_deadline() or math.inf,
+                                 self._next_checkpoint if self._chain_moved() else math.inf,
+                                 self._next_jobs, self._next_retention if self.settings.retention.any else math.inf)
                     if upkeep <= now:
                         return []
                     wake.append(upkeep)
@@ -280,14 +310,21 @@ class AuditWriter:
             if not self._prepared or not self.store.prepared():  # e.g. the folder was removed
                 self.store.prepare(self._con, view=False)
             segments = SegmentSet(self.store, self._con, fanout0=self.compact_at, fanout=self.fanout,
-                                  commit_delay=self.commit_delay)
+                                  commit_delay=self.commit_delay, signer=self.settings.signer)
             segments.start()
+            instance = self.settings.instance_id or self.store.instance_id()
+            head = segments.m.heads.get(instance)
+            self._head = Head(instance, head[0], head[1]) if head else Head.start(instance)
             if not self._prepared or not self.store.prepared():
                 self.store.ensure_view()  # binds the manifest: after start() has written one
                 self._prepared = True
+            trail = Trail(self.store.segments / TRAIL, self.settings.signer, self.settings.checkpoint_copy)
+            trail.open()
             self._segments = segments
+            self._trail = trail
             self._ready = True
             self._next_verify = self.clock.now() + self.verify_every
+            self._next_checkpoint = self.clock.now() + self.settings.checkpoint_every
             self._fold_spills()
         except Exception as e:
             with self._cond:
@@ -316,6 +353,15 @@ class AuditWriter:
                 self._next_verify = now + self.verify_every
                 self._segments.verify()
             self._segments.tick(now)
+            if now >= self._next_checkpoint:
+                self._next_checkpoint = now + self.settings.checkpoint_every
+                self._checkpoint()
+            if self.settings.retention.any and now >= self._next_retention:
+                self._next_retention = now + self.settings.retention_every
+                self._retention_jobs.append(self._expiry_job())
+            if now >= self._next_jobs:
+                self._next_jobs = now + self.settings.job_poll
+                self._run_jobs(now)
         except Exception as e:
             self._next_verify = now + self.max_backoff
             if self._last_upkeep_alarm is None or now - self._last_upkeep_alarm >= self.log_every:
@@ -330,6 +376,12 @@ class AuditWriter:
                 self._segments.commit_all()
             except Exception:
                 log.exception("audit: committing merged segments failed; the next start cleans up")
+            try:
+                self._checkpoint()
+            except Exception as e:
+                log.error("audit: the closing checkpoint could not be written: %s", _describe(e))
+            if self._trail is not None:
+                self._trail.wait_copies()
         if self._con is not None:
             self._con.close()
 
@@ -382,16 +434,13 @@ class AuditWriter:
 
     def _store(self, records: list[AuditRecord], commit: Callable[[int], None]) -> None:
         """Write records as segments, in order, calling `commit` for each run that is done for good."""
-        self._store_lines(records, [_line(r) for r in records], commit)
-
-    def _store_lines(self, records: list[AuditRecord], lines: list[bytes], commit: Callable[[int], None]) -> None:
         try:
-            self._write_segment(lines)
+            self._write_segment(records)
         except RECORD_ERRORS as e:
             if len(records) > 1:  # halve until the record DuckDB refuses is alone
                 mid = len(records) // 2
-                self._store_lines(records[:mid], lines[:mid], commit)
-                self._store_lines(records[mid:], lines[mid:], commit)
+                self._store(records[:mid], commit)
+                self._store(records[mid:], commit)
                 return
             self._set_apart(records[0], e)
             commit(1)
@@ -406,7 +455,7 @@ class AuditWriter:
         fixed = sanitized(record)
         if fixed != record:
             try:
-                self._write_segment([json_line(fixed)])
+                self._write_segment([fixed])
                 with self._cond:
                     self._written += 1
                 return
@@ -426,29 +475,139 @@ class AuditWriter:
                            error=f"audit: this call's record could not be stored ({why}); it is kept whole in "
                                  f"{QUARANTINE_NOTE}")
         try:
-            self._write_segment([json_line(stub)])
+            self._write_segment([stub])
         except RECORD_ERRORS:
             log.error("audit: not even a placeholder row could be written for %s", fixed.id)
 
-    def _write_segment(self, lines: list[bytes], spill: str | None = None) -> None:
+    def _write_segment(self, records: list[AuditRecord], spill: str | None = None) -> None:
+        """Write records as one sealed segment, each taking the next place in the instance's chain.
+
+        DuckDB reads the records (JSON lines) into a temporary table and computes each one's
+        content digest (chain.py); the links are chained here, and the segment is written with its
+        commitment in its metadata. The head moves on only once the manifest names the segment.
+        """
         assert self._con is not None
+        con = self._con
+        head = self._head
+        self._stamp(records, head)
         final = self._segments.allocate()
         tmp = final.with_name(final.name + ".tmp")
         rows = final.with_name(final.name + ".jsonl.tmp")
-        options = "FORMAT parquet" + (f", KV_METADATA {{{_sql_str(KV_SPILL)}: {_sql_str(spill)}}}" if spill else "")
         try:
             with open(rows, "wb") as fh:
-                fh.writelines(lines)
-            self._con.execute(
-                f"COPY (SELECT * FROM read_json({_sql_str(str(rows))}, format = 'newline_delimited', "
-                f"columns = {_COLUMN_STRUCT})) TO {_sql_str(str(tmp))} ({options})")
+                fh.writelines(_line(r) for r in records)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_BATCH} AS SELECT * REPLACE ({_BODY_DIGEST} AS body_digest) "
+                        f"FROM read_json({_sql_str(str(rows))}, format = 'newline_delimited', "
+                        f"columns = {_COLUMN_STRUCT})")
+            digests = [r[0] for r in
+                       con.execute(f"SELECT {_CONTENT_DIGEST} FROM temp.{_BATCH} ORDER BY seq").fetchall()]
+            if len(digests) != len(records):
+                raise RuntimeError(f"DuckDB read {len(digests)} of {len(records)} record(s)")
+            hashes, after = chain_links(head, digests)
+            chain = SegmentChain(list(COLUMNS), list(ERASABLE),
+                                 {head.instance: Span(head.seq + 1, hashes[0], after.seq, after.hash, len(records),
+                                                      head.hash)})
+            kv = {KV_CHAIN: chain.to_json(), **({KV_SPILL: spill} if spill else {})}
+            options = "FORMAT parquet, KV_METADATA {" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}"
+                                                                  for k, v in kv.items()) + "}"
+            con.execute(f"COPY (SELECT b.* REPLACE (h.hash AS hash) FROM temp.{_BATCH} b JOIN "
+                        f"(SELECT unnest(?::BIGINT[]) AS s, unnest(?::VARCHAR[]) AS hash) h ON b.seq = h.s "
+                        f"ORDER BY b.seq) TO {_sql_str(str(tmp))} ({options})",
+                        [list(range(head.seq + 1, after.seq + 1)), hashes])
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         finally:
             rows.unlink(missing_ok=True)
-        self._segments.add(final, spill=spill)
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DROP TABLE IF EXISTS temp.{_BATCH}")
+        self._segments.add(final, spill=spill, head=after, chain=chain)
+        self._head = after
+
+    # -- erasure and expiry (jobs.py) ----------------------------------------------------------------
+
+    def _expiry_job(self) -> Job:
+        r = self.settings.retention
+        now = datetime.now(UTC)
+        said = [f"{what} older than {days:g} days" for what, days in (("bodies", r.bodies_days), ("rows", r.rows_days))
+                if days is not None]
+        return Job(name=new_job_name("retention"), kind="purge", reason="retention: " + " and ".join(said),
+                   by="douane (audit.retention_days)", selector="audit.retention_days",
+                   bodies_before=(now - timedelta(days=r.bodies_days)).isoformat() if r.bodies_days else None,
+                   rows_before=(now - timedelta(days=r.rows_days)).isoformat() if r.rows_days else None)
+
+    def _run_jobs(self, now: float) -> None:
+        """Start the next job when nothing else rewrites segments, once every record submitted
+        before it was seen is written (an erasure covers the calls made before it was asked)."""
+        if self._segments.rewriting is not None or self._segments.merging:
+            return
+        for job in [*pending_jobs(self.store), *self._retention_jobs]:
+            with self._cond:
+                after = self._job_after.setdefault(job.name, self._submitted)
+                if self._done < after:
+                    return
+            try:
+                self._start_job(job, now)
+            except Exception as e:
+                failures = self._job_failures[job.name] = self._job_failures.get(job.name, 0) + 1
+                log.error("audit: job %s failed (attempt %d): %s", job.name, failures, _describe(e))
+                if failures >= 3:
+                    self._forget_job(job)
+                    finish_job(self.store, job, {"ok": False, "job": job.name,
+                                                 "error": f"failed {failures} times: {_describe(e)}"})
+            return  # one job at a time
+
+    def _start_job(self, job: Job, now: float) -> None:
+        assert self._con is not None and self._trail is not None
+        executor = Executor(self.store, self._con, self._segments, self._trail)
+        selection = executor.select(job)
+        if selection.empty:
+            self._forget_job(job)
+            finish_job(self.store, job, {"ok": True, "job": job.name, "records": 0, "segments": 0})
+            return
+        entry = executor.tombstone(job, selection)
+
+        def committed() -> None:
+            self._forget_job(job)
+            self._jobs_done += 1
+            finish_job(self.store, job, {"ok": True, "job": job.name, "records": entry["records"],
+                                         "segments": segments, "tombstone": entry["n"],
+                                         "old_files": len(self._segments.doomed)})
+        segments = executor.rewrite(selection, now, committed)
+        log.warning("audit: %s %s: %d record(s) in %d segment(s), tombstone #%d (%s)", job.kind, job.name,
+                    entry["records"], segments, entry["n"], job.reason)
+
+    def _forget_job(self, job: Job) -> None:
+        self._retention_jobs = [j for j in self._retention_jobs if j.name != job.name]
+        self._job_after.pop(job.name, None)
+        self._job_failures.pop(job.name, None)
+
+    def _chain_moved(self) -> bool:
+        """Whether records were chained since the instance's last checkpoint."""
+        if not self._ready or self._trail is None or self._head.seq == 0:
+            return False
+        last = self._trail.checkpoints.get(self._head.instance)
+        return last is None or last.get("seq") != self._head.seq
+
+    def _checkpoint(self) -> None:
+        if self._chain_moved():
+            assert self._trail is not None
+            head = self._head
+            self._trail.append("checkpoint", {"instance": head.instance, "seq": head.seq, "hash": head.hash})
+
+    def _stamp(self, records: list[AuditRecord], head: Head) -> None:
+        """Give each record its place in the chain (again, if an earlier attempt failed), and a salt
+        for its bodies."""
+        version = self.settings.version
+        for i, rec in enumerate(records, 1):
+            rec.instance_id = head.instance
+            rec.seq = head.seq + i
+            rec.douane_version = version
+            rec.hash = rec.body_digest = None
+            if rec.body_salt is None and (rec.request_body is not None or rec.response_body is not None
+                                          or rec.tool_calls):
+                rec.body_salt = new_salt()
 
     # -- spill files --------------------------------------------------------------------------------
 
@@ -488,7 +647,7 @@ class AuditWriter:
             records, bad = _read_spill(path)
             try:
                 if records:
-                    self._write_segment([json_line(sanitized(r)) for r in records], spill=path.name)
+                    self._write_segment([sanitized(r) for r in records], spill=path.name)
             except RECORD_ERRORS as e:
                 self.store.quarantine.mkdir(exist_ok=True)
                 path.replace(self.store.quarantine / path.name)

@@ -391,10 +391,46 @@ class StatePolicy(Strict):
         return redis_url(v)
 
 
+class RetentionDays(Strict):
+    """How many days the audit keeps calls' bodies, and their rows (null: for ever). Expired bodies
+    are erased and expired rows removed, each leaving a tombstone, by the proxy and `douane audit purge`."""
+
+    bodies: float | None = Field(default=None, gt=0)
+    rows: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _rows_outlive_bodies(self) -> RetentionDays:
+        if self.rows is not None and self.bodies is not None and self.rows < self.bodies:
+            raise ValueError(f"rows ({self.rows:g} days) would go before their bodies ({self.bodies:g} days): "
+                             f"bodies leave with their rows; make bodies <= rows")
+        return self
+
+
 class AuditPolicy(Strict):
     db: str | None = None
     bodies: Literal["redacted", "none"] = "redacted"
     max_body_chars: int = Field(default=256_000, ge=0)
+    # Ed25519 private key (PEM; openssl genpkey -algorithm ed25519) signing segment seals, checkpoints
+    # and tombstones; `douane audit verify --key PUBLIC.pem` checks them
+    signing_key_file: str | None = None
+    checkpoint_every_s: float = Field(default=60.0, gt=0)
+    # every checkpoint and tombstone also goes here: a file (append) or an http(s) URL (POST)
+    checkpoint_copy: str | None = None
+    retention_days: RetentionDays = Field(default_factory=RetentionDays)
+
+    @field_validator("checkpoint_copy")
+    @classmethod
+    def _copy_is_file_or_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "://" in v:
+            example = "https://audit.example.com/douane/trail"
+            parts = _split_url(v, example)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"a URL here is http:// or https://, such as {example}; anything else is a file path")
+        elif not v.strip():
+            raise ValueError("give a file path, or an http(s) URL")
+        return v
 
 
 class Limits(Strict):
