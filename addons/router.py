@@ -106,7 +106,7 @@ class RouterAddon:
             req.path = set_model(target.format, call.request.body, req.path, model)
             call.model = call.served_model = model
             call.body_changed = True
-        if call.body_changed and call.request is not None:
+        if (call.body_changed or call.forward_as_read) and call.request is not None:
             req.headers.pop("content-encoding", None)
             req.content = jsonio.dumps(call.request.body)
             if self.gw.policy.audit.bodies == "redacted":

@@ -74,7 +74,8 @@ class Call:
     pii_entities: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     strip_usage_chunk: bool = False
-    body_changed: bool = False
+    body_changed: bool = False  # douane changed what the prompt says (redaction, routing, tools)
+    forward_as_read: bool = False  # send douane's serialisation of the body even when unchanged
     error: str | None = None
     request_body: str | None = None
     response_body: str | None = None

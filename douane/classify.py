@@ -197,7 +197,7 @@ def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
     call.request = request
     # what leaves is the body as douane read it, not the client's bytes: a key sent twice (which a
     # provider's parser might take the first of, and douane's takes the last of) cannot hide text
-    call.body_changed = gw.enforcing
+    call.forward_as_read = gw.enforcing
     call.model_requested = call.model = request.model
     call.stream = request.stream
     call.other_parts = strings.others(request.text_parts())

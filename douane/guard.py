@@ -280,7 +280,8 @@ class PromptGuard:
             call.note(f"injection.tool_result (monitor): {what}")
             return None, others
         use.decision = "blocked"
-        return Block(403, "injection.tool_result", f"{what}; the call was not forwarded"), others
+        # the call's rule is the policy's (injection.block); its tool_calls row says it was a tool result
+        return Block(403, "injection.block", f"{what} (injection.tool_result); the call was not forwarded"), others
 
     @staticmethod
     def _injection(call: Call, guards: Guards, verdict: Verdict, hidden: bool) -> Block | None:

@@ -233,7 +233,7 @@ def test_a_tool_result_carrying_an_injection_is_refused(tooled: Douane, received
     assert "injection.tool_result" in str(e.value) and "web_fetch" in str(e.value)
     assert received == []  # nothing reached the provider
     row = row_of(tooled, model)
-    assert row["decision"] == "blocked" and row["status"] == 403 and row["reason"].startswith("injection.tool_result")
+    assert row["decision"] == "blocked" and row["status"] == 403 and row["reason"].startswith("injection.block")
     results = [r for r in tool_rows(tooled, row["id"], expect=2) if r["direction"] == "result"]
     assert [(r["tool"], r["decision"], r["rule"]) for r in results] == [("web_fetch", "blocked",
                                                                          "injection.tool_result")]

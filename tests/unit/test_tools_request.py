@@ -152,7 +152,8 @@ def with_result(fmt: str, text: str) -> dict[str, Any]:
 @pytest.mark.parametrize("fmt", list(PATHS))
 def test_an_injection_in_a_tool_result_is_judged_under_its_own_threshold(strict: Gateway, fmt: str) -> None:
     call, block = inspect(strict, fmt, with_result(fmt, INJECTION))
-    assert block is not None and block.rule == "injection.tool_result" and "web_fetch" in block.message
+    assert block is not None and block.rule == "injection.block"
+    assert "injection.tool_result" in block.message and "web_fetch" in block.message
     result = next(u for u in call.tool_calls if u.direction == "result")
     assert (result.tool, result.decision, result.rule) == ("web_fetch", "blocked", "injection.tool_result")
     assert call.injection_score == score_of(INJECTION)
