@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from mitmproxy import http
 
 from douane.call import METADATA_KEY, Call
+from douane.detect import budget
 from douane.gateway import Gateway
 
 REQUEST_ID_HEADER = "x-douane-request-id"
@@ -51,10 +53,14 @@ def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, status: int, code: str,
 
 async def scan[T](gw: Gateway, chars: int, work: Callable[[], T]) -> T:
     """Run a guard's scan of `chars` fresh characters: on the loop when small, else in a worker
-    thread under the policy's guard timeout (TimeoutError past it)."""
+    thread under the policy's guard timeout (TimeoutError past it). The thread's detectors stop
+    themselves at the same deadline (douane.detect.budget): a thread cannot be killed, and a scan
+    left running would go on burning a core."""
     if chars <= INLINE_SCAN_CHARS:
         return work()
-    return await asyncio.wait_for(asyncio.to_thread(work), gw.policy.limits.guard_timeout_s)
+    timeout = gw.policy.limits.guard_timeout_s
+    deadline = time.monotonic() + timeout
+    return await asyncio.wait_for(asyncio.to_thread(budget.run_until, deadline, work), timeout)
 
 
 def scan_failed(gw: Gateway, flow: http.HTTPFlow, call: Call, what: str, error: Exception) -> None:
