@@ -7,6 +7,7 @@ Used by scripts/bench-pii and tests/unit/test_pii_corpus.py. Nothing is download
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FIRST = ["jane", "omar", "li", "sofia", "kwame", "anna", "raj", "lucia", "tomas", "mei", "noah", "fatima"]
@@ -154,3 +155,47 @@ def corpus(n_per_entity: int = 200, n_benign: int = 400, seed: int = 7) -> list[
             u="-".join("".join(rng.choice("0123456789abcdef") for _ in range(k)) for k in (8, 4, 4, 4, 12)),
             hx="".join(rng.choice("0123456789abcdef") for _ in range(4))), None, None))
     return out
+
+
+# Adversarial shapes, for the linearity tests (tests/adversarial/) and the timing table of
+# scripts/bench-pii: each makes `n` characters of what drove a detector's cost super-linear.
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_PROSE = ("Please reply to jane.roe@example.com about order 12345; call 212-555-0143 or +44 20 7946 0958. "
+          "Card 4111 1111 1111 1111, IBAN DE89370400440532013000, SSN 078-05-1121. ")
+
+
+def _repeat(unit: str, n: int) -> str:
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+def _random(alphabet: str, n: int, seed: int = 1) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+ADVERSARIAL: dict[str, Callable[[int], str]] = {
+    "prose dense with PII": lambda n: _repeat(_PROSE, n),
+    "no whitespace": lambda n: _repeat(_PROSE.replace(" ", ""), n),
+    "all digits": lambda n: _random("0123456789", n),
+    "digits with separators": lambda n: _random("0123456789" * 3 + "- .()", n),
+    "phone-sized groups": lambda n: _repeat("212-555-0143-", n),
+    "thousands of @": lambda n: "@" * n,
+    "a@a@a@": lambda n: _repeat("a@", n),
+    "emails glued": lambda n: _repeat("jo@x.io", n),
+    "a long local part": lambda n: _repeat("a.", n - 6) + "@x.com",
+    "base64": lambda n: _random(_B64, n),
+    "one character": lambda n: "a" * n,
+    "ones": lambda n: "1" * n,
+    "one space, then emails": lambda n: _repeat("x " + "a@b.co," * (n // 7), n),
+    "cards glued": lambda n: _repeat("4111111111111111", n),
+    "overlapping findings": lambda n: _repeat("4111-1111-1111-1111-078-05-1121-", n),
+    "eyJeyJ": lambda n: _repeat("eyJ", n),
+    "sk-sk-": lambda n: _repeat("sk-", n),
+    "////": lambda n: "/" * n,
+    "BEGIN PRIVATE KEY lines": lambda n: _repeat("-----BEGIN PRIVATE KEY-----\n", n),
+    "---": lambda n: "-" * n,
+    "![x](http://": lambda n: _repeat("![x](http://", n),
+    "leetspeak": lambda n: _repeat("1gn0r3 4ll ", n),
+    "spaced letters": lambda n: _repeat("i g n o r e ", n),
+    "<|": lambda n: _repeat("<|", n),
+}

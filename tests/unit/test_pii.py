@@ -69,3 +69,98 @@ def test_email_validity_cached_by_domain_is_presidios(email: str) -> None:
                                           ("to:bob+tag@corp.example.org,then", "bob+tag@corp.example.org")])
 def test_email_inside_punctuation(detector: PiiDetector, text: str, value: str) -> None:
     assert [text[f.start:f.end] for f in detector.scan(text)] == [value]
+
+
+def random_texts(alphabet: str, count: int, longest: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, longest))) for _ in range(count)]
+
+
+def test_emails_anchored_at_each_at_sign_are_presidios(detector: PiiDetector) -> None:
+    """douane reads an email from its "@" (Presidio's regex, tried where its local part can start);
+    Presidio's recognizer runs its regex over the whole text. Same findings, on texts built to
+    trip the anchoring: dots, specials, several "@", long local parts."""
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    from douane.detect.pii import _EMPTY_ARTIFACTS, _Emails
+
+    presidio = EmailRecognizer()
+    ours = _Emails(presidio, 0.3, 1024)
+    import random
+
+    rng = random.Random(4)
+    pieces = ["a", "b7", ".", "..", "+", "-", "_", "@", "co", " ", ",", "/", ":", "=", "é", "'"]
+    domains = ["x.com", "mail.example.org", "a-b.co.uk", "x", "x.c", "b.fr.", "-x.org", "x..com", "é.fr"]
+
+    def junk() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+    texts = ["".join(junk() + "@" + rng.choice(domains) for _ in range(rng.randint(1, 3))) + junk()
+             for _ in range(5000)]
+    texts += random_texts("ab.@-_+x.com ,/:=", 2000, 40, seed=1)
+    texts += ["a." * 600 + "@x.com", "x" * 2000 + "@example.com", "a@b.co.d@e.fr", "mailto:jo@x.io,ann@y.org"]
+    compared = 0
+    for text in texts:
+        expected = sorted((r.start, r.end, r.score) for r in presidio.analyze(text, ["EMAIL_ADDRESS"]))
+        got = sorted(ours(text, 0, len(text), _EMPTY_ARTIFACTS))
+        if len(text) - text.find("@") <= 1024 and text.find("@") <= 1024:  # within douane's reach of the "@"
+            assert got == expected, text
+            compared += bool(expected)
+    assert compared > 300, "the texts must hold emails"
+
+
+def test_overlaps_resolved_by_strength_then_length() -> None:
+    """The kept set is the naive one (each finding against every one kept), without its cost."""
+    import random
+
+    from douane.detect.pii import Finding, _resolve_overlaps
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        found = [Finding(rng.choice("AB"), s, s + rng.randint(1, 9), rng.choice([0.4, 0.5, 1.0]))
+                 for s in (rng.randrange(60) for _ in range(rng.randint(0, 12)))]
+        naive: list[Finding] = []
+        for f in sorted(set(found), key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity)):
+            if all(f.end <= k.start or f.start >= k.end for k in naive):
+                naive.append(f)
+        assert _resolve_overlaps(found, 80) == sorted(naive, key=lambda f: f.start)
+
+
+def test_windows_stay_bounded_on_text_without_whitespace() -> None:
+    """Each candidate widened its window to whitespace, back to the start of the text if need be:
+    one window was the whole text, and the widening itself read it once per candidate."""
+    from douane.detect.pii import _WIDEST, _windows
+
+    text = "x" + "4111111111111111-" * 20_000
+    candidates = [(i, i + 16) for i in range(1, len(text), 17)]
+    windows = list(_windows(text, candidates, 64))
+    assert max(end - start for start, end in windows) <= _WIDEST
+    assert windows[0][0] <= 1 and windows[-1][1] >= len(text) - 17, "every candidate is inside a window"
+    covered = sum(end - start for start, end in windows)
+    assert covered <= 1.2 * len(text), "windows overlap little"
+
+
+def test_tldextract_is_kept_offline_by_the_detector_not_by_an_import() -> None:
+    import subprocess
+
+    code = ("import tldextract.tldextract as t, douane.detect.pii as p\n"
+            "before = t.TLD_EXTRACTOR.suffix_list_urls\n"
+            "p.PiiDetector(['EMAIL_ADDRESS'])\n"
+            "print(bool(before), t.TLD_EXTRACTOR.suffix_list_urls)")
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    assert out.stdout.split() == ["True", "()"], out.stdout + out.stderr
+
+
+def test_every_entity_has_one_spec() -> None:
+    """Candidate gate, window, reach, extra recognizers and context words live in one EntitySpec per
+    entity (issue 16): the five defaults each have one, and phones are scanned last."""
+    from douane.detect.pii import SPECS
+
+    for entity in ENTITIES:
+        assert SPECS[entity].candidates is not None, entity
+    assert [e for e, spec, _ in PiiDetector(ENTITIES)._plan][-1] == "PHONE_NUMBER"
+    assert SPECS["PHONE_NUMBER"].near("please call me", 0, 15) and not SPECS["PHONE_NUMBER"].near("order id", 0, 8)
