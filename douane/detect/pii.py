@@ -88,10 +88,14 @@ def _luhn(digits: str) -> bool:
 
 
 # (issuer prefix ranges, allowed lengths): what Presidio's card pattern misses among them is
-# Mastercard's 2221-2720 range and 19-digit Visa.
+# Mastercard's 2221-2720 range, 19-digit Visa and UnionPay. Visa 4; Mastercard 51-55, 2221-2720;
+# American Express 34, 37; Discover 6011, 644-649, 65; JCB 3528-3589; Diners Club 300-305, 3095, 36,
+# 38-39 (14 to 19 digits); UnionPay 62 (16 to 19). tests/unit/test_pii.py holds it to the test cards
+# the networks and processors publish.
 _CARD_IIN = [((4, 4), (13, 16, 19)), ((51, 55), (16,)), ((2221, 2720), (16,)), ((34, 34), (15,)), ((37, 37), (15,)),
              ((6011, 6011), (16, 17, 18, 19)), ((644, 649), (16, 19)), ((65, 65), (16, 19)),
-             ((3528, 3589), (16, 17, 18, 19)), ((300, 305), (14,)), ((36, 36), (14,)), ((38, 39), (14,))]
+             ((3528, 3589), (16, 17, 18, 19)), ((300, 305), (14, 15, 16, 17, 18, 19)), ((3095, 3095), (16, 17, 18, 19)),
+             ((36, 36), (14, 15, 16, 17, 18, 19)), ((38, 39), (14, 15, 16, 17, 18, 19)), ((62, 62), (16, 17, 18, 19))]
 
 
 def card_number_ok(digits: str) -> bool:

@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from pii_corpus import card, corpus, iban, luhn_complete  # noqa: E402
+from pii_corpus import card, corpus, iban  # noqa: E402
 
-from douane.detect.pii import PiiDetector, card_number_ok, redact  # noqa: E402
+from douane.detect.pii import PiiDetector, redact  # noqa: E402
 
 ENTITIES = ["EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER", "IBAN_CODE"]
 
@@ -27,19 +27,6 @@ def test_planted_pii_does_not_reach_upstream_and_benign_text_is_left_alone(detec
     altered = [s for s in benign if redact(s.text, detector.scan(s.text)) != s.text]
     assert len(leaked) / len(planted) <= 0.02, [s.value for s in leaked][:10]
     assert len(altered) / len(benign) <= 0.05, [s.text for s in altered][:10]
-
-
-def test_card_ranges_presidio_misses() -> None:
-    import random
-
-    rng = random.Random(1)
-    for _ in range(200):
-        digits = "".join(ch for ch in card(rng) if ch.isdigit())
-        assert card_number_ok(digits), digits
-    assert card_number_ok(luhn_complete("2221", 16, rng))  # Mastercard 2-series
-    assert card_number_ok(luhn_complete("4", 19, rng))  # 19-digit Visa
-    assert not card_number_ok(luhn_complete("9", 16, rng)), "no issuer uses this prefix"
-    assert not card_number_ok("1234567812345678"), "fails Luhn"
 
 
 def test_cards_and_ibans_found_in_text(detector: PiiDetector) -> None:
