@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -131,7 +132,7 @@ Matcher = Callable[[str, int, int, NlpArtifacts], list[Span]]
 _WINDOW = 64  # characters of context kept on each side of a candidate
 _REACH = 64  # how much further a window's edge may move to land on whitespace
 _WIDEST = 4096  # merged windows stop growing here; the next one starts over, overlapping
-_PIECE = 256  # a longer candidate (a digit run of a megabyte) gets one window per piece of it
+_PIECE = 256  # a longer candidate (a digit run of a megabyte) is cut into pieces this long
 _CHUNK = 16384  # characters one candidate search walks at a time (plus its lookahead)
 _WHITESPACE = re.compile(r"\s")
 
@@ -177,11 +178,13 @@ def _chunked(pattern: re.Pattern[str] | Any, text: str, lookahead: int) -> list[
     return spans
 
 
-def _in_digit_runs(pattern: str, fewest: int) -> Callable[[_Text], Iterator[tuple[int, int]]]:
-    """Candidates of a digit-led pattern needing at least `fewest` characters, looked for in digit runs only."""
+def _in_digit_runs(pattern: str, fewest: int) -> Callable[[_Text], list[tuple[int, int]]]:
+    """Candidates of a digit-led pattern needing at least `fewest` characters, looked for in digit
+    runs only; one longer than _PIECE (a digit run of a megabyte) comes in pieces of that size."""
     compiled = re.compile(pattern)
 
-    def candidates(scan: _Text) -> Iterator[tuple[int, int]]:
+    def candidates(scan: _Text) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
         read = 0  # charged a window's worth at a time (a charge per run would cost more than the runs)
         for start, end in scan.runs:
             if end - start >= fewest:
@@ -189,14 +192,26 @@ def _in_digit_runs(pattern: str, fewest: int) -> Callable[[_Text], Iterator[tupl
                     budget.charge(read)
                     read = 0
                 read += end - start
-                yield from (m.span() for m in compiled.finditer(scan.text, start, end))
+                for m in compiled.finditer(scan.text, start, end):
+                    c_start, c_end = m.span()
+                    if c_end - c_start <= _PIECE:
+                        spans.append((c_start, c_end))
+                    else:
+                        spans += _split(c_start, c_end)
         budget.charge(read)
+        return spans
     return candidates
 
 
 def _matching(pattern: str) -> Callable[[_Text], Iterable[tuple[int, int]]]:
     compiled = re.compile(pattern)
-    return lambda scan: _chunked(compiled, scan.text, lookahead=8)
+    return lambda scan: [piece for start, end in _chunked(compiled, scan.text, lookahead=8)
+                         for piece in _split(start, end)]
+
+
+def _split(start: int, end: int) -> list[tuple[int, int]]:
+    """A candidate span as pieces of at most _PIECE characters (a digit run can be a megabyte long)."""
+    return [(piece, min(end, piece + _PIECE)) for piece in range(start, end, _PIECE)]
 
 
 _IBAN_HEAD = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2}")
@@ -213,16 +228,11 @@ def _iban_heads(scan: _Text) -> Iterator[tuple[int, int]]:
             yield start - 2, start + 2
 
 
-def _at_signs(scan: _Text) -> Iterator[tuple[int, int]]:
-    text, n = scan.text, len(scan.text)
-    for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
-        budget.charge(stop - start)
-        at = text.find("@", start, stop)
-        while at != -1:
-            yield at, at + 1
-            at = text.find("@", at + 1, stop)
+def _at_signs(scan: _Text) -> list[tuple[int, int]]:
+    return _chunked(_AT, scan.text, lookahead=0)
 
+
+_AT = re.compile("@")
 
 _DIGITS = re.compile(r"\d+")
 
@@ -231,7 +241,6 @@ def _phone_plausible(spec: EntitySpec, text: str, start: int, end: int) -> bool:
     """A '+' or '(' start, or digit groups of phone size (at most 5 digits each), or phone words near:
     a bare digit run with no phone words around is not worth the phone parser's eight passes (bare
     10-digit runs are more often timestamps and order numbers)."""
-    budget.charge(end - start + 60)
     value = text[start:end]
     if value.startswith("+") or text[max(0, start - 1):start] in ("+", "("):
         return True
@@ -315,8 +324,8 @@ class _FastPatterns:
     def __call__(self, text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
         out = []
         limit = min(len(text), end + self.reach)
+        budget.charge((limit - start) * len(self.patterns))
         for pattern, base in self.patterns:
-            budget.charge(limit - start)
             for m in pattern.finditer(text, start, limit):
                 s, e = m.span()
                 if s >= end:
@@ -430,49 +439,39 @@ def _needs_nlp(rec: EntityRecognizer) -> bool:
     return type(rec).__name__ in ("SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer")
 
 
-def _widen(text: str, start: int, end: int) -> tuple[int, int]:
-    """Move a window's edges out to whitespace within _REACH (or to the text's ends), so the
-    recognizers start where a word starts, as they would on the whole text."""
-    low = max(0, start - _REACH)
-    space = max(text.rfind(" ", low, start), text.rfind("\n", low, start), text.rfind("\t", low, start))
-    if space >= 0:
-        start = space + 1
-    elif low == 0:
-        start = 0
-    high = min(len(text), end + _REACH)
-    after = _WHITESPACE.search(text, end, high)
-    if after is not None:
-        end = after.start()
-    elif high == len(text):
-        end = high
-    return start, end
-
-
 def _windows(text: str, candidates: Iterable[tuple[int, int]], margin: int, widen: bool = True
-             ) -> Iterator[tuple[int, int]]:
-    """Windows around candidate spans: `margin` characters each side, widened to nearby whitespace,
-    merged while they overlap and stay under _WIDEST characters (then the next one starts over where
-    its own candidate's window starts). Every candidate's own window lies inside one of them."""
+             ) -> list[tuple[int, int]]:
+    """Windows around candidate spans (each at most _PIECE long): `margin` characters each side,
+    widened to whitespace within _REACH (so the recognizers start where a word starts, as they would
+    on the whole text), merged while they overlap and stay under _WIDEST characters (then the next
+    one starts over where its own candidate's window starts). Every candidate's own window lies
+    inside one of them."""
     n = len(text)
+    windows: list[tuple[int, int]] = []
     first = last = -1
-    for c_start, c_end in candidates:
-        for piece in range(c_start, c_end, _PIECE):
-            start, end = max(0, piece - margin), min(n, min(c_end, piece + _PIECE) + margin)
-            if widen:
-                start, end = _widen(text, start, end)
-            if last >= 0 and start <= last and end - min(first, start) <= _WIDEST:
-                first, last = min(first, start), max(last, end)
-                continue
-            if last >= 0:
-                yield first, last
-            first, last = start, end
+    for c_start, c_end in candidates:  # (conditional expressions: cheaper than min and max, per candidate)
+        start = c_start - margin if c_start > margin else 0
+        end = c_end + margin if c_end + margin < n else n
+        if widen:
+            low = start - _REACH if start > _REACH else 0
+            space = max(text.rfind(" ", low, start), text.rfind("\n", low, start), text.rfind("\t", low, start))
+            start = space + 1 if space >= 0 else 0 if low == 0 else start
+            after = _WHITESPACE.search(text, end, end + _REACH)
+            end = after.start() if after is not None else n if end + _REACH >= n else end
+        if start <= last and end - (first if first < start else start) <= _WIDEST:
+            first, last = first if first < start else start, last if last > end else end
+            continue
+        if last >= 0:
+            windows.append((first, last))
+        first, last = start, end
     if last >= 0:
-        yield first, last
+        windows.append((first, last))
+    return windows
 
 
 def _pieces(text: str) -> Iterator[tuple[int, int]]:
-    """The whole text as windows of at most _WIDEST characters, each starting _WIDEST / 4 before the
-    previous one ends (at whitespace where there is some near), for entities with no candidate test."""
+    """The whole text as windows of at most _WIDEST characters, each starting about _WIDEST / 4 before
+    the previous one ends (after a space where there is one near), for entities with no candidate test."""
     n, start = len(text), 0
     while start < n:
         end = min(n, start + _WIDEST)
@@ -482,7 +481,9 @@ def _pieces(text: str) -> Iterator[tuple[int, int]]:
         yield start, end
         if end >= n:
             return
-        start = max(start + 1, _widen(text, end - _WIDEST // 4, end)[0])
+        back = end - _WIDEST // 4
+        space = text.rfind(" ", back - _REACH, back)
+        start = max(start + 1, space + 1 if space >= 0 else back)
 
 
 class _Explained:
@@ -570,7 +571,7 @@ class PiiDetector:
             windows = self._windows(scan, spec, artifacts is not None)
             if spec.last and results:
                 explained = _Explained(results)
-                windows = (w for w in windows if not explained.hold(*w))
+                windows = [w for w in windows if not explained.hold(*w)]
             for start, end in windows:
                 for match in matchers:
                     for s, e, score in match(text, start, end, artifacts or _EMPTY_ARTIFACTS):
@@ -595,11 +596,12 @@ def _resolve_overlaps(results: list[Finding], length: int) -> list[Finding]:
     """Where findings overlap keep the stronger (score, then length); e.g. a URL inside an email.
     Kept characters are marked in a bytearray, so a finding costs its own length, not one look at
     every finding kept before it."""
-    if not results:
-        return []
+    ordered = sorted(set(results), key=lambda f: (f.start, f.end))
+    if all(a.end <= b.start for a, b in itertools.pairwise(ordered)):
+        return ordered  # the usual case: nothing overlaps
     taken = bytearray(length)
     kept = []
-    for f in sorted(set(results), key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity)):
+    for f in sorted(ordered, key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity)):
         if f.end > f.start and taken.find(1, f.start, f.end) == -1:
             budget.charge(f.end - f.start)
             taken[f.start:f.end] = b"\x01" * (f.end - f.start)
