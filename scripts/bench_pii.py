@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
-from pii_corpus import ADVERSARIAL, corpus  # noqa: E402
+from pii_corpus import ADVERSARIAL, corpus, held_out  # noqa: E402
 
 ENTITIES = ["EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER", "IBAN_CODE"]
 SCANNERS = ("PII scan", "secret scan", "injection score", "output guard, streamed")
@@ -73,6 +73,26 @@ def evaluate(name: str, scan, samples, big_text: str) -> dict:  # type: ignore[n
     recall = {e: 1 - leaks[e] / planted[e] for e in planted}
     return {"name": name, "recall": recall, "overall": 1 - sum(leaks.values()) / sum(planted.values()),
             "altered": altered / benign, "mbps": len(big_text.encode()) / seconds / 1e6}
+
+
+def held_out_table(engines: dict[str, Callable[[str], list]]) -> str:
+    """Recall on the held-out shapes of issue 10, and how often a key glued to a value kept its name."""
+    from douane.detect.pii import redact
+
+    samples = held_out()
+    kinds = list(dict.fromkeys(s.kind for s in samples))
+    lines = ["| shape | samples | " + " | ".join(f"{name} leaked | {name} key kept" for name in engines) + " |",
+             "| --- | --- | " + " | ".join("--- | ---" for _ in engines) + " |"]
+    for kind in kinds:
+        group = [s for s in samples if s.kind == kind]
+        cells = []
+        for scan in engines.values():
+            outs = [redact(s.text, scan(s.text)) for s in group]
+            leaked = sum(s.value in out for s, out in zip(group, outs, strict=True)) / len(group)
+            keyed = [s.keep in out for s, out in zip(group, outs, strict=True) if s.keep]
+            cells.append(f"{leaked:.1%} | " + (f"{sum(keyed) / len(keyed):.1%}" if keyed else "-"))
+        lines.append(f"| {kind} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def scanner(name: str) -> Callable[[str], object]:
@@ -215,9 +235,9 @@ def main() -> None:
 
     samples = corpus(seed=20261128)
     big = " ".join(s.text for s in samples)  # ~100 KB of mixed text, scanned in one go for MB/s
-    ours = PiiDetector(ENTITIES)
+    ours, presidio = PiiDetector(ENTITIES), stock_presidio()
     results = [evaluate("douane", lambda t: ours._scan(t), samples, big),  # _scan: no cache, honest speed
-               evaluate("presidio", stock_presidio(), samples, big)]
+               evaluate("presidio", presidio, samples, big)]
     lines = ["| engine | MB/s | leaked (1 - recall) | " + " | ".join(ENTITIES) + " | benign altered |",
              "| --- | --- | --- | " + " | ".join("---" for _ in ENTITIES) + " | --- |"]
     for r in results:
@@ -226,9 +246,14 @@ def main() -> None:
     report = "\n".join(lines)
     print(f"{len(samples)} samples ({sum(1 for s in samples if s.entity)} with PII), {len(big) / 1000:.0f} KB "
           f"for throughput\n\n{report}")
+    held = held_out_table({"douane": ours._scan, "presidio": presidio})
+    print(f"\nheld out (issue 10)\n\n{held}")
     sections = [f"Run {time.strftime('%Y-%m-%d')}: the labelled corpus of scripts/pii_corpus.py (seed 20261128, "
                 f"{len(samples)} prompts, every one dense with candidates, so MB/s is a worst case); recall per "
-                f"entity = planted values that did not survive redaction.\n\n{report}"]
+                f"entity = planted values that did not survive redaction.\n\n{report}",
+                "Held out (scripts/pii_corpus.py held_out, written after the engine, issue 10): values glued to "
+                "a key, and US numbers in phone context that libphonenumber rejects or that are written "
+                "`001-...` or `(212)555-0100`; key kept = the key's name survived redaction.\n\n" + held]
     if not args.no_shapes:
         before = json.loads(BEFORE.read_text()) if BEFORE.exists() else {}
         now_2kb = statistics.median(per_2kb_us(ROOT) for _ in range(3))

@@ -260,9 +260,11 @@ class EntitySpec:
     widen: bool = True  # windows widened to the nearest whitespace (so they start where a word does)
     reach: int = 64  # the longest match its recognizers make: a window is read this far past its end
     extra: tuple[Callable[[], EntityRecognizer], ...] = ()  # recognizers Presidio lacks
+    own: tuple[Callable[[EntitySpec], Matcher], ...] = ()  # douane's own, which read the text around a window
     gate: Callable[[EntitySpec, str, int, int], bool] | None = None  # a further test of each candidate
     plausible: Callable[[EntitySpec, str, int, int], bool] | None = None  # and of each finding
     context: tuple[str, ...] = ()  # words that, near a value, make it one (see `plausible`)
+    trim: Callable[[str, int, int], int] | None = None  # where a finding starts, once a key glued to it is left out
     last: bool = False  # scanned after the others, skipping windows they already explain
     _context: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
 
@@ -275,13 +277,40 @@ class EntitySpec:
         return self._context is not None and self._context.search(text, start, end) is not None
 
 
+# A key glued to an email (`email=jo@x.io`, `?to=jo@x.io`, `&cc=ann@y.org`): "=" and "&" may be
+# in a local part, so Presidio's pattern takes the key along; the key's name is left for the model.
+_EMAIL_KEY = re.compile(r"(?:(?:[^=?&;]*[?&;])?[A-Za-z][\w.-]*=)+")
+
+
+def _after_email_key(text: str, start: int, end: int) -> int:
+    at = text.find("@", start, end)
+    key = _EMAIL_KEY.match(text, start, at)
+    return key.end() if key is not None and key.end() < at else start
+
+
+# North American numbers in every usual shape: `212-555-0100`, `(212)555-0100`, `1-212-...`,
+# `001-212-...`, `+1 212 ...`. libphonenumber rejects those whose area code is not assigned
+# (`200-555-0100`); people still mean them as phone numbers, and write phone words around them.
+_NANP = re.compile(r"(?<![\d+])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-]?)[2-9]\d\d[ .-]?\d{4}(?!\d)")
+
+
+def _us_numbers_near_phone_words(spec: EntitySpec) -> Matcher:
+    def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
+        limit = min(len(text), end + 24)
+        budget.charge(limit - start)
+        return [(m.start(), m.end(), 0.4) for m in _NANP.finditer(text, start, limit)
+                if m.start() < end and spec.near(text, max(0, m.start() - 40), min(len(text), m.end() + 20))]
+    return match
+
+
 # Emails: a local part of at most this many characters before the "@" and a domain of at most this
 # many after it are read (RFC 5321 allows 64 and 255); a longer one is read from its last characters.
 _EMAIL_REACH = 1024
 
 SPECS: dict[str, EntitySpec] = {
     # an email is read from its "@" (see _Emails): its windows need only hold the "@" signs
-    "EMAIL_ADDRESS": EntitySpec(_at_signs, margin=_EMAIL_REACH, widen=False, reach=_EMAIL_REACH),
+    "EMAIL_ADDRESS": EntitySpec(_at_signs, margin=_EMAIL_REACH, widen=False, reach=_EMAIL_REACH,
+                                trim=_after_email_key),
     "CREDIT_CARD": EntitySpec(_in_digit_runs(r"\d(?:[ -]?\d){11,18}", 12), reach=40, extra=(CardRecognizer,)),
     "US_SSN": EntitySpec(_in_digit_runs(r"\d{3}[- .]?\d{2}[- .]?\d{4}", 9), reach=16),
     "IBAN_CODE": EntitySpec(_iban_heads, reach=48),
@@ -289,6 +318,7 @@ SPECS: dict[str, EntitySpec] = {
     # last, so a digit run already read as a card, SSN or IBAN is not parsed again as a phone.
     "PHONE_NUMBER": EntitySpec(_in_digit_runs(r"\d(?:[\s().-]{0,3}\d){6,}", 7), margin=3, reach=phone.LONGEST,
                                gate=_phone_plausible, plausible=_phone_plausible, last=True,
+                               own=(_us_numbers_near_phone_words,),
                                context=("phone", "tel", "telephone", "call", "mobile", "cell", "whatsapp", "sms",
                                         "text me", "number", "reach", "fax", "contact")),
     "IP_ADDRESS": EntitySpec(_matching(r"\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:"), reach=128),
@@ -537,7 +567,8 @@ class PiiDetector:
             if not ner_model:
                 recs = [r for r in recs if not _needs_nlp(r)]
             if recs:
-                self._plan.append((entity, spec, [_matcher(r, entity, threshold, spec) for r in recs]))
+                matchers = [_matcher(r, entity, threshold, spec) for r in recs] + [own(spec) for own in spec.own]
+                self._plan.append((entity, spec, matchers))
         self._plan.sort(key=lambda step: step[1].last)  # phones last (see SPECS)
         self.known_entities = sorted(known)
         # Known to Presidio, but needing what is not installed here (a spaCy model for NER entities).
@@ -576,7 +607,7 @@ class PiiDetector:
                 for match in matchers:
                     for s, e, score in match(text, start, end, artifacts or _EMPTY_ARTIFACTS):
                         if score >= self.threshold and (spec.plausible is None or spec.plausible(spec, text, s, e)):
-                            results.append(Finding(entity, s, e, score))
+                            results.append(Finding(entity, spec.trim(text, s, e) if spec.trim else s, e, score))
         return _resolve_overlaps(results, len(text))
 
     @staticmethod

@@ -225,3 +225,17 @@ def test_numbers_no_network_issues_are_not_cards(detector: PiiDetector, why: str
     assert not card_number_ok(number), why
     if not _luhn(number):
         assert "CREDIT_CARD" not in [f.entity for f in detector.scan(f"reference {number} attached")], why
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("email=jo@x.io", "email=<EMAIL_ADDRESS>"),
+    ("?to=jo@x.io&cc=ann@y.org", "?to=<EMAIL_ADDRESS>&cc=<EMAIL_ADDRESS>"),
+    ("id=7&reply_to=ann@y.org", "id=7&reply_to=<EMAIL_ADDRESS>"),
+    ("card=2223003122003222", "card=<CREDIT_CARD>"),
+    ("call me on 200-555-0100 tonight", "call me on <PHONE_NUMBER> tonight"),  # 200: no area code has it
+    ("phone: (212)555-0100", "phone: <PHONE_NUMBER>"),
+    ("my cell is 001-212-555-0143", "my cell is <PHONE_NUMBER>"),
+    ("Build 200-555-0100 passed the checks.", "Build 200-555-0100 passed the checks."),  # no phone words
+])
+def test_values_glued_to_keys_and_us_numbers_in_phone_context(detector: PiiDetector, text: str, redacted: str) -> None:
+    assert redact(text, detector.scan(text)) == redacted
