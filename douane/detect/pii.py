@@ -16,7 +16,6 @@ text, since chat clients resend the whole history every turn.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import itertools
 import logging
@@ -126,7 +125,8 @@ class CardRecognizer(PatternRecognizer):
 
 Span = tuple[int, int, float]
 # (text, start, end, artifacts) -> the recognizer's findings that start in [start, end), in text
-# coordinates; it may read the text around the window (its context) and charges what it reads.
+# coordinates; it may read the text before the window and up to its spec's `reach` past it (the
+# scan charges that much to the budget before calling it).
 Matcher = Callable[[str, int, int, NlpArtifacts], list[Span]]
 
 _WINDOW = 64  # characters of context kept on each side of a candidate
@@ -297,7 +297,6 @@ _NANP = re.compile(r"(?<![\d+])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d\d\) ?|[2-9]\d
 def _us_numbers_near_phone_words(spec: EntitySpec) -> Matcher:
     def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
         limit = min(len(text), end + 24)
-        budget.charge(limit - start)
         return [(m.start(), m.end(), 0.4) for m in _NANP.finditer(text, start, limit)
                 if m.start() < end and spec.near(text, max(0, m.start() - 40), min(len(text), m.end() + 20))]
     return match
@@ -354,7 +353,6 @@ class _FastPatterns:
     def __call__(self, text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
         out = []
         limit = min(len(text), end + self.reach)
-        budget.charge((limit - start) * len(self.patterns))
         for pattern, base in self.patterns:
             for m in pattern.finditer(text, start, limit):
                 s, e = m.span()
@@ -406,12 +404,10 @@ class _Emails(_FastPatterns):
                     at = text.find("@", at + 1, end)
                     continue
                 low = max(resume, at - _EMAIL_REACH)
-                budget.charge(at - low + 1)
                 wall = self._BEFORE_RUN.search(text, low, at)
                 first = self._START.search(text, wall.end() if wall else low, at)
                 m = pattern.match(text, first.start(), min(len(text), at + _EMAIL_REACH)) if first else None
-                if m is not None and m.end() > at:
-                    budget.charge(m.end() - at)
+                if m is not None:
                     if (score := self.score(m.group(), base)) > 0:
                         out.append((m.start(), m.end(), score))
                     resume = m.end()
@@ -425,7 +421,6 @@ def _phones(rec: PhoneRecognizer) -> Matcher:
     regions, score = tuple(rec.supported_regions), float(rec.SCORE)
 
     def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
-        budget.charge(min(len(text), end + phone.LONGEST) - start)
         return [(s, e, score) for s, e in phone.first_region_matches(text, regions, start, end)]
     return match
 
@@ -436,7 +431,6 @@ def _analyzer(rec: EntityRecognizer, entity: str, reach: int) -> Matcher:
     holds it whole."""
     def match(text: str, start: int, end: int, artifacts: NlpArtifacts | None = None) -> list[Span]:
         limit = min(len(text), end + reach)
-        budget.charge(limit - start)
         chunk = text[start:limit]
         cut_start = start > 0 and not text[start - 1].isspace()
         cut_end = limit < len(text) and not text[limit].isspace()
@@ -516,21 +510,19 @@ def _pieces(text: str) -> Iterator[tuple[int, int]]:
         start = max(start + 1, space + 1 if space >= 0 else back)
 
 
-class _Explained:
-    """The spans of findings so far, asked whether one of them holds a window (less `slack` at each end)."""
-
-    def __init__(self, findings: Sequence[Finding]):
-        spans = sorted((f.start, f.end) for f in findings)
-        self.starts = [s for s, _ in spans]
-        self.reach: list[int] = []  # the furthest end among the findings that start at or before each
-        furthest = -1
-        for _, e in spans:
-            furthest = max(furthest, e)
-            self.reach.append(furthest)
-
-    def hold(self, start: int, end: int, slack: int = 3) -> bool:
-        i = bisect.bisect_right(self.starts, start + slack)
-        return i > 0 and self.reach[i - 1] >= end - slack
+def _unexplained(windows: Iterable[tuple[int, int]], findings: Sequence[Finding], slack: int = 3
+                 ) -> list[tuple[int, int]]:
+    """The windows (in order of start) that no single finding holds, less `slack` at each end: a
+    digit run already read as a card, SSN or IBAN is not parsed again as a phone. One sweep."""
+    spans = sorted((f.start, f.end) for f in findings)
+    out, i, furthest = [], 0, -1
+    for start, end in windows:
+        while i < len(spans) and spans[i][0] <= start + slack:
+            furthest = spans[i][1] if spans[i][1] > furthest else furthest
+            i += 1
+        if furthest < end - slack:
+            out.append((start, end))
+    return out
 
 
 class PiiDetector:
@@ -601,9 +593,9 @@ class PiiDetector:
         for entity, spec, matchers in self._plan:  # phones last
             windows = self._windows(scan, spec, artifacts is not None)
             if spec.last and results:
-                explained = _Explained(results)
-                windows = [w for w in windows if not explained.hold(*w)]
+                windows = _unexplained(windows, results)
             for start, end in windows:
+                budget.charge((end - start + spec.reach) * len(matchers))  # what its matchers may read
                 for match in matchers:
                     for s, e, score in match(text, start, end, artifacts or _EMPTY_ARTIFACTS):
                         if score >= self.threshold and (spec.plausible is None or spec.plausible(spec, text, s, e)):
