@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from addons.upstream_errors import UpstreamErrorsAddon, install
 from addons.websocket import WebSocketAddon
 from douane import faults
 from douane.gateway import Gateway
+from douane.ops.metrics import FINAL_HOOKS, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def build(gw: Gateway) -> list[object]:
     if faults.ENABLED:
         log.warning("fault injection is ON (DOUANE_FAULT_INJECTION=1): requests may make douane's stages fail; "
                     "never run a production proxy like this")
-    return [Pipeline(stages, StageFailures(gw, classify))]
+    return [Pipeline(stages, StageFailures(gw, classify), metrics=gw.metrics)]
 
 
 Hook = Callable[..., Awaitable[None] | None]
@@ -75,13 +77,17 @@ class Pipeline:
 
     A stage that raises does not just get logged, as mitmproxy would do: `on_error` decides what it
     means for the flow (douane's StageFailures applies the policy's `fail`), then the next stage runs.
+
+    With `metrics`, each stage's hook is timed (a perf_counter pair) and the times go to the flow's
+    metadata, observed once the flow is done; without, nothing is timed.
     """
 
     name = "douane"
 
-    def __init__(self, stages: Sequence[object], on_error: ErrorHandler = _log_error):
+    def __init__(self, stages: Sequence[object], on_error: ErrorHandler = _log_error, metrics: Metrics | None = None):
         self.stages = list(stages)
         self.on_error = on_error
+        self.metrics = metrics
         for hook in HOOKS:
             funcs = [(stage_name(stage), getattr(stage, hook)) for stage in self.stages
                      if callable(getattr(stage, hook, None))]
@@ -92,6 +98,9 @@ class Pipeline:
             raise TypeError(f"Pipeline does not forward these hooks: {', '.join(sorted(unknown))}")
 
     def _chain(self, hook: str, funcs: list[tuple[str, Hook]]) -> Hook:
+        if self.metrics is not None:
+            return self._timed_chain(hook, funcs, self.metrics)
+
         def run(*args: Any) -> Awaitable[None] | None:
             for i, (stage, func) in enumerate(funcs):
                 result = self._call(stage, hook, func, args)
@@ -100,6 +109,41 @@ class Pipeline:
             return None
 
         return run
+
+    def _timed_chain(self, hook: str, funcs: list[tuple[str, Hook]], metrics: Metrics) -> Hook:
+        """`_chain` with each stage's time given to `metrics` (per flow; per connection for CONNECTs)."""
+        final = hook in FINAL_HOOKS
+        per_flow = hook != "http_connect"  # a CONNECT's flow never ends in `response`: observe at once
+
+        def run(*args: Any) -> Awaitable[None] | None:
+            flow = args[0] if args and isinstance(args[0], http.HTTPFlow) else None
+            metadata = flow.metadata if flow is not None and per_flow else None
+            for i, (stage, func) in enumerate(funcs):
+                start = time.perf_counter()
+                result = self._call(stage, hook, func, args)
+                if result is not None:
+                    return self._finish_timed(hook, stage, start, result, funcs[i + 1:], args, metrics, metadata,
+                                              final)
+                metrics.stage_time(metadata, stage, hook, time.perf_counter() - start)
+            if final and metadata is not None:
+                metrics.flow_done(metadata)
+            return None
+
+        return run
+
+    async def _finish_timed(self, hook: str, stage: str, start: float, pending: Awaitable[None],
+                            rest: list[tuple[str, Hook]], args: tuple[Any, ...], metrics: Metrics,
+                            metadata: dict[str, Any] | None, final: bool) -> None:
+        await self._guarded(stage, hook, pending, args)
+        metrics.stage_time(metadata, stage, hook, time.perf_counter() - start)
+        for name, func in rest:
+            start = time.perf_counter()
+            result = self._call(name, hook, func, args)
+            if result is not None:
+                await self._guarded(name, hook, result, args)
+            metrics.stage_time(metadata, name, hook, time.perf_counter() - start)
+        if final and metadata is not None:
+            metrics.flow_done(metadata)
 
     def _call(self, stage: str, hook: str, func: Hook, args: tuple[Any, ...]) -> Awaitable[None] | None:
         try:

@@ -103,14 +103,18 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
 @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
+@click.option("--admin-port", type=click.IntRange(0, 65535), default=None,
+              help="serve /metrics, /healthz and /readyz on this port (off by default; 0: any free port)")
+@click.option("--admin-host", default="127.0.0.1", show_default=True, help="address of the admin listener")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...], grace: float) -> None:
+        sets: tuple[str, ...], grace: float, admin_port: int | None, admin_host: str) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
     from douane.gateway import ConfigError, Gateway
-    from douane.runner import ListenConfig, serve
+    from douane.ops.admin import AdminPortError
+    from douane.runner import AdminConfig, ListenConfig, serve
 
     path = _policy_path(policy_path)
     policy = _load_or_exit(path)
@@ -152,17 +156,24 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         f"export NODE_EXTRA_CA_CERTS={ca}",
     ])
 
+    admin = AdminConfig(admin_host, admin_port) if admin_port is not None else None
+
     def banner() -> None:
+        if admin is not None:
+            base = f"http://{escape(admin.host)}:{admin.port}"
+            lines.append(f"[bold]admin[/]      {base}/metrics, /healthz, /readyz")
         # a console of its own: the error console never folds lines, which would crop the panel
         Console(stderr=True).print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False),
                                    highlight=False)
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, admin=admin))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
         _problem("cannot start", e)
         sys.exit(2)
+    except AdminPortError as e:  # the store is closed by `finally` on the way out
+        _cannot_start("the admin listener", e, "pass another --admin-port (or --admin-host), or leave it out")
     finally:
         final = gw.writer.close()
     sys.exit(_stopped(db_path, final, len(gw.inflight)))

@@ -17,6 +17,7 @@ from douane.detect.secrets import SecretsDetector
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
+from douane.ops.metrics import Metrics
 from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
 from douane.relay import Breakers, Relay
@@ -91,6 +92,7 @@ class Gateway:
     prefixes: Prefixes = field(init=False)
     inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
+    metrics: Metrics | None = field(init=False, default=None)  # counted per call when the admin port is on
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -135,6 +137,11 @@ class Gateway:
             self.writer.submit(call.to_record(self.policy.mode))
         except Exception:
             log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
+        if self.metrics is not None:
+            try:
+                self.metrics.on_call(call)
+            except Exception:
+                log.error("metrics: call %s could not be counted", call.id, exc_info=True)
 
     def answer_stages(self, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
         """The rewriting stages for one answer, and how many of them the audited text has passed.
