@@ -52,6 +52,10 @@ def build(gw: Gateway) -> list[object]:
         MeterAddon(gw),  # after Answer: settles from the usage it read; before Audit: the row has the cost
         AuditAddon(gw),
     ]
+    if gw.tracer is not None:  # only when telemetry is on: no stage otherwise
+        from addons.telemetry import TelemetryAddon
+
+        stages.insert(stages.index(classify) + 1, TelemetryAddon(gw.tracer))
     if faults.ENABLED:
         log.warning("fault injection is ON (DOUANE_FAULT_INJECTION=1): requests may make douane's stages fail; "
                     "never run a production proxy like this")

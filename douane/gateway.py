@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from douane.audit import AuditStore, AuditWriter
 from douane.call import Call
@@ -22,6 +23,9 @@ from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
 from douane.relay import Breakers, Relay
 from douane.rewrite import OutputGuard, PseudonymRestorer, Stage
+
+if TYPE_CHECKING:
+    from douane.ops.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class Gateway:
     inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
     metrics: Metrics | None = field(init=False, default=None)  # counted per call when the admin port is on
+    tracer: Tracer | None = field(init=False, default=None)  # a span per call when telemetry.otlp_endpoint is set
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -111,6 +116,10 @@ class Gateway:
         self.injection = InjectionDetector() if self.policy.injection is not None else None
         self.prefixes = Prefixes()
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s))
+        if self.policy.telemetry.otlp_endpoint is not None:
+            from douane.ops.tracing import Tracer
+
+            self.tracer = Tracer(self.policy.telemetry)
 
     @property
     def enforcing(self) -> bool:
@@ -142,6 +151,11 @@ class Gateway:
                 self.metrics.on_call(call)
             except Exception:
                 log.error("metrics: call %s could not be counted", call.id, exc_info=True)
+        if self.tracer is not None:
+            try:
+                self.tracer.finish(call, call.started + call.latency_ms / 1000)
+            except Exception:
+                log.error("telemetry: the span of call %s could not be ended", call.id, exc_info=True)
 
     def answer_stages(self, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
         """The rewriting stages for one answer, and how many of them the audited text has passed.

@@ -74,6 +74,8 @@ async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] 
     finally:
         if server is not None:
             await server.close()
+        if gw.tracer is not None:
+            gw.tracer.close()  # flushes the spans still queued
 
 
 async def start_admin(gw: Gateway, admin: AdminConfig) -> AdminServer:

@@ -279,6 +279,20 @@ class Limits(Strict):
     max_connections_per_client: int = Field(default=256, gt=0)  # open connections from one address
 
 
+class Telemetry(Strict):
+    """OpenTelemetry: a span per call, exported over OTLP/HTTP (protobuf) when `otlp_endpoint` is set.
+    Collector credentials go in OTEL_EXPORTER_OTLP_HEADERS, never in the policy."""
+
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (then /v1/traces), or the full traces URL
+    service_name: str = Field(default="douane", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of traces no client started (theirs decide)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+
 class Policy(Strict):
     version: Literal[1] = 1
     mode: Literal["enforce", "monitor"] = "enforce"
@@ -304,6 +318,7 @@ class Policy(Strict):
     metering: Metering = Field(default_factory=Metering)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     limits: Limits = Field(default_factory=Limits)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
 
     @property
     def enforcing(self) -> bool:
