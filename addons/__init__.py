@@ -122,13 +122,15 @@ class Pipeline:
         def run(*args: Any) -> Awaitable[None] | None:
             flow = args[0] if args and isinstance(args[0], http.HTTPFlow) else None
             metadata = flow.metadata if flow is not None and per_flow else None
+            timed: list[tuple[str, float]] = []
             for i, (stage, func) in enumerate(funcs):
                 start = time.perf_counter()
                 result = self._call(stage, hook, func, args)
                 if result is not None:
                     return self._finish_timed(hook, stage, start, result, funcs[i + 1:], args, metrics, metadata,
-                                              final)
-                metrics.stage_time(metadata, stage, hook, time.perf_counter() - start)
+                                              final, timed)
+                timed.append((stage, time.perf_counter() - start))
+            metrics.stage_times(metadata, hook, timed)
             if final and metadata is not None:
                 metrics.flow_done(metadata)
             return None
@@ -137,15 +139,16 @@ class Pipeline:
 
     async def _finish_timed(self, hook: str, stage: str, start: float, pending: Awaitable[None],
                             rest: list[tuple[str, Hook]], args: tuple[Any, ...], metrics: Metrics,
-                            metadata: dict[str, Any] | None, final: bool) -> None:
+                            metadata: dict[str, Any] | None, final: bool, timed: list[tuple[str, float]]) -> None:
         await self._guarded(stage, hook, pending, args)
-        metrics.stage_time(metadata, stage, hook, time.perf_counter() - start)
+        timed.append((stage, time.perf_counter() - start))
         for name, func in rest:
             start = time.perf_counter()
             result = self._call(name, hook, func, args)
             if result is not None:
                 await self._guarded(name, hook, result, args)
-            metrics.stage_time(metadata, name, hook, time.perf_counter() - start)
+            timed.append((name, time.perf_counter() - start))
+        metrics.stage_times(metadata, hook, timed)
         if final and metadata is not None:
             metrics.flow_done(metadata)
 

@@ -180,18 +180,20 @@ class Metrics(Collector):
         if call.ttfb_ms is not None:
             self.ttfb.observe(key, call.ttfb_ms / 1000)
 
-    def stage_time(self, metadata: dict[str, Any] | None, stage: str, hook: str, seconds: float) -> None:
-        """One stage's hook took `seconds`: kept on the flow (its `metadata`) until the flow ends, or
-        observed at once for hooks of no flow (connections)."""
+    def stage_times(self, metadata: dict[str, Any] | None, hook: str, timed: list[tuple[str, float]]) -> None:
+        """One hook's stages took these seconds: kept on the flow (its `metadata`) until the flow ends,
+        or observed at once for hooks of no flow (connections)."""
         if metadata is None:
-            self.stage.observe((stage,), seconds)
+            for stage, seconds in timed:
+                self.stage.observe((stage,), seconds)
             return
         times = metadata.get(STAGE_TIMES_KEY)
         if times is None:
             times = metadata[STAGE_TIMES_KEY] = {"": 0.0}  # "": the request side's total
-        times[stage] = times.get(stage, 0.0) + seconds
+        for stage, seconds in timed:
+            times[stage] = times.get(stage, 0.0) + seconds
         if hook in REQUEST_HOOKS:
-            times[""] += seconds
+            times[""] += sum(seconds for _, seconds in timed)
 
     def flow_done(self, metadata: dict[str, Any]) -> None:
         """A flow's last hook ran: observe its stage times once, and the upstream's share of its TTFB."""

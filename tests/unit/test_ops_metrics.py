@@ -80,10 +80,9 @@ def test_client_chosen_label_values_are_capped() -> None:
 def test_stage_times_are_kept_on_the_flow_and_observed_once_when_it_ends() -> None:
     m = Metrics()
     metadata: dict[str, Any] = {METADATA_KEY: call(upstream="http://127.0.0.1:9", ttfb_ms=50.0)}
-    m.stage_time(metadata, "classify", "request", 0.001)
-    m.stage_time(metadata, "prompt_guard", "request", 0.003)
-    m.stage_time(metadata, "answer", "responseheaders", 0.002)
-    m.stage_time(metadata, "classify", "requestheaders", 0.0005)
+    m.stage_times(metadata, "request", [("classify", 0.001), ("prompt_guard", 0.003)])
+    m.stage_times(metadata, "responseheaders", [("answer", 0.002)])
+    m.stage_times(metadata, "requestheaders", [("classify", 0.0005)])
     assert "douane_stage_seconds_count" not in samples(m) or not samples(m)["douane_stage_seconds_count"]
     m.flow_done(metadata)
     m.flow_done(metadata)  # a second end (error after response) observes nothing more
@@ -100,7 +99,7 @@ def test_stage_times_are_kept_on_the_flow_and_observed_once_when_it_ends() -> No
 
 def test_a_connection_stage_is_observed_at_once() -> None:
     m = Metrics()
-    m.stage_time(None, "identity", "http_connect", 0.0002)
+    m.stage_times(None, "http_connect", [("identity", 0.0002)])
     assert samples(m)["douane_stage_seconds_count"] == [({"stage": "identity"}, 1)]
 
 
