@@ -217,6 +217,56 @@ def ca(show_path: bool, bundle: str | None, certs: str | None) -> None:
         click.echo(str(ensure_ca(certs_dir)))
 
 
+@main.command()
+@click.option("--admin", "admin_url", help="the proxy's admin endpoint, e.g. http://127.0.0.1:9100 [env DOUANE_ADMIN]")
+@click.option("--admin-port", type=click.IntRange(1, 65535), help="shorthand for --admin http://127.0.0.1:PORT")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+              help="seconds between refreshes (the rates are over this window)")
+@click.option("--once", is_flag=True, help="print one frame (rates since the proxy started) and exit")
+def top(admin_url: str | None, admin_port: int | None, interval: float, once: bool) -> None:
+    """A live view of a running proxy (started with --admin-port): calls/s, errors, latency, douane's
+    own time, tokens and cost per team, blocks by rule, upstream health. Ctrl-C quits."""
+    import time
+
+    import httpx
+    from rich.live import Live
+
+    from douane.ops.top import Snapshot, build_view, render
+
+    url = (admin_url or (f"http://127.0.0.1:{admin_port}" if admin_port else None)
+           or os.environ.get("DOUANE_ADMIN") or "").rstrip("/")
+    if not url:
+        raise click.UsageError("say which proxy: --admin-port PORT or --admin URL (start it with douane run "
+                               "--admin-port PORT)")
+
+    def scrape() -> Snapshot:
+        r = httpx.get(f"{url}/metrics", timeout=max(interval, 2.0) + 3, trust_env=False)
+        r.raise_for_status()
+        return Snapshot.parse(r.text, time.monotonic())
+
+    if once:
+        try:
+            snap = scrape()
+        except httpx.HTTPError as e:
+            _problem("cannot read the admin endpoint", f"{url}/metrics: {e}; is douane running with --admin-port?")
+            sys.exit(1)
+        out.print(render(build_view(snap, None), url))
+        return
+    before: Snapshot | None = None
+    with Live(render(None, url), console=out, screen=True, auto_refresh=False) as live:
+        try:
+            while True:
+                try:
+                    snap = scrape()
+                    live.update(render(build_view(snap, before), url), refresh=True)
+                    before = snap
+                except httpx.HTTPError as e:
+                    live.update(render(None, url, f"cannot read {url}/metrics: {e}"), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+
+
 @main.group()
 def policy() -> None:
     """Policy files."""
