@@ -52,6 +52,10 @@ def build(gw: Gateway) -> list[object]:
         MeterAddon(gw),  # after Answer: settles from the usage it read; before Audit: the row has the cost
         AuditAddon(gw),
     ]
+    if gw.anomaly is not None:  # only with the policy's `anomaly:`; after access, before any scan
+        from addons.anomaly import AnomalyAddon
+
+        stages.insert(stages.index(classify) + 2, AnomalyAddon(gw, gw.anomaly))
     if gw.tracer is not None:  # only when telemetry is on: no stage otherwise
         from addons.telemetry import TelemetryAddon
 

@@ -233,11 +233,7 @@ def top(admin_url: str | None, admin_port: int | None, interval: float, once: bo
 
     from douane.ops.top import Snapshot, build_view, render
 
-    url = (admin_url or (f"http://127.0.0.1:{admin_port}" if admin_port else None)
-           or os.environ.get("DOUANE_ADMIN") or "").rstrip("/")
-    if not url:
-        raise click.UsageError("say which proxy: --admin-port PORT or --admin URL (start it with douane run "
-                               "--admin-port PORT)")
+    url = _admin_url(admin_url, admin_port)
 
     def scrape() -> Snapshot:
         r = httpx.get(f"{url}/metrics", timeout=max(interval, 2.0) + 3, trust_env=False)
@@ -265,6 +261,79 @@ def top(admin_url: str | None, admin_port: int | None, interval: float, once: bo
                 time.sleep(interval)
         except KeyboardInterrupt:
             pass
+
+
+def _admin_url(admin_url: str | None, admin_port: int | None) -> str:
+    url = (admin_url or (f"http://127.0.0.1:{admin_port}" if admin_port else None)
+           or os.environ.get("DOUANE_ADMIN") or "").rstrip("/")
+    if not url:
+        raise click.UsageError("say which proxy: --admin-port PORT or --admin URL (start it with douane run "
+                               "--admin-port PORT)")
+    return url
+
+
+ADMIN = click.option("--admin", "admin_url", help="the proxy's admin endpoint, e.g. http://127.0.0.1:9100 "
+                     "[env DOUANE_ADMIN]")
+ADMIN_PORT = click.option("--admin-port", type=click.IntRange(1, 65535),
+                          help="shorthand for --admin http://127.0.0.1:PORT")
+
+
+@main.group()
+def anomaly() -> None:
+    """Clients and teams held by anomaly detection (the policy's `anomaly:`)."""
+
+
+def _admin_call(method: str, url: str) -> Any:
+    import httpx
+
+    try:
+        r = httpx.request(method, url, timeout=10, trust_env=False)
+    except httpx.HTTPError as e:
+        _problem("cannot reach the admin endpoint", f"{url}: {e}; is douane running with --admin-port?")
+        sys.exit(1)
+    if r.status_code == 404 and "no such path" in r.text:
+        _problem("not available", "this proxy's policy has no anomaly: section")
+        sys.exit(1)
+    return r
+
+
+@anomaly.command("list")
+@ADMIN
+@ADMIN_PORT
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def anomaly_list(admin_url: str | None, admin_port: int | None, fmt: str) -> None:
+    """The quarantines and throttles in force."""
+    r = _admin_call("GET", _admin_url(admin_url, admin_port) + "/anomaly")
+    rows = r.json()["restrictions"]
+    if fmt == "json":
+        click.echo(json.dumps(rows))
+        return
+    table = Table("scope", "name", "held", "since", "until", "why", title=f"{len(rows)} held")
+    for row in rows:
+        until = row.get("until")
+        table.add_row(row["scope"], Text(row["name"]), "quarantined" if row["kind"] == "block" else
+                      f"throttled to {row.get('calls_per_minute')}/min",
+                      datetime.fromtimestamp(row["since"]).isoformat(timespec="seconds"),
+                      datetime.fromtimestamp(until).isoformat(timespec="seconds") if until else "until cleared",
+                      Text(row["reason"]))
+    out.print(table)
+
+
+@anomaly.command("clear")
+@click.argument("name")
+@click.option("--team", "is_team", is_flag=True, help="NAME is a team, not a client")
+@ADMIN
+@ADMIN_PORT
+def anomaly_clear(name: str, is_team: bool, admin_url: str | None, admin_port: int | None) -> None:
+    """Lift the quarantine (or throttle) of a client, or with --team of a team."""
+    from urllib.parse import quote
+
+    scope = "team" if is_team else "client"
+    r = _admin_call("POST", f"{_admin_url(admin_url, admin_port)}/anomaly/clear?{scope}={quote(name, safe='')}")
+    if r.status_code != 200:
+        _problem("not cleared", r.json().get("error", r.text))
+        sys.exit(1)
+    click.echo(f"{scope} {name}: cleared")
 
 
 @main.group()

@@ -25,6 +25,7 @@ from douane.relay import Breakers, Relay
 from douane.rewrite import OutputGuard, PseudonymRestorer, Stage
 
 if TYPE_CHECKING:
+    from douane.ops.anomaly import AnomalyGuard, Finding
     from douane.ops.tracing import Tracer
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Gateway:
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
     metrics: Metrics | None = field(init=False, default=None)  # counted per call when the admin port is on
     tracer: Tracer | None = field(init=False, default=None)  # a span per call when telemetry.otlp_endpoint is set
+    anomaly: AnomalyGuard | None = field(init=False, default=None)  # with the policy's `anomaly:`
 
     def __post_init__(self) -> None:
         self.providers = ProviderTable(provider_specs(self.policy))
@@ -120,6 +122,16 @@ class Gateway:
             from douane.ops.tracing import Tracer
 
             self.tracer = Tracer(self.policy.telemetry)
+        if self.policy.anomaly is not None:
+            from douane.ops.anomaly import AnomalyGuard, SharedAnomalies
+
+            self.anomaly = AnomalyGuard(self.policy.anomaly, on_finding=self._count_anomaly)
+            if isinstance(self.limits.state, RedisState):
+                self.anomaly.shared = SharedAnomalies(self.limits.state.client, self.limits.state.prefix)
+
+    def _count_anomaly(self, finding: Finding, action: str) -> None:
+        if self.metrics is not None:
+            self.metrics.anomalies.add((finding.subject[0], finding.signal, action))
 
     @property
     def enforcing(self) -> bool:
@@ -142,6 +154,11 @@ class Gateway:
             if value is not None and len(value) > audit.max_body_chars:
                 cap = audit.max_body_chars
                 setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
+        if self.anomaly is not None:
+            try:
+                self.anomaly.observe(call)  # before the row is made: a spike it finds is noted on it
+            except Exception:
+                log.error("anomaly: call %s could not be counted", call.id, exc_info=True)
         try:
             self.writer.submit(call.to_record(self.policy.mode))
         except Exception:

@@ -69,9 +69,13 @@ async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] 
     With `admin`, metrics are counted and the admin listener serves until the proxy has stopped
     (through the drain, when /readyz says 503); AdminPortError when it cannot listen."""
     server = await start_admin(gw, admin) if admin is not None else None
+    shared = gw.anomaly.shared if gw.anomaly is not None else None
+    refresh = asyncio.get_running_loop().create_task(shared.run(gw.anomaly)) if shared is not None else None
     try:
         await _serve(gw, listen, on_ready, grace)
     finally:
+        if refresh is not None:
+            refresh.cancel()
         if server is not None:
             await server.close()
         if gw.tracer is not None:
@@ -83,7 +87,7 @@ async def start_admin(gw: Gateway, admin: AdminConfig) -> AdminServer:
         gw.metrics = Metrics()
     probe = GatewayProbe(gw)
     probe.install(gw.metrics)
-    server = AdminServer(admin_routes(gw.metrics, probe), admin.host, admin.port)
+    server = AdminServer(admin_routes(gw.metrics, probe, gw.anomaly), admin.host, admin.port)
     admin.port = await server.start()
     return server
 

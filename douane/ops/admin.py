@@ -13,9 +13,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import h11
 
+from douane.ops.anomaly import AnomalyGuard
 from douane.ops.metrics import Metrics
 from douane.ops.probe import GatewayProbe
 
@@ -32,7 +34,13 @@ class Reply:
     body: bytes
 
 
-Handler = Callable[[], Awaitable[Reply]]
+@dataclass(frozen=True)
+class Request:
+    method: str
+    query: dict[str, str]
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
 
 
 class AdminPortError(OSError):
@@ -44,7 +52,7 @@ def json_reply(status: int, value: object) -> Reply:
 
 
 class AdminServer:
-    """Serves a fixed set of GET paths; anything else is 404 (405 for other methods)."""
+    """Serves a fixed set of paths (a handler answers 405 to a method it does not take); others are 404."""
 
     def __init__(self, routes: dict[str, Handler], host: str = "127.0.0.1", port: int = 0,
                  idle_timeout: float = 30.0):
@@ -119,16 +127,26 @@ class AdminServer:
                 return None
 
     async def _answer(self, request: h11.Request) -> Reply:
-        path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+        target = request.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
         handler = self.routes.get(path)
         if handler is None:
             return json_reply(404, {"error": f"no such path: {path}", "paths": sorted(self.routes)})
-        if request.method not in (b"GET", b"HEAD"):
-            return json_reply(405, {"error": "only GET and HEAD are served"})
+        method = "GET" if request.method == b"HEAD" else request.method.decode("ascii", "replace")
+        return await handler(Request(method, dict(parse_qsl(query))))
+
+
+def only_get(handler: Callable[[], Awaitable[Reply]]) -> Handler:
+    async def answer(request: Request) -> Reply:
+        if request.method != "GET":
+            return json_reply(405, {"error": "only GET and HEAD are served here"})
         return await handler()
 
+    return answer
 
-def admin_routes(metrics: Metrics | None, probe: GatewayProbe) -> dict[str, Handler]:
+
+def admin_routes(metrics: Metrics | None, probe: GatewayProbe,
+                 anomaly: AnomalyGuard | None = None) -> dict[str, Handler]:
     """/healthz: the process answers; /readyz: ready to serve calls; /metrics: Prometheus text."""
 
     async def healthz() -> Reply:
@@ -140,11 +158,40 @@ def admin_routes(metrics: Metrics | None, probe: GatewayProbe) -> dict[str, Hand
         return json_reply(200 if ready else 503, {"ready": ready, "checks": {
             c.name: {"ok": c.ok, "detail": c.detail} for c in checks}})
 
-    routes: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz}
+    routes: dict[str, Handler] = {"/healthz": only_get(healthz), "/readyz": only_get(readyz)}
     if metrics is not None:
         async def metrics_text() -> Reply:
             await probe.refresh()
             return Reply(200, PROMETHEUS_TEXT, metrics.render())
 
-        routes["/metrics"] = metrics_text
+        routes["/metrics"] = only_get(metrics_text)
+    if anomaly is not None:
+        routes.update(anomaly_routes(anomaly))
     return routes
+
+
+def anomaly_routes(guard: AnomalyGuard) -> dict[str, Handler]:
+    """GET /anomaly: the restrictions in force; POST /anomaly/clear?client=NAME (or team=NAME) lifts one."""
+
+    async def listing() -> Reply:
+        if guard.shared is not None:
+            guard.restrictions = await guard.shared.load()
+        return json_reply(200, {"restrictions": [{"scope": s[0], "name": s[1], **r.as_dict()}
+                                                 for s, r in sorted(guard.restrictions.items())]})
+
+    async def clear(request: Request) -> Reply:
+        if request.method != "POST":
+            return json_reply(405, {"error": "POST /anomaly/clear?client=NAME (or ?team=NAME)"})
+        scope = "client" if "client" in request.query else "team" if "team" in request.query else None
+        if scope is None or not request.query[scope]:
+            return json_reply(400, {"error": "say whom: ?client=NAME or ?team=NAME"})
+        subject = (scope, request.query[scope])
+        found = guard.clear(subject)
+        if guard.shared is not None:
+            found = await guard.shared.clear(subject) or found
+        if not found:
+            return json_reply(404, {"cleared": False, "error": f"{scope} {subject[1]} is neither quarantined "
+                                    "nor throttled"})
+        return json_reply(200, {"cleared": True, "scope": scope, "name": subject[1]})
+
+    return {"/anomaly": only_get(listing), "/anomaly/clear": clear}

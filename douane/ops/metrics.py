@@ -153,6 +153,8 @@ class Metrics(Collector):
                             "connection, for connection stages)", ("stage",), STAGE_BUCKETS)
         self.added = Spread("douane_added_seconds", "douane's own time per call, all stages together",
                             (), STAGE_BUCKETS)
+        self.anomalies = Tally("douane_anomalies", "Spikes found by anomaly detection, by the action taken",
+                               ("scope", "signal", "action"))
         self.gauges: list[Gauge] = []
         self.started = clock()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -220,7 +222,7 @@ class Metrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for family in (self.calls, self.tokens, self.cost, self.latency, self.ttfb, self.upstream, self.stage,
-                       self.added):
+                       self.added, self.anomalies):
             yield family.family()
         uptime = GaugeMetricFamily("douane_uptime_seconds", "Seconds since douane started")
         uptime.add_metric([], self.clock() - self.started)
