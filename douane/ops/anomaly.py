@@ -207,7 +207,9 @@ class AnomalyGuard:
         """Count a recorded call (before its row is written: an alert is noted on it)."""
         values = usage_of(call)
         for subject in self._subjects(call.client, call.team):
-            if self.shared is not None:
+            if self.shared is not None:  # judged now on the fleet's totals as last seen, then in Redis
+                for finding in self.shared.judge_local(self, subject, values):
+                    self.act(finding, call)
                 self._spawn(self.shared.observe(self, subject, values))
                 continue
             for finding in self.detector.observe(subject, values):
@@ -287,7 +289,7 @@ class SharedAnomalies:
         self.client = client  # redis.asyncio.Redis
         self.prefix = prefix + "anomaly:"
         self.refresh_s = refresh_s
-        self.calls: dict[Subject, tuple[int, float]] = {}  # the fleet's calls this minute, as last seen
+        self.totals: dict[Subject, tuple[int, list[float]]] = {}  # the fleet's sums this minute, as last seen
 
     def _minute_key(self, subject: Subject, minute: int) -> str:
         return f"{self.prefix}m:{subject[0]}:{subject[1]}:{minute}"
@@ -310,9 +312,23 @@ class SharedAnomalies:
         except Exception as e:  # Redis away: the limits' own fail policy covers the calls; say it here
             log.warning("anomaly: redis unreachable, %s not judged: %s", subject, e)
             return
-        self.calls[subject] = (minute, totals[0])
+        seen = self.totals.get(subject)
+        if seen is not None and seen[0] == minute:  # calls counted here since the Redis answer left
+            totals = [max(a, b) for a, b in zip(totals, seen[1], strict=True)]
+        self.totals[subject] = (minute, totals)
         for finding in judge(subject, w, totals):
             guard.act(finding)
+
+    def judge_local(self, guard: AnomalyGuard, subject: Subject, values: Sequence[float]) -> list[Finding]:
+        """Add a call to the fleet's sums as last seen and judge them at once (so the call that trips a
+        spike carries the note); the Redis answer corrects the sums a moment later."""
+        minute = int(guard.clock() // 60)
+        w = guard.detector.windows.get(subject)
+        seen = self.totals.get(subject)
+        totals = [a + b for a, b in zip(seen[1], values, strict=True)] if seen is not None and seen[0] == minute \
+            else list(values)
+        self.totals[subject] = (minute, totals)
+        return judge(subject, w, totals) if w is not None and w.minute == minute else []
 
     async def _window(self, guard: AnomalyGuard, subject: Subject, minute: int) -> Window:
         window = guard.cfg.window_minutes
@@ -329,8 +345,8 @@ class SharedAnomalies:
         return w
 
     def calls_this_minute(self, subject: Subject, minute: int, local: float) -> float:
-        seen = self.calls.get(subject)
-        return max(local, seen[1]) if seen is not None and seen[0] == minute else local
+        seen = self.totals.get(subject)
+        return max(local, seen[1][0]) if seen is not None and seen[0] == minute else local
 
     async def restrict(self, subject: Subject, r: Restriction) -> None:
         ttl = None if r.until is None else max(1, int(r.until - r.since))

@@ -61,7 +61,7 @@ def poisson(mean: float, rng: random.Random) -> int:
 def run(detector: Detector, subjects: dict[str, Traffic], minutes: int, seed: int) -> list[tuple[float, Finding]]:
     """Every finding, with its time, over `minutes` of every subject's traffic (merged in time order)."""
     rng = random.Random(seed)
-    streams = []
+    streams: list[tuple[float, str, list[float]]] = []
     for name, traffic in subjects.items():
         streams.extend((t, name, values) for t, values in calls(traffic, minutes, random.Random(rng.random())))
     streams.sort(key=lambda s: s[0])
