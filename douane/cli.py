@@ -518,5 +518,75 @@ def report_blocked(since: str, db: str | None, fmt: str) -> None:
     _emit(columns, rows, fmt, f"blocked calls, last {since}")
 
 
+def _insight_query(db: str | None) -> Any:
+    return lambda sql, params: _run_sql(db, sql, params)
+
+
+@report.command("duplicates")
+@SINCE
+@DB
+@FORMAT
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def report_duplicates(since: str, db: str | None, fmt: str, limit: int) -> None:
+    """Requests sent more than once as they were (case and spacing aside), per team and model, and
+    what the repeats cost."""
+    from douane.ops.insight import duplicates
+
+    columns, rows = duplicates(_insight_query(db), _since(since), limit)
+    _emit(columns, rows, fmt, f"duplicated requests, last {since}")
+
+
+@report.command("patterns")
+@SINCE
+@DB
+@FORMAT
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="patterns per team")
+@click.option("--min-calls", default=2, show_default=True, type=click.IntRange(min=1))
+def report_patterns(since: str, db: str | None, fmt: str, limit: int, min_calls: int) -> None:
+    """Recurring prompt templates per team (redacted prompts clustered by MinHash), with calls and cost."""
+    from douane.ops.insight import patterns, templates
+
+    found = patterns(templates(_insight_query(db), _since(since)), min_calls)
+    per_team: dict[str, int] = {}
+    rows = []
+    for p in found:
+        per_team[p.team] = per_team.get(p.team, 0) + 1
+        if per_team[p.team] <= limit:
+            rows.append((p.team, p.calls, round(p.cost, 6), p.variants, p.template[:300]))
+    _emit(["team", "calls", "cost_usd", "variants", "template"], rows, fmt, f"prompt patterns, last {since}")
+
+
+@report.command("savings")
+@SINCE
+@DB
+@FORMAT
+@click.option("--policy", "policy_path", help="whose team allow-lists bound the cheaper models [env DOUANE_POLICY; "
+              "policies/default.yaml when present]")
+@click.option("--max-input-tokens", default=2000, show_default=True, type=click.IntRange(min=0),
+              help="a call's prompt at most this long counts as small")
+@click.option("--max-output-tokens", default=500, show_default=True, type=click.IntRange(min=0),
+              help="a call's answer at most this long counts as short")
+@click.option("--to", "to_models", multiple=True, metavar="MODEL",
+              help="cheaper models to consider (default: each provider's small models)")
+def report_savings(since: str, db: str | None, fmt: str, policy_path: str | None, max_input_tokens: int,
+                   max_output_tokens: int, to_models: tuple[str, ...]) -> None:
+    """Calls with small prompts and short answers that a cheaper model the team may use could have
+    served, and the estimated saving (priced with genai-prices and the policy's prices)."""
+    from douane.meter.pricing import Pricer
+    from douane.ops.insight import CHEAPER, savings
+
+    path = _policy_path(policy_path)
+    policy = _load_or_exit(path) if policy_path or Path(path).exists() else None
+    ladder = {provider: list(to_models) for provider in CHEAPER} if to_models else None
+    if to_models and policy is not None:
+        ladder = {name: list(to_models) for name in {*CHEAPER, *policy.providers}}
+    found = savings(_insight_query(db), _since(since), Pricer(policy.prices if policy else None), policy,
+                    max_input_tokens, max_output_tokens, ladder)
+    rows = [(s.team, s.provider, s.model, s.calls, round(s.cost, 6), s.cheaper, round(s.cheaper_cost, 6),
+             round(s.saving, 6)) for s in found]
+    _emit(["team", "provider", "model", "calls", "cost_usd", "cheaper_model", "cheaper_cost_usd", "saving_usd"],
+          rows, fmt, f"what cheaper models would have cost, last {since}")
+
+
 if __name__ == "__main__":
     main()

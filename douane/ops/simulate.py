@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from douane.ops.anomaly import Detector, Finding
 
@@ -70,3 +71,62 @@ def run(detector: Detector, subjects: dict[str, Traffic], minutes: int, seed: in
         for finding in detector.observe(("client", name), values, now=t):
             found.append((t, finding))
     return found
+
+
+# -- a synthetic audit store, for the usage reports' tests and timings ---------------------------
+
+TEMPLATES = {
+    "support": ["Summarize ticket #{n} from <EMAIL_ADDRESS> about a {thing} that arrived {state}.",
+                "Write a polite reply to the customer asking about order {n}: their {thing} is {state}.",
+                "Classify the sentiment of this review of our {thing}: it was {state}, order {n}."],
+    "research": ["Extract every chemical compound named in paper {n} and list them as JSON, about {thing}.",
+                 "Translate abstract {n} to French; it discusses the {thing} being {state}."],
+    "marketing": ["Draft three tweets announcing our new {thing}, launch number {n}, tone {state}.",
+                  "Rewrite this product description of the {thing} (sku {n}) so it sounds {state}."],
+}
+THINGS = ["blender", "laptop", "sofa", "kettle", "bicycle", "camera", "router", "lamp"]
+STATES = ["broken", "late", "damaged", "excellent", "cold", "fine", "noisy", "upbeat"]
+MODELS = [("openai", "gpt-4o", 0.5), ("openai", "gpt-4o-mini", 0.3), ("anthropic", "claude-sonnet-4-5", 0.2)]
+
+
+def synthetic_audit(db: str, rows: int, seed: int = 1, duplicate_share: float = 0.05) -> dict[str, Any]:
+    """Write `rows` calls to a new audit store at `db`: a few prompt templates per team filled with
+    varying words, `duplicate_share` of calls sent again exactly, models priced by genai-prices.
+    Returns what was planted (duplicates by team, templates by team) for tests to compare."""
+    from datetime import UTC, datetime, timedelta
+
+    import orjson
+
+    from douane.audit import AuditRecord, AuditStore, AuditWriter
+    from douane.meter.pricing import Pricer
+    from douane.providers import Usage
+
+    rng = random.Random(seed)
+    pricer = Pricer()
+    writer = AuditWriter(AuditStore(db))
+    writer.start()
+    start = datetime.now(UTC) - timedelta(hours=24)
+    sent: list[tuple[str, str, str, str]] = []
+    planted: dict[str, Any] = {"duplicates": {}, "templates": {t: len(v) for t, v in TEMPLATES.items()}}
+    for i in range(rows):
+        if sent and rng.random() < duplicate_share:
+            team, provider, model, body = rng.choice(sent)
+            planted["duplicates"][team] = planted["duplicates"].get(team, 0) + 1
+        else:
+            team = rng.choice(list(TEMPLATES))
+            text = rng.choice(TEMPLATES[team]).format(n=rng.randrange(10**6), thing=rng.choice(THINGS),
+                                                      state=rng.choice(STATES))
+            provider, model, _ = rng.choices(MODELS, weights=[m[2] for m in MODELS])[0]
+            body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}]}).decode()
+            sent.append((team, provider, model, body))
+        usage = Usage(input_tokens=rng.randrange(20, 400), output_tokens=rng.randrange(10, 300))
+        cost = pricer.cost(provider, model, usage)
+        writer.submit(AuditRecord(
+            id=f"syn_{i}", ts=start + timedelta(seconds=i * 86400 / rows), client=f"{team}-bot", team=team,
+            provider=provider, endpoint="chat.completions", model=model, model_requested=model, status=200,
+            decision="allowed", input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cost_usd=cost.usd if cost else None, latency_ms=rng.lognormvariate(6.5, 0.5),
+            ttfb_ms=rng.lognormvariate(5.5, 0.5), request_body=body, response_body="ok"))
+    health = writer.close()
+    assert health.ok and health.written == rows, health
+    return planted
