@@ -44,7 +44,8 @@ def duplicates(query: Query, interval: str, limit: int = 50) -> tuple[list[str],
     sql = f"""
         WITH r AS (
             SELECT coalesce(team, '(none)') AS team, model, ts, cost_usd,
-                   md5(regexp_replace(regexp_replace(lower(request_body), '"stream"\\s*:\\s*(true|false)\\s*,?', '', 'g'),
+                   md5(regexp_replace(regexp_replace(lower(request_body),
+                                                     '"stream"\\s*:\\s*(true|false)\\s*,?', '', 'g'),
                                       '\\s+', '', 'g')) AS fingerprint,
                    left(regexp_replace(array_to_string(regexp_extract_all(request_body, '{_PROMPT_STRINGS}', 1), ' '),
                                        '\\s+', ' ', 'g'), 100) AS prompt
