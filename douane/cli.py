@@ -588,5 +588,26 @@ def report_savings(since: str, db: str | None, fmt: str, policy_path: str | None
           rows, fmt, f"what cheaper models would have cost, last {since}")
 
 
+@report.command("html")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="the page to write")
+@SINCE
+@DB
+def report_html(out_path: str, since: str, db: str | None) -> None:
+    """One self-contained page (no script, nothing loaded from anywhere): cost over time by team,
+    latency distribution, blocks by rule, top prompt patterns."""
+    from douane.ops.html_report import gather, render
+
+    page = render(gather(_insight_query(db), _since(since), since), _db_path(db))
+    target = Path(out_path)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(target)
+    except OSError as e:
+        _problem("cannot write the report", f"{target}: {e.strerror or e}")
+        sys.exit(1)
+    err.print(f"wrote {target.absolute()}", highlight=False, markup=False)
+
+
 if __name__ == "__main__":
     main()

@@ -28,29 +28,29 @@ Query = Callable[[str, list[Any] | None], tuple[list[str], list[tuple[Any, ...]]
 _PROMPT_STRINGS = r'"(?:content|text|input|prompt|system|instructions)"\s*:\s*"((?:[^"\\]|\\.)*)"'
 # A prompt's template: lower case, numbers and long ids masked, douane's placeholders made one token.
 _TEMPLATE_SQL = f"""
-    regexp_replace(regexp_replace(regexp_replace(regexp_replace(lower(
+    regexp_replace(regexp_replace(regexp_replace(lower(
         array_to_string(regexp_extract_all(request_body, '{_PROMPT_STRINGS}', 1), ' ')),
         '<[a-z_]+(_[0-9]+)?>', ' <pii> ', 'g'),
         '\\b[0-9a-f]{{8,}}\\b|[0-9]+([.,][0-9]+)*', '#', 'g'),
-        '\\\\[nrt]', ' ', 'g'),
-        '\\s+', ' ', 'g')"""
+        '(\\\\[nrt]|\\s)+', ' ', 'g')"""
 
 _WINDOW = "ts >= now() - INTERVAL '{interval}' AND provider <> 'shadow'"
 
 
 def duplicates(query: Query, interval: str, limit: int = 50) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Requests sent again as they were (case, spacing and the stream flag aside), per team and model:
-    how often, and what the repeats cost (every copy but the first)."""
+    """Requests whose prompt texts were sent again to the same model (case and spacing aside), per
+    team: how often, and what the repeats cost (every copy but the first)."""
     sql = f"""
-        WITH r AS (
-            SELECT coalesce(team, '(none)') AS team, model, ts, cost_usd,
-                   md5(regexp_replace(regexp_replace(lower(request_body),
-                                                     '"stream"\\s*:\\s*(true|false)\\s*,?', '', 'g'),
-                                      '\\s+', '', 'g')) AS fingerprint,
-                   left(regexp_replace(array_to_string(regexp_extract_all(request_body, '{_PROMPT_STRINGS}', 1), ' '),
-                                       '\\s+', ' ', 'g'), 100) AS prompt
+        WITH p AS (
+            SELECT coalesce(team, '(none)') AS team, model, ts, cost_usd, request_body,
+                   array_to_string(regexp_extract_all(request_body, '{_PROMPT_STRINGS}', 1), ' ') AS prompt
             FROM requests
-            WHERE {_WINDOW.format(interval=interval)} AND decision = 'allowed' AND request_body IS NOT NULL)
+            WHERE {_WINDOW.format(interval=interval)} AND decision = 'allowed' AND request_body IS NOT NULL),
+        r AS (  -- the prompt texts, case and spacing aside (the whole body where no prompt text is found)
+            SELECT team, model, ts, cost_usd, left(regexp_replace(prompt, '\\s+', ' ', 'g'), 100) AS prompt,
+                   md5(lower(regexp_replace(CASE WHEN prompt = '' THEN request_body ELSE prompt END, '\\s+', '',
+                                            'g'))) AS fingerprint
+            FROM p)
         SELECT team, model, count(*) AS calls, count(*) - 1 AS repeats,
                round(sum(cost_usd) - arg_min(cost_usd, ts), 6) AS spent_again_usd,
                min(ts) AS first_seen, max(ts) AS last_seen, arg_min(prompt, ts) AS prompt
@@ -70,11 +70,11 @@ class Template:
 def templates(query: Query, interval: str) -> list[Template]:
     """Distinct prompt templates per team, with their calls and cost (grouped in SQL)."""
     sql = f"""
-        SELECT coalesce(team, '(none)') AS team, left(trim({_TEMPLATE_SQL}), 2000) AS template,
-               count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost
-        FROM requests
-        WHERE {_WINDOW.format(interval=interval)} AND request_body IS NOT NULL
-        GROUP BY ALL HAVING template <> ''"""
+        WITH t AS (
+            SELECT coalesce(team, '(none)') AS team, left(trim({_TEMPLATE_SQL}), 2000) AS template, cost_usd
+            FROM requests WHERE {_WINDOW.format(interval=interval)} AND request_body IS NOT NULL)
+        SELECT team, template, count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost
+        FROM t WHERE template <> '' GROUP BY ALL"""
     _, rows = query(sql, None)
     return [Template(team, text, int(calls), float(cost)) for team, text, calls, cost in rows]
 

@@ -86,12 +86,15 @@ TEMPLATES = {
 }
 THINGS = ["blender", "laptop", "sofa", "kettle", "bicycle", "camera", "router", "lamp"]
 STATES = ["broken", "late", "damaged", "excellent", "cold", "fine", "noisy", "upbeat"]
+RULES = ["pii.block", "injection.block", "teams.marketing.models", "teams.support.budget_usd_per_day"]
 MODELS = [("openai", "gpt-4o", 0.5), ("openai", "gpt-4o-mini", 0.3), ("anthropic", "claude-sonnet-4-5", 0.2)]
 
 
-def synthetic_audit(db: str, rows: int, seed: int = 1, duplicate_share: float = 0.05) -> dict[str, Any]:
+def synthetic_audit(db: str, rows: int, seed: int = 1, duplicate_share: float = 0.05, block_share: float = 0.03,
+                    error_share: float = 0.01) -> dict[str, Any]:
     """Write `rows` calls to a new audit store at `db`: a few prompt templates per team filled with
-    varying words, `duplicate_share` of calls sent again exactly, models priced by genai-prices.
+    varying words, `duplicate_share` of calls sent again exactly (never refused), `block_share` refused by
+    a rule, `error_share` failed upstream, models priced by genai-prices.
     Returns what was planted (duplicates by team, templates by team) for tests to compare."""
     from datetime import UTC, datetime, timedelta
 
@@ -107,9 +110,10 @@ def synthetic_audit(db: str, rows: int, seed: int = 1, duplicate_share: float = 
     writer.start()
     start = datetime.now(UTC) - timedelta(hours=24)
     sent: list[tuple[str, str, str, str]] = []
-    planted: dict[str, Any] = {"duplicates": {}, "templates": {t: len(v) for t, v in TEMPLATES.items()}}
+    planted: dict[str, Any] = {"duplicates": {}, "templates": {t: len(v) for t, v in TEMPLATES.items()}, "blocked": 0}
     for i in range(rows):
-        if sent and rng.random() < duplicate_share:
+        repeat = bool(sent) and rng.random() < duplicate_share
+        if repeat:
             team, provider, model, body = rng.choice(sent)
             planted["duplicates"][team] = planted["duplicates"].get(team, 0) + 1
         else:
@@ -121,12 +125,20 @@ def synthetic_audit(db: str, rows: int, seed: int = 1, duplicate_share: float = 
             sent.append((team, provider, model, body))
         usage = Usage(input_tokens=rng.randrange(20, 400), output_tokens=rng.randrange(10, 300))
         cost = pricer.cost(provider, model, usage)
+        status, decision, rule = 200, "allowed", None
+        fate = rng.random()
+        if not repeat and fate < block_share:  # a repeat is never refused
+            status, decision, rule, usage, cost = 403, "blocked", rng.choice(RULES), Usage(), None
+            sent.pop()  # a refused call is not sent again
+        elif fate < block_share + error_share:
+            status = 502
         writer.submit(AuditRecord(
             id=f"syn_{i}", ts=start + timedelta(seconds=i * 86400 / rows), client=f"{team}-bot", team=team,
-            provider=provider, endpoint="chat.completions", model=model, model_requested=model, status=200,
-            decision="allowed", input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            provider=provider, endpoint="chat.completions", model=model, model_requested=model, status=status,
+            decision=decision, reason=rule, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
             cost_usd=cost.usd if cost else None, latency_ms=rng.lognormvariate(6.5, 0.5),
             ttfb_ms=rng.lognormvariate(5.5, 0.5), request_body=body, response_body="ok"))
+        planted["blocked"] += decision == "blocked"
     health = writer.close()
     assert health.ok and health.written == rows, health
     return planted
