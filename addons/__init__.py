@@ -106,7 +106,7 @@ class Pipeline:
             raise TypeError(f"Pipeline does not forward these hooks: {', '.join(sorted(unknown))}")
 
     def _chain(self, hook: str, funcs: list[tuple[str, Hook]]) -> Hook:
-        if self.metrics is not None:
+        if self.metrics is not None and hook not in ("running", "done"):  # start and stop are no call's time
             return self._timed_chain(hook, funcs, self.metrics)
 
         def run(*args: Any) -> Awaitable[None] | None:

@@ -171,3 +171,28 @@ def test_a_taken_port_is_an_admin_port_error() -> None:
             await first.close()
 
     asyncio.run(main())
+
+
+def test_anomaly_routes_list_and_clear() -> None:
+    from douane.ops.anomaly import AnomalyGuard, Restriction
+    from douane.policy.model import AnomalyPolicy
+
+    async def main() -> None:
+        guard = AnomalyGuard(AnomalyPolicy())
+        guard.restrictions[("client", "bot")] = Restriction("block", "a spike of calls", 10.0)
+        server = AdminServer(admin_routes(None, GatewayProbe(gateway()), guard))
+        await server.start()
+        try:
+            listed = (await get(server, "/anomaly")).json()["restrictions"]
+            assert listed == [{"scope": "client", "name": "bot", "kind": "block", "reason": "a spike of calls",
+                               "since": 10.0}]
+            assert (await get(server, "/anomaly/clear?client=bot")).status_code == 405, "GET does not clear"
+            assert (await get(server, "/anomaly/clear", "POST")).status_code == 400
+            assert (await get(server, "/anomaly/clear?client=bot", "POST")).json() == {
+                "cleared": True, "scope": "client", "name": "bot"}
+            assert (await get(server, "/anomaly/clear?client=bot", "POST")).status_code == 404
+            assert (await get(server, "/anomaly")).json()["restrictions"] == []
+        finally:
+            await server.close()
+
+    asyncio.run(main())
