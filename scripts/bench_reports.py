@@ -22,6 +22,16 @@ from douane.ops.simulate import synthetic_audit  # noqa: E402
 REPORTS = [["duplicates"], ["patterns"], ["savings"]]
 
 
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU of the child) seconds of one command."""
+    before = os.times()
+    t = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, env=env, check=True)
+    wall = time.perf_counter() - t
+    after = os.times()
+    return wall, after.children_user - before.children_user + after.children_system - before.children_system
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
@@ -40,6 +50,11 @@ def main() -> None:
         reports.append(["html", "--out", str(tmp / "report.html")])
     load = os.getloadavg()[0]
     lines = ["| report | wall, best of runs | CPU (user+sys) | goal | met |", "| --- | --- | --- | --- | --- |"]
+    floor = min(_timed([sys.executable, "-m", "douane.cli", "audit", "query", "SELECT 1", "--db", str(db)], env)
+                for _ in range(args.runs))
+    lines.append(f"| floor: `douane audit query 'SELECT 1'` (start-up, store opened) | {floor[0]:.2f} s | "
+                 f"{floor[1]:.2f} s | | |")
+    print(lines[-1], flush=True)
     for report in reports:
         walls, cpus = [], []
         for _ in range(args.runs):
