@@ -129,13 +129,14 @@ def test_readyz_says_503_while_redis_is_unreachable_and_200_once_it_answers(make
     assert scrape(port)["douane_redis_up"][0][1] == 0
 
     port2 = free_port()
+    team = f"ops-{port2}"  # the session's Redis is shared: a team of its own starts at zero
     make_douane(routed_policy(mock, state={"backend": "redis", "url": redis_url},
-                              teams={"support": {"budget_usd_per_day": 5.0}}), args=admin_args(port2))
+                              teams={team: {"budget_usd_per_day": 5.0}}), args=admin_args(port2))
     r = httpx.get(f"http://127.0.0.1:{port2}/readyz", trust_env=False, timeout=10)
     assert r.status_code == 200, r.text
     samples = scrape(port2)
     assert samples["douane_redis_up"][0][1] == 1
-    assert samples["douane_budget_used_ratio"] == [({"rule": "teams.support.budget_usd_per_day"}, 0.0)]
+    assert samples["douane_budget_used_ratio"] == [({"rule": f"teams.{team}.budget_usd_per_day"}, 0.0)]
 
 
 def test_readyz_says_503_while_draining(make_douane) -> None:
