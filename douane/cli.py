@@ -528,8 +528,8 @@ def _insight_query(db: str | None) -> Any:
 @FORMAT
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 def report_duplicates(since: str, db: str | None, fmt: str, limit: int) -> None:
-    """Requests sent more than once as they were (case and spacing aside), per team and model, and
-    what the repeats cost."""
+    """Prompt texts sent again to the same model (case and spacing aside), per team, and what the
+    repeats cost."""
     from douane.ops.insight import duplicates
 
     columns, rows = duplicates(_insight_query(db), _since(since), limit)
