@@ -13,12 +13,12 @@ span: the audit store keeps those, redacted.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Span, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -72,11 +72,10 @@ class Tracer:
         span = self.tracer.start_span(span_name(call), context=parent, kind=SpanKind.CLIENT,
                                       start_time=int(call.started * 1e9))
         self.open[call.id] = span  # type: ignore[assignment]  # the SDK's tracer makes SDK spans
-        if not span.get_span_context().trace_flags.sampled:
+        ctx = span.get_span_context()
+        if not ctx.trace_flags.sampled:
             return None
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
-        return carrier.get("traceparent")
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"  # W3C traceparent
 
     def finish(self, call: Call, end: float) -> None:
         """End the call's span (or make one, for calls never started: a WebSocket turn, a CONNECT)."""
@@ -111,23 +110,18 @@ def span_name(call: Call) -> str:
 
 
 def attributes(call: Call) -> dict[str, Any]:
+    """The span's attributes: the conventions' essentials and douane's own (each costs the SDK a check)."""
     served = call.served_by or call.provider.name  # a route or fallback may have sent it elsewhere
-    provider = PROVIDER_NAMES.get(served, served)
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": OPERATIONS.get(call.endpoint or "", call.endpoint or "other"),
-        "gen_ai.provider.name": provider,
-        "gen_ai.system": provider,  # the older name of the same attribute, for backends that read it
-        "gen_ai.request.stream": call.stream,
+        "gen_ai.provider.name": PROVIDER_NAMES.get(served, served),
         "douane.request_id": call.id,
         "douane.client": call.client,
         "douane.decision": call.decision,
-        "douane.provider": call.provider.name,
-        "http.request.method": call.method,
     }
     optional = {
         "gen_ai.request.model": call.model_requested,
         "gen_ai.response.model": call.served_model or call.model,
-        "gen_ai.request.max_tokens": call.max_output_tokens,
         "gen_ai.usage.input_tokens": call.usage.input_tokens,
         "gen_ai.usage.output_tokens": call.usage.output_tokens,
         "gen_ai.usage.cache_read.input_tokens": call.usage.cached_tokens,
@@ -136,16 +130,24 @@ def attributes(call: Call) -> dict[str, Any]:
         "douane.rule": rule_of(call) or None,
         "douane.reason": "; ".join(call.reasons) or None,
         "douane.cost_usd": call.cost_usd,
-        "douane.ttfb_ms": call.ttfb_ms,
         "error.type": _error_type(call),
     }
     attrs.update({k: v for k, v in optional.items() if v is not None})
+    if call.method != "POST":
+        attrs["http.request.method"] = call.method  # WebSocket turns
     if call.upstream:
-        parts = urlsplit(call.upstream)
-        if parts.hostname:
-            attrs["server.address"] = parts.hostname
-            attrs["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+        address = _server(call.upstream)
+        if address is not None:
+            attrs["server.address"], attrs["server.port"] = address
     return attrs
+
+
+@functools.lru_cache(maxsize=256)
+def _server(upstream: str) -> tuple[str, int] | None:
+    parts = urlsplit(upstream)
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _error_type(call: Call) -> str | None:

@@ -41,7 +41,6 @@ def test_attribute_names_are_the_semantic_conventions() -> None:
                             upstream="https://generativelanguage.googleapis.com"))
     assert attrs[semconv.GEN_AI_OPERATION_NAME] == semconv.GenAiOperationNameValues.GENERATE_CONTENT.value
     assert attrs[semconv.GEN_AI_PROVIDER_NAME] == semconv.GenAiProviderNameValues.GCP_GEMINI.value
-    assert attrs[semconv.GEN_AI_SYSTEM] == "gcp.gemini"
     assert attrs[semconv.GEN_AI_REQUEST_MODEL] == "gemini-2.0-flash"
     assert attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 3 and attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
     assert attrs["server.address"] == "generativelanguage.googleapis.com" and attrs["server.port"] == 443
@@ -50,7 +49,7 @@ def test_attribute_names_are_the_semantic_conventions() -> None:
 
 def test_the_provider_that_answered_names_the_span_provider() -> None:
     attrs = attributes(call(served_by="anthropic", endpoint="chat.completions"))
-    assert attrs["gen_ai.provider.name"] == "anthropic" and attrs["douane.provider"] == "openai"
+    assert attrs["gen_ai.provider.name"] == "anthropic"
 
 
 def test_a_span_runs_from_the_request_to_the_record_and_joins_the_clients_trace() -> None:
