@@ -447,6 +447,57 @@ class Limits(Strict):
     max_connections_per_client: int = Field(default=256, gt=0)  # open connections from one address
 
 
+class Telemetry(Strict):
+    """OpenTelemetry: a span per call, exported over OTLP/HTTP (protobuf) when `otlp_endpoint` is set.
+    Collector credentials go in OTEL_EXPORTER_OTLP_HEADERS, never in the policy."""
+
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (then /v1/traces), or the full traces URL
+    service_name: str = Field(default="douane", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of traces no client started (theirs decide)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+
+AnomalySignal = Literal["calls", "tokens", "cost", "errors", "blocks"]
+AnomalyScope = Literal["client", "team"]
+ALL_SIGNALS: tuple[AnomalySignal, ...] = ("calls", "tokens", "cost", "errors", "blocks")
+ALL_SCOPES: tuple[AnomalyScope, ...] = ("client", "team")
+
+
+class AnomalyFloors(Strict):
+    """Per minute, the least a signal must reach to count as a spike, whatever its baseline."""
+
+    calls: float = Field(default=20, ge=0)
+    tokens: float = Field(default=20_000, ge=0)
+    cost: float = Field(default=0.5, ge=0)  # US dollars
+    errors: float = Field(default=10, ge=0)
+    blocks: float = Field(default=10, ge=0)
+
+
+class AnomalyPolicy(Strict):
+    """Spikes of a client's or team's usage against its own rolling baseline (median and MAD of its
+    last `window_minutes` minutes), and what to do about them."""
+
+    action: Literal["alert", "throttle", "block"] = "alert"
+    sensitivity: float = Field(default=6.0, gt=0)  # robust z-score: scaled MADs above the median
+    min_ratio: float = Field(default=3.0, ge=1)  # and at least this many times the median
+    warmup_minutes: int = Field(default=30, ge=1)  # minutes of history before a subject is judged
+    window_minutes: int = Field(default=60, ge=5, le=1440)
+    signals: list[AnomalySignal] = Field(default_factory=lambda: list(ALL_SIGNALS))
+    scopes: list[AnomalyScope] = Field(default_factory=lambda: list(ALL_SCOPES))
+    floors: AnomalyFloors = Field(default_factory=AnomalyFloors)
+    cooldown_minutes: int = Field(default=15, ge=1)  # a throttle's length; an alert is not repeated within it
+    webhook: str | None = None  # POSTed a JSON body per anomaly
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+
 class Policy(Strict):
     version: Literal[1] = 1
     mode: Literal["enforce", "monitor"] = "enforce"
@@ -475,6 +526,8 @@ class Policy(Strict):
     metering: Metering = Field(default_factory=Metering)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     limits: Limits = Field(default_factory=Limits)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    anomaly: AnomalyPolicy | None = None
 
     @property
     def enforcing(self) -> bool:
