@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from douane.meter.state import MemoryState, RedisState
+from douane.meter.state import MemoryState, RedisState, without_password
 
 if TYPE_CHECKING:
     from douane.gateway import Gateway
@@ -74,7 +74,7 @@ class GatewayProbe:
         ]
         if self.redis_up is not None:
             checks.append(Check("redis", self.redis_up, "reachable" if self.redis_up else
-                                f"unreachable at {self.gw.policy.state.url} (calls follow fail: "
+                                f"unreachable at {without_password(self.gw.policy.state.url)} (calls follow fail: "
                                 f"{self.gw.policy.fail})"))
         return checks
 

@@ -78,7 +78,7 @@ def test_ready_when_every_check_passes_and_503_naming_the_one_that_fails() -> No
 
 def test_unreachable_redis_is_not_ready() -> None:
     async def main() -> None:
-        policy = Policy.model_validate({"state": {"backend": "redis", "url": "redis://127.0.0.1:1/0"}})
+        policy = Policy.model_validate({"state": {"backend": "redis", "url": "redis://:s3cret-pw@127.0.0.1:1/0"}})
         gw = gateway(policy, RedisState(policy.state.url))
         server, probe = serve(gw)
         await server.start()
@@ -86,7 +86,8 @@ def test_unreachable_redis_is_not_ready() -> None:
             r = await get(server, "/readyz")
             assert r.status_code == 503
             assert r.json()["checks"]["redis"]["ok"] is False
-            assert "redis://127.0.0.1:1/0" in r.json()["checks"]["redis"]["detail"]
+            assert "redis://:***@127.0.0.1:1/0" in r.json()["checks"]["redis"]["detail"]
+            assert "s3cret-pw" not in r.text, "the probe is unauthenticated: no password in it"
             assert probe.redis_up is False
         finally:
             await server.close()
