@@ -421,10 +421,30 @@ DB = click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
 @click.argument("sql")
 @DB
 @FORMAT
-def audit_query(sql: str, db: str | None, fmt: str) -> None:
+@click.option("--fleet", "fleet", type=click.Path(file_okay=False), default=None,
+              help="query the whole fleet's audit in this shared folder (the policy's audit.fleet) instead of --db")
+def audit_query(sql: str, db: str | None, fmt: str, fleet: str | None) -> None:
     """Run SQL against the audit store (table `requests`); works while the proxy runs."""
-    columns, rows = _run_sql(db, sql)
+    if fleet is None:
+        columns, rows = _run_sql(db, sql)
+    else:
+        columns, rows = _run_fleet_sql(fleet, sql)
     _emit(columns, rows, fmt)
+
+
+def _run_fleet_sql(fleet: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import duckdb
+
+    from douane.audit.fleet import query_fleet
+
+    try:
+        return query_fleet(fleet, sql)
+    except FileNotFoundError as e:
+        _problem("error", e)
+        sys.exit(1)
+    except duckdb.Error as e:
+        _problem("query failed", e)
+        sys.exit(1)
 
 
 @audit.command("doctor")

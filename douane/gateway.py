@@ -98,7 +98,7 @@ def audit_settings(policy: Policy) -> AuditSettings:
         except ValueError as e:
             raise ConfigError(f"DOUANE_INSTANCE_ID: {e}") from None
     return AuditSettings(instance_id=instance, signer=signer, checkpoint_every=audit.checkpoint_every_s,
-                         checkpoint_copy=audit.checkpoint_copy,
+                         checkpoint_copy=audit.checkpoint_copy, fleet=audit.fleet, fleet_every=audit.fleet_every_s,
                          retention=Retention(audit.retention_days.bodies, audit.retention_days.rows))
 
 

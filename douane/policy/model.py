@@ -417,6 +417,17 @@ class AuditPolicy(Strict):
     # every checkpoint and tombstone also goes here: a file (append) or an http(s) URL (POST)
     checkpoint_copy: str | None = None
     retention_days: RetentionDays = Field(default_factory=RetentionDays)
+    # one audit for a fleet: a shared folder where every instance ships its records (bodies left
+    # out), read by DuckDB as one table (douane audit query --fleet DIR); None: this store only
+    fleet: str | None = None
+    fleet_every_s: float = Field(default=5.0, gt=0)  # seconds between shipments (and one at stop)
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_is_a_folder(cls, v: str | None) -> str | None:
+        if v is not None and ("://" in v or not v.strip()):
+            raise ValueError("a folder path every instance can write (a shared mount), e.g. /mnt/audit/fleet")
+        return v
 
     @field_validator("checkpoint_copy")
     @classmethod
