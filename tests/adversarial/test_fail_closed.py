@@ -310,3 +310,13 @@ def test_a_grpc_or_protobuf_call_is_refused_not_forwarded_unread(douane: Douane,
     assert received == []
     row = row_of(douane, r)
     assert row["decision"] == "blocked" and row["reason"].startswith("unsupported_transport")
+
+
+@pytest.mark.parametrize("option", ["stream_large_bodies=1", "ignore_hosts=api.openai.com", "tcp_hosts=.*",
+                                    "allow_hosts=example.com", "connection_strategy=eager"])
+def test_mitmproxy_options_that_open_a_side_door_are_refused_at_start(make_douane: Any, option: str) -> None:
+    """`--set stream_large_bodies=1` would forward a body before any hook sees it; ignore_hosts,
+    tcp_hosts or allow_hosts would tunnel provider calls uninspected."""
+    d = make_douane(args=("--set", option), start=False)
+    with pytest.raises(RuntimeError, match=rf"(?s)exited 2.*--set {option.split('=')[0]}: douane sets this itself"):
+        d.start()
