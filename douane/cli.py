@@ -151,6 +151,8 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         f"export REQUESTS_CA_BUNDLE={bundle}",
         f"export CURL_CA_BUNDLE={bundle}",
         f"export NODE_EXTRA_CA_CERTS={ca}",
+        f"# Node's fetch, Java, .NET, Rust/Go: eval \"$(douane env CLIENT --proxy "
+        f"http://{creds}{proxy_host}:{listen_port} --certs {Path(certs_dir).absolute()})\"",
     ])
 
     def banner() -> None:
@@ -700,6 +702,39 @@ def report_tools(since: str, db: str | None, fmt: str) -> None:
         GROUP BY 1 ORDER BY calls DESC, blocked DESC, tool"""
     columns, rows = _run_sql(db, sql)
     _emit(columns, rows, fmt, f"tool calls, last {since}")
+
+
+@main.command("env")
+@click.argument("clients", nargs=-1, metavar="[CLIENT]...")
+@click.option("--proxy", default="http://127.0.0.1:8080", show_default=True,
+              help="douane's address as the workload reaches it; http://CLIENT:KEY@HOST:PORT when the policy "
+                   "names clients")
+@click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
+@click.option("--truststore", type=click.Path(dir_okay=False),
+              help="where the Java lines make their truststore [CERTS/douane-truststore.p12]")
+@click.option("--format", "fmt", type=click.Choice(["shell", "json"]), default="shell", show_default=True)
+def env_command(clients: tuple[str, ...], proxy: str, certs: str | None, truststore: str | None, fmt: str) -> None:
+    """Print the lines that send a workload's LLM calls through douane, for CLIENT (python, curl, node,
+    rust, go, java, dotnet; all when none is named): eval "$(douane env node)"."""
+    from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
+    from douane.env import CLIENTS, TRUSTSTORE_NAME, EnvError, Trust, as_json, proxy_recipes, render_shell
+
+    certs_dir = Path(_certs_path(certs)).absolute()
+    try:
+        ca_cert = ensure_ca(certs_dir)
+        bundle = write_bundle(certs_dir, certs_dir / BUNDLE_NAME)
+    except (OSError, ValueError) as e:
+        _problem("error", f"the CA in {certs_dir}: {e}; pass --certs DIR (a folder douane can write)")
+        sys.exit(1)
+    trust = Trust(ca_cert, bundle, Path(truststore).absolute() if truststore else certs_dir / TRUSTSTORE_NAME)
+    try:
+        recipes = proxy_recipes(list(clients or CLIENTS), proxy, trust)
+    except EnvError as e:
+        raise click.UsageError(str(e)) from None
+    if fmt == "json":
+        click.echo(json.dumps(as_json(recipes, proxy)))
+    else:
+        click.echo(render_shell(recipes, proxy), nl=False)
 
 
 if __name__ == "__main__":
