@@ -104,8 +104,11 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
 @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
+@click.option("--mode", "proxy_mode", type=click.Choice(["regular", "transparent"]), default="regular",
+              show_default=True, help="regular: workloads set HTTPS_PROXY; transparent: the kernel redirects "
+                                      "their TCP 443 to douane (README: Transparent mode)")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...], grace: float) -> None:
+        sets: tuple[str, ...], grace: float, proxy_mode: str) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
@@ -117,6 +120,10 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
     policy = _load_or_exit(path)
     certs_dir = _certs_path(certs)
     db_path = Path(_db_path(db, policy)).absolute()
+    if proxy_mode == "transparent" and policy.clients is not None:
+        _cannot_start(f"--mode transparent with policy {path}",
+                      "redirected connections carry no proxy credentials, so the clients it names cannot be told apart",
+                      "remove `clients` from the policy for this instance, or run it in regular mode")
     try:
         ca = ensure_ca(certs_dir)
         _check_ca(certs_dir)
@@ -144,23 +151,27 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         f"[bold]audit[/]      {escape(str(db_path))}",
         f"[bold]CA[/]         {escape(str(ca))}",
     ]
-    exports = "\n".join([
-        "# workloads: point at the proxy and trust its CA",
-        f"export HTTPS_PROXY=http://{creds}{proxy_host}:{listen_port}",
-        f"export SSL_CERT_FILE={bundle}",
-        f"export REQUESTS_CA_BUNDLE={bundle}",
-        f"export CURL_CA_BUNDLE={bundle}",
-        f"export NODE_EXTRA_CA_CERTS={ca}",
-        f"# Node's fetch, Java, .NET, Rust/Go: eval \"$(douane env CLIENT --proxy "
-        f"http://{creds}{proxy_host}:{listen_port} --certs {Path(certs_dir).absolute()})\"",
-    ])
+    trust = [f"export SSL_CERT_FILE={bundle}", f"export REQUESTS_CA_BUNDLE={bundle}",
+             f"export CURL_CA_BUNDLE={bundle}", f"export NODE_EXTRA_CA_CERTS={ca}"]
+    if proxy_mode == "transparent":
+        lines[0] = f"[bold]listening[/]  {escape(listen_host)}:{listen_port}, transparent: redirect the " \
+                   "workloads' TCP 443 here"
+        exports = "\n".join(["# workloads: redirect their TCP 443 to this address (README: Transparent mode) "
+                             "and trust the CA", *trust])
+    else:
+        proxy = f"http://{creds}{proxy_host}:{listen_port}"
+        exports = "\n".join([
+            "# workloads: point at the proxy and trust its CA", f"export HTTPS_PROXY={proxy}", *trust,
+            f"# Node's fetch, Java, .NET, Rust/Go: eval \"$(douane env CLIENT --proxy {proxy} "
+            f"--certs {Path(certs_dir).absolute()})\"",
+        ])
 
     def banner() -> None:
         # a console of its own: the error console never folds lines, which would crop the panel
         Console(stderr=True).print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False),
                                    highlight=False)
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
-    listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
+    listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets, proxy_mode)
     try:
         asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are

@@ -18,12 +18,20 @@ from douane.mcp import McpServers
 log = logging.getLogger(__name__)
 
 
+# mitmproxy's modes douane serves. transparent: connections redirected to douane by the kernel
+# (iptables REDIRECT/TPROXY), the original destination read back from the socket; the provider is
+# then the one the TLS server name names (addons.classify). wireguard and local are not offered:
+# no test here drives them.
+MODES = ("regular", "transparent")
+
+
 @dataclass
 class ListenConfig:
     host: str
     port: int
     certs: str
     sets: tuple[str, ...] = ()
+    mode: str = "regular"
 
 
 def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
@@ -35,6 +43,7 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
     opts.update(
         listen_host=listen.host,
         listen_port=listen.port,
+        mode=[listen.mode],
         confdir=listen.certs,
         # lazy: the request hook may send the call elsewhere before any upstream connection is made
         connection_strategy="lazy",
