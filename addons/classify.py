@@ -10,20 +10,25 @@ original destination: an address, which names no provider. There the TLS server 
 place, and must be present: it and the Host header must name the same provider, and the call then
 goes to that provider's host (not to the address the workload had resolved). The rule is the same;
 only what stands for "where the connection goes" changes.
+
+In base-URL (reverse) mode the workload talks to douane itself, over plain HTTP: the path's first
+segment names the provider (douane.reverse) and the Host header names douane, so there is nothing
+for them to agree on. The call goes to that provider's host (or where a route sends it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable
 
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import LocalMode, TransparentMode, WireGuardMode
+from mitmproxy.proxy.mode_specs import LocalMode, ReverseMode, TransparentMode, WireGuardMode
 
 from addons.flows import call_of, refuse
 from addons.identity import IDENTITY_KEY
-from douane import classify
+from douane import classify, reverse
 from douane.call import METADATA_KEY, Call, new_call_id
 from douane.decision import Block
 from douane.gateway import Gateway
@@ -85,6 +90,8 @@ class ClassifyAddon:
 
     def _provider(self, flow: http.HTTPFlow) -> tuple[ProviderSpec | None, str | None]:
         """The provider the request goes to, and why it is refused when its names disagree."""
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            return self._by_path(flow), None
         match = self.gw.providers.match
         port = flow.request.port
         sni = flow.client_conn.sni
@@ -108,6 +115,19 @@ class ClassifyAddon:
             return spec, None
         said = "; ".join(f"{what} names {s.name if s else 'no provider'}" for what, s in named.items())
         return spec, f"the request's destinations disagree ({said}); send it to the provider's own host"
+
+    def _by_path(self, flow: http.HTTPFlow) -> ProviderSpec | None:
+        """Base-URL mode: the provider the path names, the request placed at its host; a path that
+        names none is answered 404 here (nothing is forwarded)."""
+        req = flow.request
+        where = reverse.destination(req.path, self.gw.providers)
+        if where is None:
+            body = json.dumps({"error": {"message": reverse.unknown_path_message(req.path, self.gw.providers),
+                                         "type": "not_found", "code": "unknown_provider_prefix"}}).encode()
+            flow.response = http.Response.make(404, body, {"content-type": "application/json"})
+            return None
+        req.scheme, req.host, req.port, req.path = where.scheme, where.host, where.port, where.path
+        return where.spec
 
     def open(self, flow: http.HTTPFlow, spec: ProviderSpec) -> Call:
         """The flow's Call, made once (the failure handler may need one before this stage ran)."""

@@ -104,9 +104,10 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
 @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
-@click.option("--mode", "proxy_mode", type=click.Choice(["regular", "transparent"]), default="regular",
+@click.option("--mode", "proxy_mode", type=click.Choice(["regular", "transparent", "reverse"]), default="regular",
               show_default=True, help="regular: workloads set HTTPS_PROXY; transparent: the kernel redirects "
-                                      "their TCP 443 to douane (README: Transparent mode)")
+                                      "their TCP 443 to douane; reverse: workloads set their SDK's base URL to "
+                                      "douane (README: Pointing a workload at douane)")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
         sets: tuple[str, ...], grace: float, proxy_mode: str) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
@@ -136,6 +137,13 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         gw = Gateway(policy, db_path)
     except (ConfigError, ValueError) as e:  # the policy is valid, the environment cannot serve it
         _cannot_start(f"policy {path}", e)  # its messages name the key and what to do
+    if proxy_mode == "reverse" and policy.clients is not None:
+        keyless = [spec.name for spec in gw.providers.specs if spec.name not in gw.provider_keys]
+        if keyless:
+            _cannot_start(f"--mode reverse with policy {path}",
+                          f"no central key for {', '.join(keyless)}: the API key a client sends is its douane key, "
+                          "so douane must bring the provider's",
+                          "set providers.NAME.api_key_env (or api_key_file) for each, or run without `clients`")
     try:
         gw.writer.start()
     except (OSError, duckdb.Error) as e:
@@ -158,6 +166,12 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
                    "workloads' TCP 443 here"
         exports = "\n".join(["# workloads: redirect their TCP 443 to this address (README: Transparent mode) "
                              "and trust the CA", *trust])
+    elif proxy_mode == "reverse":
+        from douane.reverse import workload_lines
+        lines[0] = f"[bold]listening[/]  http://{escape(listen_host)}:{listen_port}, base-URL mode"
+        exports = "\n".join(["# workloads: no proxy, no CA; the SDK's base URL and API key:",
+                             *workload_lines(f"http://{proxy_host}:{listen_port}", gw.providers,
+                                             "CLIENT:KEY" if creds else None)])
     else:
         proxy = f"http://{creds}{proxy_host}:{listen_port}"
         exports = "\n".join([
