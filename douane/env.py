@@ -103,14 +103,14 @@ def _node(trust: Trust) -> Recipe:
              "EnvHttpProxyAgent, shipped with douane); it steps aside where Node does it itself",
              "NODE_OPTIONS", node_import_flag(), append=True),
     ], ["Node's http/https modules (not fetch) follow HTTPS_PROXY only on Node >= 22.21 / 24.5; on older Node "
-        "a library built on them (not the three SDKs) needs its own proxy option"])
+        "a library built on them (not the three SDKs) needs its own proxy option, or douane's base-URL mode"])
 
 
 def _native(client: str, title: str, trust: Trust) -> Recipe:
     return Recipe(client, title, [
         Line("the system's CAs plus douane's", "SSL_CERT_FILE", str(trust.bundle)),
     ], ["a binary built with its roots compiled in (Rust's webpki-roots) ignores SSL_CERT_FILE: "
-        "it cannot be sent through douane without a rebuild"])
+        "use douane's base-URL mode for it (douane run --mode reverse)"])
 
 
 def _rust(trust: Trust) -> Recipe:
@@ -140,8 +140,8 @@ def _java(trust: Trust, host: str, port: int, proxy: str) -> Recipe:
     notes = ["Java ignores HTTPS_PROXY: the JVM reads the https.proxyHost and https.proxyPort properties"]
     if urlsplit(proxy).username:
         notes.append("Java sends no proxy credentials without code (an Authenticator, and Basic re-enabled with "
-                     "-Djdk.http.auth.tunneling.disabledSchemes=): without them douane refuses its calls "
-                     "(407), it never lets them past")
+                     "-Djdk.http.auth.tunneling.disabledSchemes=), so douane refuses its calls (407): give Java "
+                     "workloads douane's base-URL mode (douane run --mode reverse), where the key is the API key")
     return Recipe("java", "Java 9+: java.net.http.HttpClient, HttpsURLConnection (and the SDKs built on them)", [
         Line("a truststore of the JDK's CAs plus douane's, made once with keytool (again when the CA changes)",
              command=make),

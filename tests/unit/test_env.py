@@ -69,7 +69,7 @@ def test_json_has_the_same_variables_and_says_which_to_append() -> None:
 
 def test_java_with_proxy_credentials_is_told_what_java_cannot_do() -> None:
     [java] = proxy_recipes(["java"], "http://bot:pw@douane:8080", TRUST)
-    assert any("Authenticator" in n and "407" in n for n in java.notes)
+    assert any("Authenticator" in n and "407" in n and "base-URL" in n for n in java.notes)
     assert "pw" not in render_shell([java], "http://bot:pw@douane:8080").splitlines()[0], "no password in comments"
 
 
