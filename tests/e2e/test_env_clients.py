@@ -11,18 +11,27 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import mock_provider
-from tests.e2e.conftest import CA_VARS, ROOT, Douane
+from tests.e2e.conftest import CA_VARS, ROOT, Douane, routed_policy
 
 EMAIL = "jane.roe@example.com"
 JAVA_CLIENT = ROOT / "tests" / "java" / "DouaneClient.java"
 RUST_DIR = ROOT / "tests" / "rust"
 RUST_CLIENT = RUST_DIR / "target" / "release" / "douane-rust-client"
+
+
+@pytest.fixture(scope="module")
+def douane(tmp_path_factory: pytest.TempPathFactory, mock: str, certs: Path) -> Iterator[Douane]:
+    """A proxy of this module's own, not the session's shared one: other modules count its rows."""
+    d = Douane(tmp_path_factory.mktemp("clients"), routed_policy(mock), certs).start()
+    yield d
+    d.stop()
 
 
 def bare_env(**extra: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,14 @@ SDK_CALL = NODE_DIR / "sdk_call.mjs"
 EMAIL = "jane.roe@example.com"
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "gemini": "gemini-2.0-flash"}
 SDK_VARS = ("OPENAI", "ANTHROPIC", "GEMINI", "GOOGLE", "NODE_")
+
+
+@pytest.fixture(scope="module")
+def douane(tmp_path_factory: pytest.TempPathFactory, mock: str, certs: Path) -> Iterator[Douane]:
+    """A proxy of this module's own, not the session's shared one: other modules count its rows."""
+    d = Douane(tmp_path_factory.mktemp("node"), routed_policy(mock), certs).start()
+    yield d
+    d.stop()
 
 
 def workload_env(**extra: str) -> dict[str, str]:
