@@ -24,6 +24,7 @@ from douane.detect.injection import InjectionDetector
 from douane.detect.pii import PiiDetector
 from douane.detect.prefix import Prefixes
 from douane.detect.sanitize import Sanitizer
+from douane.detect.second_tier import SecondTier, SecondTierError
 from douane.detect.secrets import SecretsDetector
 from douane.policy import Policy
 from douane.policy.model import GuardSettings, InjectionPolicy, OutputPolicy, PiiPolicy, SanitizePolicy
@@ -50,6 +51,7 @@ class Guards:
     sanitizer: Sanitizer | None
     # a chat's earlier rewrites under these settings: another setting's must never be reused
     prefixes: Prefixes = field(default_factory=Prefixes)
+    second_tier: SecondTier | None = None  # `injection.model: <folder>`
 
     @property
     def pii(self) -> PiiPolicy:
@@ -128,6 +130,7 @@ class GuardBook:
             secrets_detector=self.detectors.secrets() if settings.output is not None else None,
             sanitizer=self.detectors.sanitizer() if settings.sanitize or settings.injection else None,
             prefixes=self._by_settings.setdefault(key, Prefixes()),
+            second_tier=self.detectors.second_tier(scope, settings.injection),
         )
 
 
@@ -139,6 +142,7 @@ class Detectors:
         self._injection: dict[bool, InjectionDetector] = {}
         self._secrets: SecretsDetector | None = None
         self._sanitizer: Sanitizer | None = None
+        self._second_tiers: dict[str, SecondTier] = {}
 
     def pii(self, scope: str, setting: PiiPolicy) -> PiiDetector:
         key = (tuple(setting.entities), setting.score_threshold)
@@ -156,11 +160,27 @@ class Detectors:
         return detector
 
     def injection(self, setting: InjectionPolicy) -> InjectionDetector:
-        """One per use of the learned tier (`injection.model`): the rules alone, or with it."""
-        detector = self._injection.get(setting.model)
+        """One per use of the learned tier (`injection.model`): the rules alone, or with it (a
+        folder is the second tier: the first is then the rules alone)."""
+        learned = setting.model is True
+        detector = self._injection.get(learned)
         if detector is None:
-            detector = self._injection[setting.model] = InjectionDetector(model=setting.model)
+            detector = self._injection[learned] = InjectionDetector(model=learned)
         return detector
+
+    def second_tier(self, scope: str, setting: InjectionPolicy | None) -> SecondTier | None:
+        """The classifier in `injection.model: <folder>`, loaded once per folder."""
+        if setting is None or not isinstance(setting.model, str):
+            return None
+        folder = setting.model
+        if folder not in self._second_tiers:
+            try:
+                self._second_tiers[folder] = SecondTier(folder)
+            except SecondTierError as e:
+                where = "injection.model" if scope == POLICY_SCOPE else f"{scope}.injection.model"
+                raise GuardConfigError(f"{where}: {e}") from None
+            log.info("injection: second tier %s loaded (%s)", folder, self._second_tiers[folder].device)
+        return self._second_tiers[folder]
 
     def secrets(self) -> SecretsDetector:
         if self._secrets is None:
