@@ -4,19 +4,31 @@ The provider is the one the connection really goes to: the CONNECT target (or th
 URL's host), the TLS SNI and the Host header must all name the same provider, or none. A request
 where they disagree is refused and recorded: it is either a mistake or an attempt to be intercepted
 as one host and classified as another.
+
+In transparent mode (connections redirected to douane by the kernel) the connection's target is the
+original destination: an address, which names no provider. There the TLS server name takes its
+place, and must be present: it and the Host header must name the same provider, and the call then
+goes to that provider's host (not to the address the workload had resolved). The rule is the same;
+only what stands for "where the connection goes" changes.
+
+In base-URL (reverse) mode the workload talks to douane itself, over plain HTTP: the path's first
+segment names the provider (douane.reverse) and the Host header names douane, so there is nothing
+for them to agree on. The call goes to that provider's host (or where a route sends it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable
 
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import LocalMode, ReverseMode, TransparentMode, WireGuardMode
 
 from addons.flows import call_of, refuse
 from addons.identity import IDENTITY_KEY
-from douane import classify
+from douane import classify, reverse
 from douane.call import METADATA_KEY, Call, new_call_id
 from douane.decision import Block
 from douane.gateway import Gateway
@@ -26,6 +38,9 @@ from douane.uploads import binary_rpc_refusal, scan_upload
 from douane.websocket import upgrade_refusal
 
 log = logging.getLogger(__name__)
+
+# modes in which the kernel (or a tunnel) hands douane connections meant for somewhere else
+REDIRECTED_MODES = (TransparentMode, WireGuardMode, LocalMode)
 
 
 class ClassifyAddon:
@@ -75,12 +90,18 @@ class ClassifyAddon:
 
     def _provider(self, flow: http.HTTPFlow) -> tuple[ProviderSpec | None, str | None]:
         """The provider the request goes to, and why it is refused when its names disagree."""
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            return self._by_path(flow), None
         match = self.gw.providers.match
         port = flow.request.port
-        named = {"the connection's target": match(flow.request.host, port)}
         sni = flow.client_conn.sni
-        if sni:
-            named["the TLS server name"] = match(sni, port)
+        redirected = isinstance(flow.client_conn.proxy_mode, REDIRECTED_MODES)
+        if redirected and sni:  # the target is an address: the server name says where the call goes
+            named = {"the TLS server name": match(sni, port)}
+        else:
+            named = {"the connection's target": match(flow.request.host, port)}
+            if sni:
+                named["the TLS server name"] = match(sni, port)
         host_header = flow.request.host_header
         if host_header:
             name, _, hport = host_header.rpartition(":") if host_header.rpartition(":")[2].isdigit() \
@@ -88,10 +109,25 @@ class ClassifyAddon:
             named["the Host header"] = match(name.strip("[]"), int(hport) if hport else port)
         specs = {s for s in named.values()}
         spec = next((s for s in named.values() if s is not None), None)
+        if redirected and sni and spec is not None:
+            flow.request.host = sni  # to the provider it names, whatever address the workload resolved
         if spec is None or len(specs) == 1:
             return spec, None
         said = "; ".join(f"{what} names {s.name if s else 'no provider'}" for what, s in named.items())
         return spec, f"the request's destinations disagree ({said}); send it to the provider's own host"
+
+    def _by_path(self, flow: http.HTTPFlow) -> ProviderSpec | None:
+        """Base-URL mode: the provider the path names, the request placed at its host; a path that
+        names none is answered 404 here (nothing is forwarded)."""
+        req = flow.request
+        where = reverse.destination(req.path, self.gw.providers)
+        if where is None:
+            body = json.dumps({"error": {"message": reverse.unknown_path_message(req.path, self.gw.providers),
+                                         "type": "not_found", "code": "unknown_provider_prefix"}}).encode()
+            flow.response = http.Response.make(404, body, {"content-type": "application/json"})
+            return None
+        req.scheme, req.host, req.port, req.path = where.scheme, where.host, where.port, where.path
+        return where.spec
 
     def open(self, flow: http.HTTPFlow, spec: ProviderSpec) -> Call:
         """The flow's Call, made once (the failure handler may need one before this stage ran)."""

@@ -104,11 +104,15 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
 @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
+@click.option("--mode", "proxy_mode", type=click.Choice(["regular", "transparent", "reverse"]), default="regular",
+              show_default=True, help="regular: workloads set HTTPS_PROXY; transparent: the kernel redirects "
+                                      "their TCP 443 to douane; reverse: workloads set their SDK's base URL to "
+                                      "douane (README: Pointing a workload at douane)")
 @click.option("--admin-port", type=click.IntRange(0, 65535), default=None,
               help="serve /metrics, /healthz and /readyz on this port (off by default; 0: any free port)")
 @click.option("--admin-host", default="127.0.0.1", show_default=True, help="address of the admin listener")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...], grace: float, admin_port: int | None, admin_host: str) -> None:
+        sets: tuple[str, ...], grace: float, proxy_mode: str, admin_port: int | None, admin_host: str) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
@@ -121,6 +125,10 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
     policy = _load_or_exit(path)
     certs_dir = _certs_path(certs)
     db_path = Path(_db_path(db, policy)).absolute()
+    if proxy_mode == "transparent" and policy.clients is not None:
+        _cannot_start(f"--mode transparent with policy {path}",
+                      "redirected connections carry no proxy credentials, so the clients it names cannot be told apart",
+                      "remove `clients` from the policy for this instance, or run it in regular mode")
     try:
         ca = ensure_ca(certs_dir)
         _check_ca(certs_dir)
@@ -133,6 +141,13 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         gw = Gateway(policy, db_path)
     except (ConfigError, ValueError) as e:  # the policy is valid, the environment cannot serve it
         _cannot_start(f"policy {path}", e)  # its messages name the key and what to do
+    if proxy_mode == "reverse" and policy.clients is not None:
+        keyless = [spec.name for spec in gw.providers.specs if spec.name not in gw.provider_keys]
+        if keyless:
+            _cannot_start(f"--mode reverse with policy {path}",
+                          f"no central key for {', '.join(keyless)}: the API key a client sends is its douane key, "
+                          "so douane must bring the provider's",
+                          "set providers.NAME.api_key_env (or api_key_file) for each, or run without `clients`")
     try:
         gw.writer.start()
     except (OSError, duckdb.Error) as e:
@@ -148,14 +163,26 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         f"[bold]audit[/]      {escape(str(db_path))}",
         f"[bold]CA[/]         {escape(str(ca))}",
     ]
-    exports = "\n".join([
-        "# workloads: point at the proxy and trust its CA",
-        f"export HTTPS_PROXY=http://{creds}{proxy_host}:{listen_port}",
-        f"export SSL_CERT_FILE={bundle}",
-        f"export REQUESTS_CA_BUNDLE={bundle}",
-        f"export CURL_CA_BUNDLE={bundle}",
-        f"export NODE_EXTRA_CA_CERTS={ca}",
-    ])
+    trust = [f"export SSL_CERT_FILE={bundle}", f"export REQUESTS_CA_BUNDLE={bundle}",
+             f"export CURL_CA_BUNDLE={bundle}", f"export NODE_EXTRA_CA_CERTS={ca}"]
+    if proxy_mode == "transparent":
+        lines[0] = f"[bold]listening[/]  {escape(listen_host)}:{listen_port}, transparent: redirect the " \
+                   "workloads' TCP 443 here"
+        exports = "\n".join(["# workloads: redirect their TCP 443 to this address (README: Transparent mode) "
+                             "and trust the CA", *trust])
+    elif proxy_mode == "reverse":
+        from douane.reverse import workload_lines
+        lines[0] = f"[bold]listening[/]  http://{escape(listen_host)}:{listen_port}, base-URL mode"
+        exports = "\n".join(["# workloads: no proxy, no CA; the SDK's base URL and API key:",
+                             *workload_lines(f"http://{proxy_host}:{listen_port}", gw.providers,
+                                             "CLIENT:KEY" if creds else None)])
+    else:
+        proxy = f"http://{creds}{proxy_host}:{listen_port}"
+        exports = "\n".join([
+            "# workloads: point at the proxy and trust its CA", f"export HTTPS_PROXY={proxy}", *trust,
+            f"# Node's fetch, Java, .NET, Rust/Go: eval \"$(douane env CLIENT --proxy {proxy} "
+            f"--certs {Path(certs_dir).absolute()})\"",
+        ])
 
     admin = AdminConfig(admin_host, admin_port) if admin_port is not None else None
 
@@ -167,7 +194,7 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         Console(stderr=True).print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False),
                                    highlight=False)
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
-    listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
+    listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets, proxy_mode)
     try:
         asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, admin=admin))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
@@ -941,6 +968,39 @@ def report_html(out_path: str, since: str, db: str | None) -> None:
         _problem("cannot write the report", f"{target}: {e.strerror or e}")
         sys.exit(1)
     err.print(f"wrote {target.absolute()}", highlight=False, markup=False)
+
+
+@main.command("env")
+@click.argument("clients", nargs=-1, metavar="[CLIENT]...")
+@click.option("--proxy", default="http://127.0.0.1:8080", show_default=True,
+              help="douane's address as the workload reaches it; http://CLIENT:KEY@HOST:PORT when the policy "
+                   "names clients")
+@click.option("--certs", help="CA folder [env DOUANE_CERTS; certs/]")
+@click.option("--truststore", type=click.Path(dir_okay=False),
+              help="where the Java lines make their truststore [CERTS/douane-truststore.p12]")
+@click.option("--format", "fmt", type=click.Choice(["shell", "json"]), default="shell", show_default=True)
+def env_command(clients: tuple[str, ...], proxy: str, certs: str | None, truststore: str | None, fmt: str) -> None:
+    """Print the lines that send a workload's LLM calls through douane, for CLIENT (python, curl, node,
+    rust, go, java, dotnet; all when none is named): eval "$(douane env node)"."""
+    from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
+    from douane.env import CLIENTS, TRUSTSTORE_NAME, EnvError, Trust, as_json, proxy_recipes, render_shell
+
+    certs_dir = Path(_certs_path(certs)).absolute()
+    try:
+        ca_cert = ensure_ca(certs_dir)
+        bundle = write_bundle(certs_dir, certs_dir / BUNDLE_NAME)
+    except (OSError, ValueError) as e:
+        _problem("error", f"the CA in {certs_dir}: {e}; pass --certs DIR (a folder douane can write)")
+        sys.exit(1)
+    trust = Trust(ca_cert, bundle, Path(truststore).absolute() if truststore else certs_dir / TRUSTSTORE_NAME)
+    try:
+        recipes = proxy_recipes(list(clients or CLIENTS), proxy, trust)
+    except EnvError as e:
+        raise click.UsageError(str(e)) from None
+    if fmt == "json":
+        click.echo(json.dumps(as_json(recipes, proxy)))
+    else:
+        click.echo(render_shell(recipes, proxy), nl=False)
 
 
 if __name__ == "__main__":

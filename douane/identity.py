@@ -44,9 +44,17 @@ class Directory:
         if not self.required:
             return Identity(ANONYMOUS, None)
         creds = parse_basic(proxy_authorization)
-        if creds is None:
-            return None
-        user, password = creds
+        return None if creds is None else self._check(*creds)
+
+    def identify_key(self, key: str | None) -> Identity | None:
+        """The caller from a douane-issued API key (base-URL mode): `CLIENT:KEY`, the same name and
+        password as its proxy credentials; None when the policy names clients and it matches none."""
+        if not self.required:
+            return Identity(ANONYMOUS, None)
+        user, sep, password = (key or "").partition(":")
+        return self._check(user, password) if sep else None
+
+    def _check(self, user: str, password: str) -> Identity | None:
         digest = hashlib.sha256(password.encode()).hexdigest()
         client = self._clients.get(user)
         # Compare even for unknown names so timing does not reveal which client names exist.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,12 +22,21 @@ from douane.ops.probe import GatewayProbe
 log = logging.getLogger(__name__)
 
 
+# mitmproxy's modes douane serves. transparent: connections redirected to douane by the kernel
+# (iptables REDIRECT/TPROXY), the original destination read back from the socket; the provider is
+# then the one the TLS server name names (addons.classify). reverse: base-URL mode, workloads send
+# plain HTTP to douane with the provider's name as the first path segment (douane.reverse).
+# wireguard and local are not offered: no test here drives them.
+MODES = ("regular", "transparent", "reverse")
+
+
 @dataclass
 class ListenConfig:
     host: str
     port: int
     certs: str
     sets: tuple[str, ...] = ()
+    mode: str = "regular"
 
 
 @dataclass
@@ -56,18 +66,25 @@ PROTECTED_OPTIONS = {
 
 def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
     import addons
+    from douane import reverse
 
     opts = options.Options()
+    allow_hosts = gw.providers.allow_hosts() + McpServers(gw.policy).allow_hosts()
+    mode = listen.mode
+    if mode == "reverse":  # every request is douane's to place: intercept the placeholder it is sent to
+        mode = f"reverse:{reverse.PLACEHOLDER}"
+        allow_hosts.append(f"^{re.escape(reverse.PLACEHOLDER_HOST)}:{reverse.PLACEHOLDER_PORT}$")
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(*addons.build(gw))
     opts.update(
         listen_host=listen.host,
         listen_port=listen.port,
+        mode=[mode],
         confdir=listen.certs,
         # lazy: the request hook may send the call elsewhere before any upstream connection is made
         connection_strategy="lazy",
         # intercept provider hosts only; everything else is tunnelled untouched
-        allow_hosts=gw.providers.allow_hosts() + McpServers(gw.policy).allow_hosts(),
+        allow_hosts=allow_hosts,
         termlog_verbosity="info",
     )
     if listen.sets:

@@ -1,0 +1,5 @@
+'use strict'
+
+module.exports = {
+  kConstruct: require('../../core/symbols').kConstruct
+}
