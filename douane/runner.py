@@ -60,6 +60,7 @@ PROTECTED_OPTIONS = {
         "stream_large_bodies": "a provider call's body would be forwarded before any guard read it "
                                "(bound bodies with limits.max_request_bytes instead)",
         "connection_strategy": "an eager connection would reach the client's host before routing chose the upstream",
+        "mode": "use douane run --mode (regular, transparent, reverse), whose start-up checks a raw mode would skip",
     }.items()
 }
 

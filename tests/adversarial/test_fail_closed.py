@@ -313,7 +313,8 @@ def test_a_grpc_or_protobuf_call_is_refused_not_forwarded_unread(douane: Douane,
 
 
 @pytest.mark.parametrize("option", ["stream_large_bodies=1", "ignore_hosts=api.openai.com", "tcp_hosts=.*",
-                                    "allow_hosts=example.com", "connection_strategy=eager"])
+                                    "allow_hosts=example.com", "connection_strategy=eager",
+                                    "mode=transparent"])
 def test_mitmproxy_options_that_open_a_side_door_are_refused_at_start(make_douane: Any, option: str) -> None:
     """`--set stream_large_bodies=1` would forward a body before any hook sees it; ignore_hosts,
     tcp_hosts or allow_hosts would tunnel provider calls uninspected."""
