@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -165,18 +166,21 @@ def test_anthropic_plain_and_stream(douane: Douane, received: list) -> None:
 
 
 def test_gemini_plain_and_stream(douane: Douane, received: list) -> None:
+    mark = uuid.uuid4().hex[:8]  # the shared proxy's store holds other tests' Gemini rows: find ours
     with client_env(douane):
         client = genai.Client(api_key="AIza-client-secret")
-        reply = client.models.generate_content(model="gemini-2.0-flash", contents=f"hi {EMAIL}")
-        assert reply.text == "echo: hi <EMAIL_ADDRESS>"
+        reply = client.models.generate_content(model="gemini-2.0-flash", contents=f"hi {mark} {EMAIL}")
+        assert reply.text == f"echo: hi {mark} <EMAIL_ADDRESS>"
         assert received[-1]["path"].endswith("/models/gemini-2.0-flash:generateContent")
         text = "".join(c.text or "" for c in client.models.generate_content_stream(
-            model="gemini-2.0-flash", contents=f"stream {PHONE}"))
-    assert text == "echo: stream <PHONE_NUMBER>"
-    rows = douane.rows("SELECT * FROM requests WHERE provider = 'gemini' ORDER BY ts", expect=2)
-    assert_complete(rows[-2], "gemini", "generateContent", stream=False)
-    assert_complete(rows[-1], "gemini", "streamGenerateContent", stream=True)
-    assert rows[-1]["model"] == "gemini-2.0-flash" and rows[-1]["response_body"] == text
+            model="gemini-2.0-flash", contents=f"stream {mark} {PHONE}"))
+    assert text == f"echo: stream {mark} <PHONE_NUMBER>"
+    rows = douane.rows(f"SELECT * FROM requests WHERE provider = 'gemini' AND request_body LIKE '%{mark}%' "
+                       "ORDER BY ts", expect=2)
+    assert len(rows) == 2
+    assert_complete(rows[0], "gemini", "generateContent", stream=False)
+    assert_complete(rows[1], "gemini", "streamGenerateContent", stream=True)
+    assert rows[1]["model"] == "gemini-2.0-flash" and rows[1]["response_body"] == text
 
 
 def test_sequential_calls_on_one_connection(douane: Douane, received: list) -> None:
