@@ -254,6 +254,8 @@ def ca(show_path: bool, bundle: str | None, certs: str | None) -> None:
 def top(admin_url: str | None, admin_port: int | None, interval: float, once: bool) -> None:
     """A live view of a running proxy (started with --admin-port): calls/s, errors, latency, douane's
     own time, tokens and cost per team, blocks by rule, upstream health. Ctrl-C quits."""
+    import signal
+    import threading
     import time
 
     import httpx
@@ -277,18 +279,20 @@ def top(admin_url: str | None, admin_port: int | None, interval: float, once: bo
         out.print(render(build_view(snap, None), url))
         return
     before: Snapshot | None = None
+    # Ctrl-C (or SIGTERM) ends the loop between frames: a KeyboardInterrupt raised wherever it lands
+    # (inside rich's screen restore, say) would exit non-zero with the terminal half restored
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with Live(render(None, url), console=out, screen=True, auto_refresh=False) as live:
-        try:
-            while True:
-                try:
-                    snap = scrape()
-                    live.update(render(build_view(snap, before), url), refresh=True)
-                    before = snap
-                except httpx.HTTPError as e:
-                    live.update(render(None, url, f"cannot read {url}/metrics: {e}"), refresh=True)
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            pass
+        while not stop.is_set():
+            try:
+                snap = scrape()
+                live.update(render(build_view(snap, before), url), refresh=True)
+                before = snap
+            except httpx.HTTPError as e:
+                live.update(render(None, url, f"cannot read {url}/metrics: {e}"), refresh=True)
+            stop.wait(interval)
 
 
 def _admin_url(admin_url: str | None, admin_port: int | None) -> str:
