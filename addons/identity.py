@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import weakref
+from dataclasses import dataclass
 
 from mitmproxy import connection, http
 
@@ -17,18 +18,28 @@ IDENTITY_KEY = "douane.identity"
 _CHALLENGE = {"Proxy-Authenticate": 'Basic realm="douane"', "content-type": "text/plain"}
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """Who a connection's CONNECT credentials named, in which policy's directory. After a reload the
+    same credentials are asked again: a client removed or moved to another team is so at once, on
+    connections opened before too."""
+
+    credentials: str | None
+    directory: Directory
+    who: Identity
+
+
 class IdentityAddon:
     name = "identity"
 
     def __init__(self, gw: Gateway):
-        self.directory = Directory(gw.policy)
-        self.providers = gw.providers
-        self.known: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
+        self.gw = gw  # its directory and providers are those of the flow's policy
+        self.known: weakref.WeakKeyDictionary[connection.Client, _Known] = weakref.WeakKeyDictionary()
 
     def _challenge(self, flow: http.HTTPFlow) -> None:
         """407 with a challenge; in the provider's error shape when the target is a provider."""
         message = "douane: proxy credentials missing or wrong; use HTTPS_PROXY=http://CLIENT:KEY@host:port"
-        spec = self.providers.match(flow.request.host, flow.request.port)
+        spec = self.gw.providers.match(flow.request.host, flow.request.port)
         if spec is None:
             flow.response = http.Response.make(407, (message + "\n").encode(), _CHALLENGE)
         else:
@@ -36,21 +47,30 @@ class IdentityAddon:
             flow.response = http.Response.make(407, body, {**_CHALLENGE, "content-type": "application/json"})
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
+        credentials = flow.request.headers.get("proxy-authorization")
+        directory = self.gw.directory
+        who = directory.identify(credentials)
         if who is None:
             self._challenge(flow)
             return
-        self.known[flow.client_conn] = who
+        self.known[flow.client_conn] = _Known(credentials, directory, who)
         flow.metadata[IDENTITY_KEY] = who
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response:
             return
-        who = self.known.get(flow.client_conn)
-        if who is None:  # a plain-HTTP proxy request carries its credentials itself
-            who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
-            if who is None:
-                self._challenge(flow)
-                return
+        directory = self.gw.directory
+        known = self.known.get(flow.client_conn)
+        if known is None:  # a plain-HTTP proxy request carries its credentials itself
+            who = directory.identify(flow.request.headers.get("proxy-authorization"))
+        elif known.directory is directory:
+            who = known.who
+        else:  # the policy was reloaded since the CONNECT: whom do its credentials name now?
+            who = directory.identify(known.credentials)
+            if who is not None:
+                self.known[flow.client_conn] = _Known(known.credentials, directory, who)
+        if who is None:
+            self._challenge(flow)
+            return
         flow.request.headers.pop("proxy-authorization", None)
         flow.metadata[IDENTITY_KEY] = who

@@ -106,7 +106,8 @@ def main() -> None:
               help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
         sets: tuple[str, ...], grace: float) -> None:
-    """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
+    """Start the proxy in the foreground; SIGHUP reloads the policy (an invalid one is refused, the old one
+    stays); SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
@@ -160,7 +161,7 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, policy_path=path))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
         _problem("cannot start", e)
         sys.exit(2)
@@ -216,7 +217,7 @@ def policy() -> None:
 @click.argument("path", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def policy_check(path: str, fmt: str) -> None:
-    """Validate a policy file or folder: exit 0 with a summary, or 1 with every error."""
+    """Validate a policy file or folder: exit 0 with a summary and its policy_hash, or 1 with every error."""
     try:
         loaded = load_policy(path)
     except PolicyError as e:
@@ -227,10 +228,13 @@ def policy_check(path: str, fmt: str) -> None:
                 click.echo(str(issue), err=True)
             click.echo(f"{path}: {len(e.issues)} error(s)", err=True)
         sys.exit(1)
+    from douane.gateway import policy_digest
+
+    digest = policy_digest(loaded)  # the `policy_hash` of every audit row this policy judges
     if fmt == "json":
-        click.echo(json.dumps({"valid": True, "summary": policy_summary(loaded)}))
+        click.echo(json.dumps({"valid": True, "summary": policy_summary(loaded), "policy_hash": digest}))
     else:
-        click.echo(f"{path}: valid: {policy_summary(loaded)}")
+        click.echo(f"{path}: valid: {policy_summary(loaded)}; policy_hash {digest}")
 
 
 @main.group()

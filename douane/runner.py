@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from mitmproxy import exceptions, options
 from mitmproxy.tools.dump import DumpMaster
 
-from douane.gateway import Gateway
-from douane.mcp import McpServers
+from douane.gateway import Gateway, Generation
+from douane.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
         # lazy: the request hook may send the call elsewhere before any upstream connection is made
         connection_strategy="lazy",
         # intercept provider hosts only; everything else is tunnelled untouched
-        allow_hosts=gw.providers.allow_hosts() + McpServers(gw.policy).allow_hosts(),
+        allow_hosts=gw.current.allow_hosts,
         termlog_verbosity="info",
     )
     if listen.sets:
@@ -53,8 +53,9 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
 
 
 async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None = None,
-                grace: float = 10.0) -> None:
-    """Build the master inside the running loop (mitmproxy needs one), then serve until a signal."""
+                grace: float = 10.0, policy_path: str | None = None) -> None:
+    """Build the master inside the running loop (mitmproxy needs one), then serve until a signal;
+    with `policy_path`, SIGHUP reloads the policy from it (douane.reload)."""
     master = make_master(gw, listen)
     keep_serving_through_audit_trouble(master)
     if on_ready is not None:
@@ -63,10 +64,19 @@ async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] 
     stop = GracefulStop(master, gw, grace)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.on_signal, sig)
+    if policy_path is not None:
+        reloader = Reloader(gw, policy_path, on_swap=lambda gen: intercept(master, gen))
+        loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     settle_garbage_collector()
     await master.run()
+
+
+def intercept(master: DumpMaster, generation: Generation) -> None:
+    """Intercept the hosts of a reloaded policy's providers and MCP servers (new connections)."""
+    if list(master.options.allow_hosts) != generation.allow_hosts:
+        master.options.update(allow_hosts=generation.allow_hosts)
 
 
 def keep_serving_through_audit_trouble(master: DumpMaster) -> None:
