@@ -4,6 +4,7 @@ the policy it started with; new providers' hosts are intercepted at once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import threading
@@ -222,3 +223,19 @@ def test_policy_check_prints_the_hash_the_proxy_records(make_douane: Any, mock: 
     assert r.status_code == 200
     (row,) = d.rows(expect=1)
     assert row["policy_hash"] == printed
+
+
+def test_a_client_removed_by_a_reload_is_refused_on_a_connection_opened_before(make_douane: Any, mock: str) -> None:
+    def client(name: str, key: str) -> dict[str, str]:
+        return {"name": name, "team": "ops", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+
+    d: Douane = make_douane(routed_policy(mock, teams={"ops": {}}, clients=[client("bot", "k1"), client("job", "k2")]))
+    ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    with d.http("bot:k1") as bot:
+        before = bot.post(CHAT, json=ask)
+        reload(d, routed_policy(mock, teams={"ops": {}}, clients=[client("job", "k2")]), "policy reloaded")
+        after = bot.post(CHAT, json=ask)  # the same keep-alive connection, its CONNECT made under the old policy
+    with d.http("job:k2") as job:
+        kept = job.post(CHAT, json=ask)
+
+    assert (before.status_code, after.status_code, kept.status_code) == (200, 407, 200)
