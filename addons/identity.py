@@ -36,6 +36,10 @@ class IdentityAddon:
         self.gw = gw  # its directory and providers are those of the flow's policy
         self.known: weakref.WeakKeyDictionary[connection.Client, _Known] = weakref.WeakKeyDictionary()
 
+    def known_as(self, client: connection.Client, who: Identity) -> None:
+        """Take the connection as `who`'s (`douane policy test`: a test names the caller, never its key)."""
+        self.known[client] = _Known(None, self.gw.directory, who)
+
     def _challenge(self, flow: http.HTTPFlow) -> None:
         """407 with a challenge; in the provider's error shape when the target is a provider."""
         message = "douane: proxy credentials missing or wrong; use HTTPS_PROXY=http://CLIENT:KEY@host:port"

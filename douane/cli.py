@@ -237,6 +237,59 @@ def policy_check(path: str, fmt: str) -> None:
         click.echo(f"{path}: valid: {policy_summary(loaded)}; policy_hash {digest}")
 
 
+@policy.command("test")
+@click.argument("policy_path", metavar="POLICY", type=click.Path())
+@click.argument("test_files", metavar="TESTFILE...", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit"]), default="table", show_default=True)
+def policy_test(policy_path: str, test_files: tuple[str, ...], fmt: str) -> None:
+    """Run test cases against a policy, offline, through the proxy's own stages: exit 0 when every
+    case passes, 1 otherwise (a failed case, or a policy or test file that cannot be read)."""
+    from douane.policy.testing import CaseFileError, Harness, load_cases
+
+    loaded = _load_or_exit(policy_path)
+    cases = []
+    for path in test_files:
+        try:
+            cases += load_cases(path)
+        except CaseFileError as e:
+            _problem("test file error", e)
+            sys.exit(1)
+    results = Harness(loaded).run(cases)
+    failed = sum(not r.passed for r in results)
+    if fmt == "json":
+        click.echo(json.dumps({"policy": policy_path, "passed": len(results) - failed, "failed": failed,
+                               "cases": [{"name": r.case.name, "where": r.case.where, "passed": r.passed,
+                                          "failures": r.failures, "got": r.got} for r in results]}))
+    elif fmt == "junit":
+        click.echo(_junit(policy_path, results))
+    else:
+        table = Table("case", "result", "calls", title=f"douane policy test {policy_path}")
+        for r in results:
+            table.add_row(escape(r.case.name), "[green]pass[/]" if r.passed else "[red]FAIL[/]", str(r.case.repeat))
+        out.print(table)
+        for r in results:  # each failure whole, on its own line: paths and texts are never folded
+            if not r.passed:
+                out.print(Text.assemble(("FAIL ", "bold red"), f"{r.case.where} ({r.case.name})"), soft_wrap=True)
+                for failure in r.failures:
+                    out.print(f"  {failure}", soft_wrap=True, markup=False, highlight=False)
+        out.print(f"{len(results) - failed} passed, {failed} failed", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+def _junit(policy_path: str, results: list[Any]) -> str:
+    """JUnit XML, one testcase per case, for CI systems that show test reports."""
+    from xml.etree import ElementTree as ET
+
+    failed = sum(not r.passed for r in results)
+    suite = ET.Element("testsuite", name=f"douane policy test {policy_path}", tests=str(len(results)),
+                       failures=str(failed), errors="0")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=r.case.where.split(":")[0], name=r.case.name)
+        if not r.passed:
+            ET.SubElement(case, "failure", message=r.failures[0]).text = "\n".join(r.failures)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
 @main.group()
 def audit() -> None:
     """The audit store."""
