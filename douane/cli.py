@@ -276,6 +276,64 @@ def policy_test(policy_path: str, test_files: tuple[str, ...], fmt: str) -> None
     sys.exit(1 if failed else 0)
 
 
+@policy.command("replay")
+@click.option("--policy", "policy_path", required=True, help="the candidate policy (file or folder)")
+@click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
+@click.option("--since", default="7d", show_default=True, help="how far back: 30m, 24h, 7d, 2w")
+@click.option("--where", "where", help="an SQL condition on the requests table, e.g. \"team = 'support'\"")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def policy_replay(policy_path: str, db: str | None, since: str, where: str | None, fmt: str) -> None:
+    """Re-judge recorded calls under a candidate policy, offline, and report what would change."""
+    from rich.progress import Progress
+
+    from douane.policy.replay import parse_since, read_rows, replay
+
+    candidate = _load_or_exit(policy_path)
+    try:
+        window = parse_since(since)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    db_path = _db_path(db)
+    try:
+        rows = read_rows(db_path, window, where)
+    except FileNotFoundError as e:
+        _problem("cannot replay", e)
+        sys.exit(1)
+    except Exception as e:  # duckdb's own errors: a bad --where, mostly
+        _problem("cannot read the audit store", f"{e}; check --where and --db")
+        sys.exit(1)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("replaying", total=len(rows))
+        report = replay(candidate, policy_path, rows, progress=lambda n: bar.update(task, completed=n))
+    data = report.as_json()
+    if fmt == "json":
+        click.echo(json.dumps(data, default=str))
+        return
+    _print_replay(data)
+
+
+def _print_replay(data: dict[str, Any]) -> None:
+    out.print(f"replayed {data['replayed']} call(s) under {data['policy']} (policy_hash {data['policy_hash']}), "
+              f"{data['calls_per_second'] or 0} calls/s; skipped: {data['skipped'] or 'none'}",
+              highlight=False, markup=False, soft_wrap=True)
+    table = Table("now", "team", "rule", "calls", "examples", title="decisions that would change")
+    for group in data["by_rule"]:
+        table.add_row(group["now"], escape(str(group["team"])), escape(group["rule"]), str(group["calls"]),
+                      escape(", ".join(group["examples"])))
+    out.print(table)
+    if data["rerouted"]:
+        routes = Table("call", "before", "after", "cost before", "cost after", title="reroutes and model changes")
+        for r in data["rerouted"][:50]:
+            routes.add_row(r["id"], escape(r["before"]), escape(r["after"]), str(r["before_cost_usd"]),
+                           str(r["after_cost_usd"]))
+        out.print(routes)
+        out.print(f"estimated cost difference of the reroutes: ${data['rerouted_cost_difference_usd']}")
+    out.print(f"new guard findings: {len(data['new_findings'])} call(s)", highlight=False)
+    out.print("what replay cannot know:", highlight=False)
+    for line in data["cannot_know"]:
+        out.print(f"  - {line}", highlight=False, markup=False, soft_wrap=True)
+
+
 def _junit(policy_path: str, results: list[Any]) -> str:
     """JUnit XML, one testcase per case, for CI systems that show test reports."""
     from xml.etree import ElementTree as ET

@@ -53,6 +53,7 @@ class Case:
     answer: str
     repeat: int
     expect: dict[str, Any]
+    usage: tuple[int | None, int | None] | None = None  # (input, output) tokens the answer reports
 
 
 @dataclass
@@ -245,7 +246,7 @@ async def one_call(gw: Any, chain: list[object], case: Case, who: Any) -> dict[s
             plan.tried.append(plan.served.label)
         call = flow.metadata.get(METADATA_KEY)
         model = (call.model if call is not None else None) or "unknown"
-        flow.response = canned_answer(spec.format, model, case.answer, case.stream)
+        flow.response = canned_answer(spec.format, model, case.answer, case.stream, case.usage)
         await _hook(chain, "responseheaders", flow)
         streamed = _stream_through_tap(flow)  # a plain answer is judged in the `response` hook, below
     else:
@@ -256,7 +257,8 @@ async def one_call(gw: Any, chain: list[object], case: Case, who: Any) -> dict[s
     if not records:
         raise CaseFileError(f"{case.where}: the call left no audit record (it was not an LLM call douane models)")
     row = records[-1]
-    return {"decision": row.decision, "status": row.status, "reason": row.reason, "model": row.model,
+    return {"id": row.id, "decision": row.decision, "status": row.status, "cost_usd": row.cost_usd,
+            "reason": row.reason, "model": row.model,
             "provider": row.served_by or row.provider, "pii_entities": list(row.pii_entities),
             "output_findings": list(row.output_findings), "injection_rule": row.injection_rule,
             "forwarded": forwarded, "answer": answer}
@@ -278,20 +280,24 @@ def default_path(fmt: str, body: dict[str, Any], stream: bool) -> str:
     return DEFAULT_PATHS.get(fmt, "/v1/chat/completions")
 
 
-def canned_answer(fmt: str, model: str, text: str, stream: bool) -> Any:
-    """The provider's answer carrying `text`, plain or as its SSE stream."""
+def canned_answer(fmt: str, model: str, text: str, stream: bool,
+                  usage: tuple[int | None, int | None] | None = None) -> Any:
+    """The provider's answer carrying `text` and `usage` (input, output tokens), plain or as its SSE stream."""
     from mitmproxy import http
 
     from douane import translate
     from douane.providers import CanonicalResponse, StreamEvent, TextPart, Usage
 
-    usage = Usage(input_tokens=10, output_tokens=max(1, len(text.split())))
+    tokens_in, tokens_out = usage or (None, None)
+    reported = Usage(input_tokens=10 if tokens_in is None else tokens_in,
+                     output_tokens=max(1, len(text.split())) if tokens_out is None else tokens_out)
     if stream:
         writer = translate.StreamWriter(fmt, model)
         body = writer.write(StreamEvent(parts=[TextPart({"text": text}, "text")])) \
-            + writer.write(StreamEvent(usage=usage, finish="stop")) + writer.close()
+            + writer.write(StreamEvent(usage=reported, finish="stop")) + writer.close()
         return http.Response.make(200, body, {"content-type": "text/event-stream"})
-    reply = CanonicalResponse(model=model, parts=[TextPart({"text": text}, "text")], usage=usage, finish="stop")
+    reply = CanonicalResponse(model=model, parts=[TextPart({"text": text}, "text")], usage=reported,
+                              finish="stop")
     return http.Response.make(200, json.dumps(translate.write_reply(fmt, reply, model)).encode(),
                               {"content-type": "application/json"})
 
