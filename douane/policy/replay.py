@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from douane.policy.model import Policy
-from douane.policy.testing import Case, CaseFileError, Collector, one_call, placeholder_keys
+from douane.policy.testing import Case, CaseFileError, Collector, connections, one_call, placeholder_keys
 
 CANNOT_KNOW = [
     "bodies were stored redacted (audit.bodies: redacted): PII and other content rules are judged on "
@@ -110,6 +110,7 @@ async def _replay(policy: Policy, policy_path: str, rows: list[dict[str, Any]],
     gw = Gateway(policy, None, writer=Collector(), clock=clock, state=MemoryState(),  # type: ignore[arg-type]
                  keys=placeholder_keys)
     chain = build(gw)
+    conns = connections()  # one keep-alive connection for every call: building one costs more than a call
     report = Report(policy_path, gw.policy_hash)
     started = time.perf_counter()
     for n, row in enumerate(rows, 1):
@@ -127,7 +128,7 @@ async def _replay(policy: Policy, policy_path: str, rows: list[dict[str, Any]],
             continue
         clock.set(row["ts"])
         try:
-            got = await one_call(gw, chain, case_of(gw, row), who)
+            got = await one_call(gw, chain, case_of(gw, row), who, conns)
         except CaseFileError as e:
             report.skipped[str(e).split(": ", 1)[-1]] += 1
             continue

@@ -213,10 +213,17 @@ async def _hook(chain: list[object], name: str, flow: Any) -> None:
                 await out
 
 
-async def one_call(gw: Any, chain: list[object], case: Case, who: Any) -> dict[str, Any]:
+def connections() -> tuple[Any, Any]:
+    """An in-memory client and server connection (a keep-alive pair: calls may share one)."""
+    from mitmproxy.test import tflow
+
+    return tflow.tclient_conn(), tflow.tserver_conn()
+
+
+async def one_call(gw: Any, chain: list[object], case: Case, who: Any,
+                   conns: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """One call through the chain, answered offline; what the audit recorded and what crossed the wire."""
     from mitmproxy import http
-    from mitmproxy.test import tflow
 
     from addons.identity import IdentityAddon
     from addons.router import PLAN_KEY
@@ -227,7 +234,7 @@ async def one_call(gw: Any, chain: list[object], case: Case, who: Any) -> dict[s
         raise CaseFileError(f"{case.where}: provider {case.provider!r} is not one of this policy's providers")
     host = spec.hosts[0]
     path = case.path or default_path(spec.format, case.body, case.stream)
-    flow = http.HTTPFlow(tflow.tclient_conn(), tflow.tserver_conn())
+    flow = http.HTTPFlow(*(conns or connections()))
     flow.client_conn.sni = host
     flow.request = http.Request.make("POST", f"https://{host}{path}", json.dumps(case.body).encode(),
                                      http.Headers(content_type="application/json", authorization="Bearer sk-client"))
