@@ -334,6 +334,14 @@ def _print_replay(data: dict[str, Any]) -> None:
         out.print(f"  - {line}", highlight=False, markup=False, soft_wrap=True)
 
 
+@policy.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of a policy file, for editors that validate YAML as you type."""
+    from douane.policy.schema import policy_schema as schema
+
+    click.echo(json.dumps(schema(), indent=2))
+
+
 def _junit(policy_path: str, results: list[Any]) -> str:
     """JUnit XML, one testcase per case, for CI systems that show test reports."""
     from xml.etree import ElementTree as ET
