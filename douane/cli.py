@@ -277,23 +277,25 @@ def policy_test(policy_path: str, test_files: tuple[str, ...], fmt: str) -> None
 
 
 @policy.command("replay")
-@click.option("--policy", "policy_path", required=True, help="the candidate policy (file or folder)")
-@click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
+@click.option("--policy", "policy_path", help="the candidate policy, file or folder [env DOUANE_POLICY; "
+              "policies/default.yaml]")
+@click.option("--db", help="audit store [env DOUANE_DB; the policy's audit.db; ./douane.duckdb]")
 @click.option("--since", default="7d", show_default=True, help="how far back: 30m, 24h, 7d, 2w")
 @click.option("--where", "where", help="an SQL condition on the requests table, e.g. \"team = 'support'\"")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def policy_replay(policy_path: str, db: str | None, since: str, where: str | None, fmt: str) -> None:
+def policy_replay(policy_path: str | None, db: str | None, since: str, where: str | None, fmt: str) -> None:
     """Re-judge recorded calls under a candidate policy, offline, and report what would change."""
     from rich.progress import Progress
 
     from douane.policy.replay import parse_since, read_rows, replay
 
+    policy_path = _policy_path(policy_path)
     candidate = _load_or_exit(policy_path)
     try:
         window = parse_since(since)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
-    db_path = _db_path(db)
+    db_path = _db_path(db, candidate)
     try:
         rows = read_rows(db_path, window, where)
     except FileNotFoundError as e:

@@ -84,3 +84,30 @@ def test_a_reroute_and_new_findings_are_reported(tmp_path: Path) -> None:
     assert report["new_findings"] == [{"id": "r1", "team": "ops", "pii_entities": ["EMAIL_ADDRESS"],
                                        "output_findings": []}]
     assert report["changed"] == []
+
+
+def test_the_command_reads_the_store_and_prints_a_table_or_json(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from douane.audit import AuditRecord, AuditStore, AuditWriter
+    from douane.cli import main
+
+    writer = AuditWriter(AuditStore(tmp_path / "a.duckdb"))
+    writer.start()
+    now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)  # one minute for the three
+    for n in range(3):
+        writer.submit(AuditRecord(**row(n, now + timedelta(milliseconds=n)), method="POST", host="api.openai.com",
+                                  mode="enforce"))
+    writer.close()
+    candidate(tmp_path)  # writes candidate.yaml: 2 calls a minute for ops
+    args = ["policy", "replay", "--policy", str(tmp_path / "candidate.yaml"), "--db", str(tmp_path / "a.duckdb")]
+
+    table = CliRunner().invoke(main, args)
+    as_json = CliRunner().invoke(main, [*args, "--format", "json", "--since", "1h"])
+    old = CliRunner().invoke(main, [*args, "--format", "json", "--where", "ts < now() - INTERVAL 1 DAY"])
+
+    assert table.exit_code == 0 and "replayed 3 call(s)" in table.output and "what replay cannot know" in table.output
+    assert "teams.ops.requests_per_minute" in table.output
+    report = json.loads(as_json.output)
+    assert report["replayed"] == 3 and [c["id"] for c in report["changed"]] == ["r2"]
+    assert json.loads(old.output)["replayed"] == 0
