@@ -74,7 +74,8 @@ class Load:
         self.d = d
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.answers: list[tuple[int, str, str]] = []  # (status, x-douane-request-id, model served)
+        # (status, x-douane-request-id, model served, monotonic time sent, monotonic time answered)
+        self.answers: list[tuple[int, str, str, float, float]] = []
         self.failures: list[str] = []
         self.threads = [threading.Thread(target=self._send, args=(i,)) for i in range(LOAD_THREADS)]
 
@@ -84,10 +85,12 @@ class Load:
             while not self.stop.is_set():
                 stream = (i + n) % 2 == 1
                 i += 1
+                sent = time.monotonic()
                 try:
                     r = http.post(CHAT, json={"model": "gpt-4o", "stream": stream,
                                               "messages": [{"role": "user", "content": f"call {n}.{i}"}]})
-                    answer = (r.status_code, r.headers.get("x-douane-request-id", ""), served_model(r, stream))
+                    answer = (r.status_code, r.headers.get("x-douane-request-id", ""), served_model(r, stream), sent,
+                              time.monotonic())
                 except Exception as e:  # noqa: BLE001 - a lost call is what this test looks for
                     with self.lock:
                         self.failures.append(repr(e))
@@ -124,25 +127,29 @@ def test_reloads_under_load_lose_no_call_and_mix_no_policies(make_douane: Any, m
         hash_b = reload(d, tagged(mock, "b"), "policy reloaded")
         load.more()
         reload(d, "version: 1\nmode: enforce\npii:\n  action: shred\n", "policy reload (SIGHUP) refused")
-        after_refusal = load.more()
+        refused_at = time.monotonic()
+        load.more()
+        a_again_at = time.monotonic()
         reload(d, tagged(mock, "a"), "policy reloaded")
-        under_b_only = load.answers[after_refusal:load.count()]  # began after the refusal, ended before A's return
         load.more()
     assert not load.failures, load.failures[:5]
     assert not any(t.is_alive() for t in load.threads)
     answers = load.answers
 
-    assert {status for status, _, _ in answers} == {200}
+    assert {a[0] for a in answers} == {200}
     rows = d.rows(expect=len(answers))
     by_id = {r["id"]: r for r in rows}
-    assert len(rows) == len(by_id) == len(answers) and set(by_id) == {i for _, i, _ in answers}, "a call was lost"
+    assert len(rows) == len(by_id) == len(answers) and set(by_id) == {a[1] for a in answers}, "a call was lost"
     tag_of = {hash_a: "a", hash_b: "b"}
-    for _, call_id, model in answers:
+    for _, call_id, model, _, _ in answers:
         row = by_id[call_id]
         assert row["policy_hash"] in tag_of, row
         assert model == row["model"] == f"gpt-4o-{tag_of[row['policy_hash']]}", \
             f"routed under one policy, recorded under another: {row['id']} {model} {row['policy_hash']}"
-    assert {by_id[i]["policy_hash"] for _, i, _ in under_b_only} == {hash_b}, "the refused policy changed something"
+    # sent after the refusal, answered before A came back: only B can have judged them
+    under_b_only = [a[1] for a in answers if a[3] > refused_at and a[4] < a_again_at]
+    assert under_b_only and {by_id[i]["policy_hash"] for i in under_b_only} == {hash_b}, \
+        "the refused policy changed something"
     assert {r["policy_hash"] for r in rows} == {hash_a, hash_b}
     log = d.log()
     assert "pii.action" in log and f"{d.policy_path}:4" in log, "the refusal names the line, as policy check does"
