@@ -17,6 +17,7 @@ from addons.audit import AuditAddon
 from addons.classify import ClassifyAddon
 from addons.connections import ConnectionsAddon
 from addons.failures import StageFailures
+from addons.generation import BindGeneration, KeepGenerationInStream
 from addons.identity import IdentityAddon
 from addons.mcp import McpAddon
 from addons.meter import MeterAddon
@@ -65,7 +66,9 @@ def build(gw: Gateway) -> list[object]:
     if faults.ENABLED:
         log.warning("fault injection is ON (DOUANE_FAULT_INJECTION=1): requests may make douane's stages fail; "
                     "never run a production proxy like this")
-    return [Pipeline(stages, StageFailures(gw, classify), metrics=gw.metrics)]
+    # each flow's hooks and stream read the policy generation the flow started under (addons.generation)
+    return [BindGeneration(gw), Pipeline(stages, StageFailures(gw, classify), metrics=gw.metrics),
+            KeepGenerationInStream(gw)]
 
 
 Hook = Callable[..., Awaitable[None] | None]

@@ -10,6 +10,7 @@ import weakref
 from mitmproxy import connection, ctx, http
 
 from addons.flows import call_of, record_now
+from addons.generation import generation_of
 from douane.connections import ConnectionBounds
 from douane.gateway import Gateway
 
@@ -81,11 +82,12 @@ class ConnectionsAddon:
         for flow_id in flows:  # requests never read whole: never forwarded, but recorded
             flow = self.reading.pop(flow_id, None)
             call = call_of(flow) if flow is not None else None
-            if call is not None:
+            if call is not None and flow is not None:
                 call.status, call.decision = 408, "blocked"
                 call.note("limits.request_body_timeout_s")
                 call.add_error(why)
-                record_now(self.gw, call)
+                with self.gw.bound(generation_of(self.gw, flow)):  # outside any hook: the row names its policy
+                    record_now(self.gw, call)
         server = ctx.master.addons.get("proxyserver")
         handler = server.connections.get(connection_id) if server is not None else None
         if handler is None:

@@ -31,7 +31,7 @@ from mitmproxy import connection, http
 from addons.flows import block_response, call_of, error_response, record_now, refuse
 from addons.websocket import frame_failed
 from douane.call import Call
-from douane.decision import Block
+from douane.decision import Block, withhold
 from douane.gateway import Gateway
 
 if TYPE_CHECKING:
@@ -160,10 +160,7 @@ def refuse_answer(gw: Gateway, flow: http.HTTPFlow, call: Call, block: Block) ->
     `responseheaders` the body has not been read: the upstream's bytes are dropped as they come."""
     resp = flow.response
     assert resp is not None
-    call.decision = "blocked"
-    call.note(block.rule)
-    call.response_body = None
-    call.status = block.status
+    withhold(call, block)
     if resp.stream or resp.timestamp_end is None:  # at responseheaders: the body has not been read yet
         made = block_response(call, block)
         body = made.raw_content or b""

@@ -9,7 +9,8 @@ from mitmproxy.connection import ConnectionState
 
 from douane import jsonio
 from douane.call import METADATA_KEY, Call
-from douane.decision import Block, decide
+from douane.decision import Block
+from douane.decision import refuse as refuse_call
 from douane.gateway import Gateway
 
 REQUEST_ID_HEADER = "x-douane-request-id"
@@ -38,9 +39,8 @@ def block_response(call: Call, block: Block) -> http.Response:
 def refuse(gw: Gateway, flow: http.HTTPFlow, call: Call, block: Block) -> bool:
     """Block the call with the block's status in the provider's shape, naming the rule; in monitor
     mode only record what would have happened (unless the block is `always`). True when blocked."""
-    if not decide(call, block, gw.enforcing):
+    if not refuse_call(call, block, gw.enforcing):
         return False
-    call.upstream = call.served_by = None  # a route may have been chosen, but nothing was sent anywhere
     flow.response = block_response(call, block)
     return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import weakref
+from dataclasses import dataclass
 
 from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
@@ -21,18 +22,32 @@ IDENTITY_KEY = "douane.identity"
 _CHALLENGE = {"Proxy-Authenticate": 'Basic realm="douane"', "content-type": "text/plain"}
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """Who a connection's CONNECT credentials named, in which policy's directory. After a reload the
+    same credentials are asked again: a client removed or moved to another team is so at once, on
+    connections opened before too."""
+
+    credentials: str | None
+    directory: Directory
+    who: Identity
+
+
 class IdentityAddon:
     name = "identity"
 
     def __init__(self, gw: Gateway):
-        self.directory = Directory(gw.policy)
-        self.providers = gw.providers
-        self.known: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
+        self.gw = gw  # its directory and providers are those of the flow's policy
+        self.known: weakref.WeakKeyDictionary[connection.Client, _Known] = weakref.WeakKeyDictionary()
+
+    def known_as(self, client: connection.Client, who: Identity) -> None:
+        """Take the connection as `who`'s (`douane policy test`: a test names the caller, never its key)."""
+        self.known[client] = _Known(None, self.gw.directory, who)
 
     def _challenge(self, flow: http.HTTPFlow) -> None:
         """407 with a challenge; in the provider's error shape when the target is a provider."""
         message = "douane: proxy credentials missing or wrong; use HTTPS_PROXY=http://CLIENT:KEY@host:port"
-        spec = self.providers.match(flow.request.host, flow.request.port)
+        spec = self.gw.providers.match(flow.request.host, flow.request.port)
         if spec is None:
             flow.response = http.Response.make(407, (message + "\n").encode(), _CHALLENGE)
         else:
@@ -40,11 +55,13 @@ class IdentityAddon:
             flow.response = http.Response.make(407, body, {**_CHALLENGE, "content-type": "application/json"})
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
+        credentials = flow.request.headers.get("proxy-authorization")
+        directory = self.gw.directory
+        who = directory.identify(credentials)
         if who is None:
             self._challenge(flow)
             return
-        self.known[flow.client_conn] = who
+        self.known[flow.client_conn] = _Known(credentials, directory, who)
         flow.metadata[IDENTITY_KEY] = who
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -53,12 +70,19 @@ class IdentityAddon:
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
             self._by_api_key(flow)
             return
-        who = self.known.get(flow.client_conn)
-        if who is None:  # a plain-HTTP proxy request carries its credentials itself
-            who = self.directory.identify(flow.request.headers.get("proxy-authorization"))
-            if who is None:
-                self._challenge(flow)
-                return
+        directory = self.gw.directory
+        known = self.known.get(flow.client_conn)
+        if known is None:  # a plain-HTTP proxy request carries its credentials itself
+            who = directory.identify(flow.request.headers.get("proxy-authorization"))
+        elif known.directory is directory:
+            who = known.who
+        else:  # the policy was reloaded since the CONNECT: whom do its credentials name now?
+            who = directory.identify(known.credentials)
+            if who is not None:
+                self.known[flow.client_conn] = _Known(known.credentials, directory, who)
+        if who is None:
+            self._challenge(flow)
+            return
         flow.request.headers.pop("proxy-authorization", None)
         flow.metadata[IDENTITY_KEY] = who
 
@@ -66,12 +90,13 @@ class IdentityAddon:
         """Base-URL mode: when the policy names clients, the SDK's API key is the caller's douane key,
         which never goes further (the router puts the provider's central key in its place). When it
         names none, callers are anonymous and their key goes on, as through the proxy."""
-        where = reverse.destination(flow.request.path, self.providers)
+        where = reverse.destination(flow.request.path, self.gw.providers)
         if where is None:
             return  # names no provider: classify answers it
         req = flow.request
-        who = self.directory.identify_key(reverse.api_key(req.headers, req.query))
-        if self.directory.required:
+        directory = self.gw.directory
+        who = directory.identify_key(reverse.api_key(req.headers, req.query))
+        if directory.required:
             for header in KEY_HEADERS:
                 req.headers.pop(header, None)
             if "key" in req.query:

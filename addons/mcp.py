@@ -19,7 +19,7 @@ from addons.identity import IDENTITY_KEY
 from douane import classify, jsonio
 from douane.call import Call, new_call_id
 from douane.gateway import Gateway
-from douane.mcp import McpExchange, McpServers, jsonrpc_error
+from douane.mcp import McpExchange, jsonrpc_error
 from douane.providers.sse import SSEFramer
 from douane.streaming import make_decoder
 
@@ -34,12 +34,12 @@ class McpAddon:
 
     def __init__(self, gw: Gateway):
         self.gw = gw
-        self.servers = McpServers(gw.policy)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not self.servers.servers:
+        servers = self.gw.mcp_servers  # the flow's policy's
+        if flow.response or flow.error or not servers.servers:
             return
-        server = self.servers.match(flow.request.host, flow.request.port)
+        server = servers.match(flow.request.host, flow.request.port)
         if server is None:
             return
         who = flow.metadata.get(IDENTITY_KEY)

@@ -12,21 +12,10 @@ from addons.flows import call_of
 from douane import jsonio
 from douane.call import Call
 from douane.gateway import Gateway
-from douane.meter.tokens import estimate_input_tokens
 from douane.policy.model import Fallback
 from douane.providers import ProviderSpec
 from douane.relay import Plan
-from douane.routing import (
-    CHAT_ENDPOINTS,
-    KEY_HEADERS,
-    Facts,
-    attempt_for,
-    cheapest,
-    first_fallback,
-    first_route,
-    key_headers,
-    set_model,
-)
+from douane.routing import KEY_HEADERS, attempt_for, choose_route, facts_of, first_fallback, key_headers, set_model
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +42,10 @@ class RouterAddon:
         if call.request is not None and self.gw.enforcing and call.provider.adapter.prepare_upstream(call.request):
             call.strip_usage_chunk = True  # the client did not ask for stream usage: douane did
             call.body_changed = True
-        target, model, upstream = self._route(call)
+        target, model, upstream = choose_route(self.gw, call)
         fallback = None
         if call.request is not None and self.gw.enforcing and self.gw.policy.fallbacks:
-            hit = first_fallback(self.gw.policy, self._facts(call))
+            hit = first_fallback(self.gw.policy, facts_of(self.gw, call))
             fallback = hit[1] if hit else None
         crosses = target.format != call.provider.format
         if (fallback is not None or crosses) and self._relay(flow, call, target, model, upstream, fallback):
@@ -64,40 +53,6 @@ class RouterAddon:
         self._direct(flow, call, target, model, upstream)
         if self.gw.policy.audit.bodies == "redacted" and call.endpoint is not None and call.request_body is None:
             call.request_body = req.get_text(strict=False)
-
-    def _facts(self, call: Call) -> Facts:
-        if call.estimated_tokens is None:
-            call.estimated_tokens = estimate_input_tokens(call.request, call.request_bytes or 0)
-        return Facts(call.team, call.client, call.provider.name, call.model_requested, call.endpoint,
-                     call.estimated_tokens)
-
-    def _route(self, call: Call) -> tuple[ProviderSpec, str | None, str | None]:
-        """(target provider, model, upstream override) after the first matching route."""
-        if call.request is None or not self.gw.policy.routes:
-            return call.provider, call.model, None
-        hit = first_route(self.gw.policy, self._facts(call))
-        if hit is None:
-            return call.provider, call.model, None
-        i, route = hit
-        target = self.gw.providers.by_name(route.set_provider) if route.set_provider else call.provider
-        model = call.model
-        if route.set_model == "cheapest":
-            team = self.gw.policy.teams.get(call.team or "")
-            req = call.request
-            model = cheapest(route.among or [], team.models if team else None, self.gw.pricer, target.name,
-                             self._facts(call).input_tokens, req.max_tokens,
-                             self.gw.policy.metering.default_max_output_tokens) or model
-        elif route.set_model:
-            model = route.set_model
-        if target.format != call.provider.format and call.endpoint not in CHAT_ENDPOINTS:
-            call.note(f"routes[{i}]: not applied, endpoint {call.endpoint} does not translate")
-            return call.provider, call.model, None
-        change = f"{call.provider.name}/{call.model_requested} -> {target.name}/{model}"
-        if not self.gw.enforcing:
-            call.note(f"monitor: would apply routes[{i}]: {change}")
-            return call.provider, call.model, None
-        call.note(f"routes[{i}]: {change}" + (f" via {route.set_upstream}" if route.set_upstream else ""))
-        return target, model, route.set_upstream
 
     def _direct(self, flow: http.HTTPFlow, call: Call, target: ProviderSpec, model: str | None,
                 upstream: str | None) -> None:

@@ -39,4 +39,4 @@ class ShadowAIAddon:
             client=who.client if who else "anonymous", team=who.team if who else None,
             provider="shadow", endpoint="connect", method="CONNECT", host=host, stream=False,
             status=403 if blocked else 200, decision="blocked" if blocked else "allowed",
-            reason=f"shadow_ai.{rule.action}", mode=self.gw.policy.mode))
+            reason=f"shadow_ai.{rule.action}", mode=self.gw.policy.mode, policy_hash=self.gw.policy_hash))

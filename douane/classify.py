@@ -21,6 +21,7 @@ from douane import jsonio
 from douane.bodies import BodyTooComplex, walk
 from douane.call import Call
 from douane.decision import Block
+from douane.defaults import standardise
 from douane.providers import ProviderSpec, UnreadableBody
 
 if TYPE_CHECKING:
@@ -183,6 +184,9 @@ def read_request(gw: Gateway, call: Call, raw: bytes) -> Block | None:
         if model is not None and not isinstance(model, str) and call.provider.format != "gemini":
             # the allow-lists, routes and prices match model names: a number or an object is none
             raise NotReadable(f"the body's model must be a string, not {type(model).__name__}")
+        standardised = standardise(gw.policy, call, body, gw.enforcing)  # the policy's defaults:, first
+        if standardised is not None:
+            return standardised
         strings = walk(body, limits.max_json_depth, limits.max_json_strings)
     except BodyTooComplex as e:
         return Block(400, e.rule, f"{e}; it was not forwarded because douane cannot inspect it", always=True)

@@ -113,7 +113,8 @@ def main() -> None:
 @click.option("--admin-host", default="127.0.0.1", show_default=True, help="address of the admin listener")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
         sets: tuple[str, ...], grace: float, proxy_mode: str, admin_port: int | None, admin_host: str) -> None:
-    """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
+    """Start the proxy in the foreground; SIGHUP reloads the policy (an invalid one is refused, the old one
+    stays); SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
@@ -196,7 +197,7 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets, proxy_mode)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, admin=admin))
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, admin=admin, policy_path=path))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
         _problem("cannot start", e)
         sys.exit(2)
@@ -377,7 +378,7 @@ def policy() -> None:
 @click.argument("path", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def policy_check(path: str, fmt: str) -> None:
-    """Validate a policy file or folder: exit 0 with a summary, or 1 with every error."""
+    """Validate a policy file or folder: exit 0 with a summary and its policy_hash, or 1 with every error."""
     try:
         loaded = load_policy(path)
     except PolicyError as e:
@@ -388,10 +389,134 @@ def policy_check(path: str, fmt: str) -> None:
                 click.echo(str(issue), err=True)
             click.echo(f"{path}: {len(e.issues)} error(s)", err=True)
         sys.exit(1)
+    from douane.gateway import policy_digest
+
+    digest = policy_digest(loaded)  # the `policy_hash` of every audit row this policy judges
     if fmt == "json":
-        click.echo(json.dumps({"valid": True, "summary": policy_summary(loaded)}))
+        click.echo(json.dumps({"valid": True, "summary": policy_summary(loaded), "policy_hash": digest}))
     else:
-        click.echo(f"{path}: valid: {policy_summary(loaded)}")
+        click.echo(f"{path}: valid: {policy_summary(loaded)}; policy_hash {digest}")
+
+
+@policy.command("test")
+@click.argument("policy_path", metavar="POLICY", type=click.Path())
+@click.argument("test_files", metavar="TESTFILE...", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit"]), default="table", show_default=True)
+def policy_test(policy_path: str, test_files: tuple[str, ...], fmt: str) -> None:
+    """Run test cases against a policy, offline, through the proxy's own stages: exit 0 when every
+    case passes, 1 otherwise (a failed case, or a policy or test file that cannot be read)."""
+    from douane.policy.testing import CaseFileError, Harness, load_cases
+
+    loaded = _load_or_exit(policy_path)
+    cases = []
+    for path in test_files:
+        try:
+            cases += load_cases(path)
+        except CaseFileError as e:
+            _problem("test file error", e)
+            sys.exit(1)
+    results = Harness(loaded).run(cases)
+    failed = sum(not r.passed for r in results)
+    if fmt == "json":
+        click.echo(json.dumps({"policy": policy_path, "passed": len(results) - failed, "failed": failed,
+                               "cases": [{"name": r.case.name, "where": r.case.where, "passed": r.passed,
+                                          "failures": r.failures, "got": r.got} for r in results]}))
+    elif fmt == "junit":
+        click.echo(_junit(policy_path, results))
+    else:
+        table = Table("case", "result", "calls", title=f"douane policy test {policy_path}")
+        for r in results:
+            table.add_row(escape(r.case.name), "[green]pass[/]" if r.passed else "[red]FAIL[/]", str(r.case.repeat))
+        out.print(table)
+        for r in results:  # each failure whole, on its own line: paths and texts are never folded
+            if not r.passed:
+                out.print(Text.assemble(("FAIL ", "bold red"), f"{r.case.where} ({r.case.name})"), soft_wrap=True)
+                for failure in r.failures:
+                    out.print(f"  {failure}", soft_wrap=True, markup=False, highlight=False)
+        out.print(f"{len(results) - failed} passed, {failed} failed", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+@policy.command("replay")
+@click.option("--policy", "policy_path", help="the candidate policy, file or folder [env DOUANE_POLICY; "
+              "policies/default.yaml]")
+@click.option("--db", help="audit store [env DOUANE_DB; the policy's audit.db; ./douane.duckdb]")
+@click.option("--since", default="7d", show_default=True, help="how far back: 30m, 24h, 7d, 2w")
+@click.option("--where", "where", help="an SQL condition on the requests table, e.g. \"team = 'support'\"")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def policy_replay(policy_path: str | None, db: str | None, since: str, where: str | None, fmt: str) -> None:
+    """Re-judge recorded calls under a candidate policy, offline, and report what would change."""
+    from rich.progress import Progress
+
+    from douane.policy.replay import parse_since, read_rows, replay
+
+    policy_path = _policy_path(policy_path)
+    candidate = _load_or_exit(policy_path)
+    try:
+        window = parse_since(since)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    db_path = _db_path(db, candidate)
+    try:
+        rows = read_rows(db_path, window, where)
+    except FileNotFoundError as e:
+        _problem("cannot replay", e)
+        sys.exit(1)
+    except Exception as e:  # duckdb's own errors: a bad --where, mostly
+        _problem("cannot read the audit store", f"{e}; check --where and --db")
+        sys.exit(1)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("replaying", total=len(rows))
+        report = replay(candidate, policy_path, rows, progress=lambda n: bar.update(task, completed=n))
+    data = report.as_json()
+    if fmt == "json":
+        click.echo(json.dumps(data, default=str))
+        return
+    _print_replay(data)
+
+
+def _print_replay(data: dict[str, Any]) -> None:
+    out.print(f"replayed {data['replayed']} call(s) under {data['policy']} (policy_hash {data['policy_hash']}), "
+              f"{data['calls_per_second'] or 0} calls/s; skipped: {data['skipped'] or 'none'}",
+              highlight=False, markup=False, soft_wrap=True)
+    table = Table("now", "team", "rule", "calls", "examples", title="decisions that would change")
+    for group in data["by_rule"]:
+        table.add_row(group["now"], escape(str(group["team"])), escape(group["rule"]), str(group["calls"]),
+                      escape(", ".join(group["examples"])))
+    out.print(table)
+    if data["rerouted"]:
+        routes = Table("call", "before", "after", "cost before", "cost after", title="reroutes and model changes")
+        for r in data["rerouted"][:50]:
+            routes.add_row(r["id"], escape(r["before"]), escape(r["after"]), str(r["before_cost_usd"]),
+                           str(r["after_cost_usd"]))
+        out.print(routes)
+        out.print(f"estimated cost difference of the reroutes: ${data['rerouted_cost_difference_usd']}")
+    out.print(f"new guard findings: {len(data['new_findings'])} call(s)", highlight=False)
+    out.print("what replay cannot know:", highlight=False)
+    for line in data["cannot_know"]:
+        out.print(f"  - {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+@policy.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of a policy file, for editors that validate YAML as you type."""
+    from douane.policy.schema import policy_schema as schema
+
+    click.echo(json.dumps(schema(), indent=2))
+
+
+def _junit(policy_path: str, results: list[Any]) -> str:
+    """JUnit XML, one testcase per case, for CI systems that show test reports."""
+    from xml.etree import ElementTree as ET
+
+    failed = sum(not r.passed for r in results)
+    suite = ET.Element("testsuite", name=f"douane policy test {policy_path}", tests=str(len(results)),
+                       failures=str(failed), errors="0")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=r.case.where.split(":")[0], name=r.case.name)
+        if not r.passed:
+            ET.SubElement(case, "failure", message=r.failures[0]).text = "\n".join(r.failures)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
 @main.group()

@@ -33,3 +33,20 @@ def decide(call: Call, block: Block, enforcing: bool) -> bool:
     call.decision = "blocked"
     call.note(block.rule)
     return True
+
+
+def refuse(call: Call, block: Block, enforcing: bool) -> bool:
+    """A call refused before it left: `decide`, and when enforced, nothing was sent anywhere (a
+    route may have been chosen). True when the block is enforced."""
+    if not decide(call, block, enforcing):
+        return False
+    call.upstream = call.served_by = None
+    return True
+
+
+def withhold(call: Call, block: Block) -> None:
+    """An answer replaced by the block before the client got any of it."""
+    call.decision = "blocked"
+    call.note(block.rule)
+    call.response_body = None
+    call.status = block.status

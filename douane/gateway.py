@@ -1,23 +1,37 @@
-"""The running gateway's shared parts, built once from a policy and handed to every addon."""
+"""The running gateway: the parts every addon shares, and the policy generation each call is judged under.
+
+A policy reload (SIGHUP) does not change the policy under a call in flight: everything built from
+one policy (providers, guard settings and their detectors, prices, the rules of limits and budgets,
+the clients' directory, the MCP servers) is one `Generation`, swapped in whole. Each flow is bound
+to the generation current when it started (addons.generation), and `gw.policy` and its siblings
+read the bound one; code running outside any flow reads the current one. What carries state
+across policies is shared by every generation: the audit writer, the limits' and budgets' counters,
+the circuit breakers, the detectors already built, the calls in flight.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from douane import clock
 from douane.audit import AuditStore, AuditWriter
 from douane.audit.chain import valid_instance_id
 from douane.audit.settings import AuditSettings, Retention
 from douane.audit.signing import Signer
 from douane.call import Call
+from douane.clock import Clock, from_environment
 from douane.guard_settings import Detectors, GuardBook, GuardConfigError, Guards
+from douane.identity import Directory
+from douane.mcp import McpServers
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
@@ -63,7 +77,8 @@ class ConfigError(Exception):
 
 
 def central_keys(specs: list[ProviderSpec]) -> dict[str, str]:
-    """Provider keys the proxy injects, read once at start-up from the environment or a file."""
+    """Provider keys the proxy injects, read from the environment or a file at start-up and at each
+    reload (a key rotated is read again; one missing refuses the reload)."""
     keys = {}
     for spec in specs:
         if spec.api_key_env:
@@ -107,58 +122,167 @@ def policy_digest(policy: Policy) -> str:
     return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
 
 
-@dataclass
-class Gateway:
-    policy: Policy
-    db_path: Path
-    providers: ProviderTable = field(init=False)
-    guard_book: GuardBook = field(init=False)
-    writer: AuditWriter = field(init=False)
-    provider_keys: dict[str, str] = field(init=False)
-    pricer: Pricer = field(init=False)
-    limits: Limits = field(init=False)
-    relay: Relay = field(init=False)
-    detectors: Detectors = field(init=False, default_factory=Detectors)
-    clock: clock.Clock = field(init=False)
-    inflight: set[str] = field(init=False, default_factory=set)  # ids of calls classified, not yet recorded
-    draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
-    # the policy in force, on every audit row; a policy reload sets it again (with the policy)
-    policy_hash: str = field(init=False, default="")
-    metrics: Metrics | None = field(init=False, default=None)  # counted per call when the admin port is on
-    tracer: Tracer | None = field(init=False, default=None)  # a span per call when telemetry.otlp_endpoint is set
-    anomaly: AnomalyGuard | None = field(init=False, default=None)  # with the policy's `anomaly:`
+@dataclass(frozen=True, eq=False)
+class Generation:
+    """Everything built from one policy, swapped in whole by a reload; `number` counts them from 1."""
 
-    def __post_init__(self) -> None:
+    number: int
+    policy: Policy
+    hash: str  # policy_digest: on every audit row (`policy_hash`)
+    providers: ProviderTable
+    guard_book: GuardBook
+    provider_keys: dict[str, str]
+    pricer: Pricer
+    limits: Limits  # the rules; their counters are the gateway's state, shared by every generation
+    directory: Directory
+    mcp: McpServers
+
+    @property
+    def allow_hosts(self) -> list[str]:
+        """mitmproxy's allow_hosts: the providers' and MCP servers' hosts, intercepted; all else tunnelled."""
+        return self.providers.allow_hosts() + self.mcp.allow_hosts()
+
+
+KeyReader = Callable[[list[ProviderSpec]], dict[str, str]]
+
+
+class Gateway:
+    """`policy` and what is built from it are the bound generation's (see the module's docstring).
+
+    `writer`, `clock`, `state` and `keys` are for tools that judge calls without serving them
+    (douane policy test, replay): an audit writer of their own, a clock they move, counters that
+    start empty, and no provider key read from the environment."""
+
+    def __init__(self, policy: Policy, db_path: Path | None, *, writer: AuditWriter | None = None,
+                 clock: Clock | None = None, state: State | None = None, keys: KeyReader | None = None,
+                 detectors: Detectors | None = None):
+        self.db_path = db_path
         try:
-            self.clock = clock.from_environment()
+            self.clock = clock or from_environment()
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self.providers = ProviderTable(provider_specs(self.policy))
-        try:
-            self.guard_book = GuardBook(self.policy, self.detectors)
-        except GuardConfigError as e:
-            raise ConfigError(str(e)) from None
-        self.writer = AuditWriter(AuditStore(self.db_path), settings=audit_settings(self.policy))
-        self.policy_hash = policy_digest(self.policy)
-        self.provider_keys = central_keys(self.providers.specs)
-        self.pricer = Pricer(self.policy.prices)
-        self.limits = Limits(self.policy, make_state(self.policy), self.clock)
-        self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s,
-                                    clock=self.clock.monotonic))
-        if self.policy.telemetry.otlp_endpoint is not None:
+        self.detectors = detectors or Detectors()
+        self.read_keys = keys or central_keys
+        self.state = state or make_state(policy)
+        self._numbers = itertools.count(1)
+        self._bound: ContextVar[Generation | None] = ContextVar(f"douane.generation.{id(self)}", default=None)
+        self.current = self.prepare(policy)
+        if writer is None:
+            assert db_path is not None, "a gateway that writes its own audit store needs its path"
+            writer = AuditWriter(AuditStore(db_path), settings=audit_settings(policy))
+        self.writer = writer
+        self.relay = Relay(Breakers(policy.breaker.failures, policy.breaker.cooldown_s, clock=self.clock.monotonic))
+        self.inflight: set[str] = set()  # ids of calls classified, not yet recorded
+        self.draining = False  # stopping: answers say `connection: close`
+        # built from the policy douane started with: a reload keeps them (telemetry and anomaly
+        # settings take a restart)
+        self.metrics: Metrics | None = None  # counted per call when the admin port is on
+        self.tracer: Tracer | None = None  # a span per call when telemetry.otlp_endpoint is set
+        self.anomaly: AnomalyGuard | None = None  # with the policy's `anomaly:`
+        if policy.telemetry.otlp_endpoint is not None:
             from douane.ops.tracing import Tracer
 
-            self.tracer = Tracer(self.policy.telemetry)
-        if self.policy.anomaly is not None:
+            self.tracer = Tracer(policy.telemetry)
+        if policy.anomaly is not None:
             from douane.ops.anomaly import AnomalyGuard, SharedAnomalies
 
-            self.anomaly = AnomalyGuard(self.policy.anomaly, on_finding=self._count_anomaly)
-            if isinstance(self.limits.state, RedisState):
-                self.anomaly.shared = SharedAnomalies(self.limits.state.client, self.limits.state.prefix)
+            self.anomaly = AnomalyGuard(policy.anomaly, on_finding=self._count_anomaly)
+            if isinstance(self.state, RedisState):
+                self.anomaly.shared = SharedAnomalies(self.state.client, self.state.prefix)
 
     def _count_anomaly(self, finding: Finding, action: str) -> None:
         if self.metrics is not None:
             self.metrics.anomalies.add((finding.subject[0], finding.signal, action))
+
+    # -- generations ----------------------------------------------------------------------------------
+
+    def prepare(self, policy: Policy) -> Generation:
+        """Everything a policy needs built, without putting it in force; ConfigError when the
+        environment cannot serve it (a missing key, an unknown PII entity) or a running gateway
+        cannot take it without a restart (another state backend)."""
+        current: Generation | None = getattr(self, "current", None)
+        if current is not None and policy.state != current.policy.state:
+            raise ConfigError("state: the backend of limits and budgets changed; counters cannot move between "
+                              "backends while douane runs: restart douane to use the new one")
+        providers = ProviderTable(provider_specs(policy))
+        try:
+            book = GuardBook(policy, self.detectors)
+        except GuardConfigError as e:
+            raise ConfigError(str(e)) from None
+        return Generation(number=next(self._numbers), policy=policy, hash=policy_digest(policy), providers=providers,
+                          guard_book=book, provider_keys=self.read_keys(providers.specs), pricer=Pricer(policy.prices),
+                          limits=Limits(policy, self.state, self.clock), directory=Directory(policy),
+                          mcp=McpServers(policy))
+
+    def put_in_force(self, generation: Generation) -> Generation:
+        """Make `generation` the one new calls start under (calls in flight keep theirs); the previous."""
+        previous, self.current = self.current, generation
+        breakers, rule = self.relay.breakers, generation.policy.breaker
+        breakers.failures, breakers.cooldown = rule.failures, rule.cooldown_s  # their counts are kept
+        return previous
+
+    @property
+    def generation(self) -> Generation:
+        """The generation the code running now judges under: its flow's, else the current one."""
+        return self._bound.get() or self.current
+
+    def bind(self, generation: Generation | None) -> Token[Generation | None]:
+        """Judge under `generation` (None: the current one) in this context until `unbind`."""
+        return self._bound.set(generation)
+
+    def unbind(self, token: Token[Generation | None]) -> None:
+        self._bound.reset(token)
+
+    @contextlib.contextmanager
+    def bound(self, generation: Generation | None) -> Iterator[None]:
+        token = self.bind(generation)
+        try:
+            yield
+        finally:
+            self.unbind(token)
+
+    # -- the bound generation's parts -----------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self.generation.policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        """Put another policy in force at once (tests; a running proxy reloads through douane.reload)."""
+        self.put_in_force(self.prepare(policy))
+
+    @property
+    def policy_hash(self) -> str:
+        return self.generation.hash
+
+    @property
+    def providers(self) -> ProviderTable:
+        return self.generation.providers
+
+    @property
+    def guard_book(self) -> GuardBook:
+        return self.generation.guard_book
+
+    @property
+    def provider_keys(self) -> dict[str, str]:
+        return self.generation.provider_keys
+
+    @property
+    def pricer(self) -> Pricer:
+        return self.generation.pricer
+
+    @property
+    def limits(self) -> Limits:
+        return self.generation.limits
+
+    @property
+    def directory(self) -> Directory:
+        return self.generation.directory
+
+    @property
+    def mcp_servers(self) -> McpServers:
+        return self.generation.mcp
 
     @property
     def enforcing(self) -> bool:
@@ -167,18 +291,12 @@ class Gateway:
     def guards(self, call: Call) -> Guards:
         """The guard settings that apply to this call (its client's, its team's or the policy's), with
         their detectors: the one place every stage reads them from."""
-        return self._guard_book().for_caller(call.client, call.team)
+        return self.guard_book.for_caller(call.client, call.team)
 
     @property
     def policy_guards(self) -> Guards:
         """The policy's own settings: what applies to a caller with no scope of its own."""
-        return self._guard_book().default
-
-    def _guard_book(self) -> GuardBook:
-        book = self.guard_book
-        if book.policy is not self.policy:  # the policy was replaced (a reload): its own settings
-            book = self.guard_book = GuardBook(self.policy, self.detectors)
-        return book
+        return self.guard_book.default
 
     def record(self, call: Call, now: float | None = None) -> None:
         """Write the call's one row (once), keeping the bodies the policy keeps. Never raises: it is

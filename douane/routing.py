@@ -9,18 +9,23 @@ import fnmatch
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from douane import translate
+from douane.call import Call
 from douane.meter.pricing import Pricer
+from douane.meter.tokens import estimate_input_tokens
 from douane.policy.model import Fallback, Match, Policy, Route
 from douane.providers import ProviderSpec
 from douane.relay import Attempt
 from douane.translate import CHAT_ENDPOINTS
 
-__all__ = ["CHAT_ENDPOINTS", "KEY_HEADERS", "Facts", "attempt_for", "cheapest", "first_fallback", "first_route",
-           "key_headers", "matches", "set_model", "target_url"]
+if TYPE_CHECKING:
+    from douane.gateway import Gateway
+
+__all__ = ["CHAT_ENDPOINTS", "KEY_HEADERS", "Facts", "attempt_for", "cheapest", "choose_route", "facts_of",
+           "first_fallback", "first_route", "key_headers", "matches", "set_model", "target_url"]
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 
@@ -63,6 +68,44 @@ def first_fallback(policy: Policy, f: Facts) -> tuple[int, Fallback] | None:
         if matches(rule.when, f):
             return i, rule
     return None
+
+
+def facts_of(gw: Gateway, call: Call) -> Facts:
+    """What routes and fallbacks match on, the input estimate computed once per call."""
+    if call.estimated_tokens is None:
+        call.estimated_tokens = estimate_input_tokens(call.request, call.request_bytes or 0)
+    return Facts(call.team, call.client, call.provider.name, call.model_requested, call.endpoint,
+                 call.estimated_tokens)
+
+
+def choose_route(gw: Gateway, call: Call) -> tuple[ProviderSpec, str | None, str | None]:
+    """(target provider, model, upstream override) after the first matching route, noted on the call;
+    in monitor mode the route is only noted, and the call goes where it was sent."""
+    if call.request is None or not gw.policy.routes:
+        return call.provider, call.model, None
+    hit = first_route(gw.policy, facts_of(gw, call))
+    if hit is None:
+        return call.provider, call.model, None
+    i, route = hit
+    target = gw.providers.by_name(route.set_provider) if route.set_provider else call.provider
+    model = call.model
+    if route.set_model == "cheapest":
+        team = gw.policy.teams.get(call.team or "")
+        req = call.request
+        model = cheapest(route.among or [], team.models if team else None, gw.pricer, target.name,
+                         facts_of(gw, call).input_tokens, req.max_tokens,
+                         gw.policy.metering.default_max_output_tokens) or model
+    elif route.set_model:
+        model = route.set_model
+    if target.format != call.provider.format and call.endpoint not in CHAT_ENDPOINTS:
+        call.note(f"routes[{i}]: not applied, endpoint {call.endpoint} does not translate")
+        return call.provider, call.model, None
+    change = f"{call.provider.name}/{call.model_requested} -> {target.name}/{model}"
+    if not gw.enforcing:
+        call.note(f"monitor: would apply routes[{i}]: {change}")
+        return call.provider, call.model, None
+    call.note(f"routes[{i}]: {change}" + (f" via {route.set_upstream}" if route.set_upstream else ""))
+    return target, model, route.set_upstream
 
 
 def cheapest(candidates: list[str], allowed: list[str] | None, pricer: Pricer, provider: str,

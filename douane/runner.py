@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from mitmproxy import exceptions, options
 from mitmproxy.tools.dump import DumpMaster
 
-from douane.gateway import Gateway
-from douane.mcp import McpServers
+from douane.gateway import Gateway, Generation
 from douane.ops.admin import AdminServer, admin_routes
 from douane.ops.metrics import Metrics
 from douane.ops.probe import GatewayProbe
+from douane.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,10 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
     from douane import reverse
 
     opts = options.Options()
-    allow_hosts = gw.providers.allow_hosts() + McpServers(gw.policy).allow_hosts()
+    allow_hosts = gw.current.allow_hosts + mode_hosts(listen)
     mode = listen.mode
     if mode == "reverse":  # every request is douane's to place: intercept the placeholder it is sent to
         mode = f"reverse:{reverse.PLACEHOLDER}"
-        allow_hosts.append(f"^{re.escape(reverse.PLACEHOLDER_HOST)}:{reverse.PLACEHOLDER_PORT}$")
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(*addons.build(gw))
     opts.update(
@@ -103,15 +102,16 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
 
 
 async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None = None,
-                grace: float = 10.0, admin: AdminConfig | None = None) -> None:
+                grace: float = 10.0, admin: AdminConfig | None = None, policy_path: str | None = None) -> None:
     """Build the master inside the running loop (mitmproxy needs one), then serve until a signal.
     With `admin`, metrics are counted and the admin listener serves until the proxy has stopped
-    (through the drain, when /readyz says 503); AdminPortError when it cannot listen."""
+    (through the drain, when /readyz says 503); AdminPortError when it cannot listen. With
+    `policy_path`, SIGHUP reloads the policy from it (douane.reload)."""
     server = await start_admin(gw, admin) if admin is not None else None
     shared = gw.anomaly.shared if gw.anomaly is not None else None
     refresh = asyncio.get_running_loop().create_task(shared.run(gw.anomaly)) if shared is not None else None
     try:
-        await _serve(gw, listen, on_ready, grace)
+        await _serve(gw, listen, on_ready, grace, policy_path)
     finally:
         if refresh is not None:
             refresh.cancel()
@@ -131,7 +131,8 @@ async def start_admin(gw: Gateway, admin: AdminConfig) -> AdminServer:
     return server
 
 
-async def _serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None, grace: float) -> None:
+async def _serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None, grace: float,
+                 policy_path: str | None) -> None:
     master = make_master(gw, listen)
     keep_serving_through_audit_trouble(master)
     if on_ready is not None:
@@ -140,10 +141,29 @@ async def _serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None]
     stop = GracefulStop(master, gw, grace)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.on_signal, sig)
+    if policy_path is not None:
+        reloader = Reloader(gw, policy_path, on_swap=lambda gen: intercept(master, gen, listen))
+        loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     settle_garbage_collector()
     await master.run()
+
+
+def mode_hosts(listen: ListenConfig) -> list[str]:
+    """Hosts the mode itself needs intercepted: base-URL mode's placeholder, where every request goes."""
+    from douane import reverse
+
+    if listen.mode != "reverse":
+        return []
+    return [f"^{re.escape(reverse.PLACEHOLDER_HOST)}:{reverse.PLACEHOLDER_PORT}$"]
+
+
+def intercept(master: DumpMaster, generation: Generation, listen: ListenConfig) -> None:
+    """Intercept the hosts of a reloaded policy's providers and MCP servers (new connections)."""
+    hosts = generation.allow_hosts + mode_hosts(listen)
+    if list(master.options.allow_hosts) != hosts:
+        master.options.update(allow_hosts=hosts)
 
 
 def keep_serving_through_audit_trouble(master: DumpMaster) -> None:

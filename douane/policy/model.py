@@ -336,6 +336,37 @@ class Match(Strict):
     max_input_tokens: int | None = None
 
 
+class MaxTokensCap(Strict):
+    """At most `cap` output tokens: a call asking for more is clamped to it, or refused (400)."""
+
+    cap: int = Field(ge=1)
+    over: Literal["clamp", "reject"] = "clamp"
+
+
+class Defaults(Strict):
+    """Request standardisation (douane.defaults): the first rule whose `when` matches a chat call
+    sets what the client left out, caps what it asked for, and puts the organisation's system prompt
+    first, once. Each change is noted on the call's row."""
+
+    when: Match = Field(default_factory=Match)
+    temperature: float | None = Field(default=None, ge=0, le=2)  # set when the call has none
+    max_tokens: int | None = Field(default=None, ge=1)  # set when the call has none
+    max_tokens_cap: MaxTokensCap | None = None
+    tag_user: bool = False  # the provider's end-user field, when missing: the client's name
+    system_prompt: str | None = Field(default=None, min_length=1)  # prepended once, unless already first
+
+    @model_validator(mode="after")
+    def _whole(self) -> Defaults:
+        if self.when.min_input_tokens is not None or self.when.max_input_tokens is not None:
+            raise ValueError("when: min_input_tokens and max_input_tokens are not available to defaults "
+                             "(they apply before the prompt is measured); match on team, client, provider, "
+                             "model or endpoint")
+        if self.max_tokens is not None and self.max_tokens_cap is not None and \
+                self.max_tokens > self.max_tokens_cap.cap:
+            raise ValueError(f"max_tokens {self.max_tokens} is over max_tokens_cap.cap {self.max_tokens_cap.cap}")
+        return self
+
+
 class Route(Strict):
     when: Match = Field(default_factory=Match)
     set_model: str | None = None  # a model, or "cheapest" (with `among`)
@@ -532,6 +563,7 @@ class Policy(Strict):
     clients: list[Client] | None = None
     teams: dict[str, Team] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
+    defaults: list[Defaults] = Field(default_factory=list)
     fallbacks: list[Fallback] = Field(default_factory=list)
     breaker: Breaker = Field(default_factory=Breaker)
     state: StatePolicy = Field(default_factory=StatePolicy)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from addons.answer import AnswerAddon
+from douane.answer import prescan
 from douane.detect.pii import PiiDetector
 
 
 def test_a_delivered_answer_is_scanned_after_it_leaves_so_the_next_call_finds_it_cached() -> None:
     pii = PiiDetector(["EMAIL_ADDRESS"])
-    answer = AnswerAddon(SimpleNamespace())  # type: ignore[arg-type]
     guards = SimpleNamespace(pii_detector=pii)  # the call's guard settings: their PII detector's cache is warmed
     delivered = "echo: write to jane@example.com"
 
     async def deliver() -> bool:
-        answer._prescan(guards, [delivered, "x" * 10_000])  # type: ignore[arg-type]
+        prescan(guards, [delivered, "x" * 10_000])  # type: ignore[arg-type]
         cached_at_once = pii.lookup(delivered) is not None
         await asyncio.sleep(0)
         return cached_at_once
