@@ -17,7 +17,7 @@ from douane.guard import INLINE_SCAN_CHARS, scan, scan_failed
 from douane.guard_settings import Guards
 from douane.meter.gate import estimate_usage
 from douane.providers import CanonicalResponse, TextPart, UnreadableBody
-from douane.rewrite import Blocked, OutputGuard, Stage
+from douane.rewrite import Blocked, Stage, is_guard, may_rewrite, whole
 from douane.streaming import StreamTap, make_decoder, record_findings
 from douane.toolguard import ToolWatch, check_answer, lead_with
 
@@ -189,7 +189,7 @@ class AnswerAddon:
                 return False
             # open: forwarded unscanned, with the user's values still put back (fresh stages: the
             # timed-out scan may still be running on its own)
-            stages = [s for s in self.gw.answer_stages(guards, call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
+            stages = [s for s in self.gw.answer_stages(guards, call.pseudonyms)[0] if not is_guard(s)]
             texts, audited_text = self._rewrite(parts, stages, 0)
         restored = [new for part, new in zip(parts, texts, strict=True) if new != part.text]
         for part, text in zip(parts, texts, strict=True):
@@ -197,7 +197,7 @@ class AnswerAddon:
         record_findings(call, stages)
         if call.request is not None and any(m.role in ("assistant", "model") for m in call.request.messages):
             self._prescan(guards, restored)  # a client that sends its history will send this answer back
-        if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
+        if any(may_rewrite(s) for s in stages):
             call.response_body = audited_text
             return True
         return False
@@ -229,7 +229,7 @@ class AnswerAddon:
             for i, stage in enumerate(stages):
                 if i == audited:
                     kept.append(text)
-                text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text)
+                text = whole(stage, text)
             if audited >= len(stages):
                 kept.append(text)
             out.append(text)
