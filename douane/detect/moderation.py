@@ -107,11 +107,12 @@ _WORD = re.compile(r"\w+")
 
 
 def features(text: str, prefix: int) -> list[str]:
-    """The words of `text` (lower case, compatibility forms folded) and the `prefix`-character prefixes
-    of the longer ones (`stabbed`, `stabbing` share `stabb`), as the model's weights are keyed."""
+    """The words of `text` (lower case, compatibility forms folded) and their `prefix`-character prefixes
+    (`stabbed`, `stabbing` share `stabb`; a short word counts twice, itself and its prefix), as the model
+    was trained: the artifact's weights and bias assume exactly this list."""
     view = (text if text.isascii() else unicodedata.normalize("NFKC", text)).lower()
     words = _WORD.findall(view)
-    return words + [w[:prefix] for w in words if len(w) > prefix]
+    return words + [w[:prefix] for w in words]
 
 
 @dataclass(frozen=True)
