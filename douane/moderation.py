@@ -13,6 +13,7 @@ sentence and stay JSON: there `redact` blocks instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import cast
 
 from douane.detect.moderation import CATEGORIES, DENY, Hit, Judge, ModerationDetector, sentence_end
@@ -64,7 +65,7 @@ class Moderator:
             actions = dict.fromkeys(actions, "monitor")
         return cls(detector, actions, thresholds)
 
-    @property
+    @cached_property
     def rewrites(self) -> bool:
         """Whether this stage may change or stop the text (else it only records, holding nothing)."""
         return any(a != "monitor" for a in self.actions.values())

@@ -106,13 +106,17 @@ def sentences(text: str, max_len: int = MAX_SENTENCE) -> Iterator[tuple[int, int
 _WORD = re.compile(r"\w+")
 
 
+def words(text: str) -> list[str]:
+    """The words of `text`, lower case, compatibility forms folded."""
+    return _WORD.findall((text if text.isascii() else unicodedata.normalize("NFKC", text)).lower())
+
+
 def features(text: str, prefix: int) -> list[str]:
-    """The words of `text` (lower case, compatibility forms folded) and their `prefix`-character prefixes
-    (`stabbed`, `stabbing` share `stabb`; a short word counts twice, itself and its prefix), as the model
-    was trained: the artifact's weights and bias assume exactly this list."""
-    view = (text if text.isascii() else unicodedata.normalize("NFKC", text)).lower()
-    words = _WORD.findall(view)
-    return words + [w[:prefix] for w in words]
+    """The words of `text` and their `prefix`-character prefixes (`stabbed`, `stabbing` share `stabb`; a
+    short word counts twice, itself and its prefix), as the model was trained: the artifact's weights and
+    bias assume exactly this list. ModerationModel.sums adds the same weights a word at a time."""
+    found = words(text)
+    return found + [w[:prefix] for w in found]
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,18 @@ class ModerationModel:
     prefix: int
     bias: dict[str, float]
     weights: dict[str, dict[str, float]]
-    # feature -> its weight in every category (CATEGORIES' order): one lookup per feature
+    # feature -> its weight in every category (CATEGORIES' order)
     table: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
+    # a feature that is a word -> what its two features (itself and its prefix) add: one lookup per word
+    by_word: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         keys = sorted({k for w in self.weights.values() for k in w})
-        object.__setattr__(self, "table", {k: tuple(self.weights[c].get(k, 0.0) for c in CATEGORIES) for k in keys})
+        table = {k: tuple(self.weights[c].get(k, 0.0) for c in CATEGORIES) for k in keys}
+        by_word = {k: tuple(a + b for a, b in zip(v, table.get(k[:self.prefix], _ZEROS), strict=True))
+                   for k, v in table.items()}
+        object.__setattr__(self, "table", table)
+        object.__setattr__(self, "by_word", by_word)
 
     @classmethod
     def load(cls, path: Path = DEFAULT) -> ModerationModel:
@@ -147,10 +157,17 @@ class ModerationModel:
         return model
 
     def sums(self, text: str) -> tuple[tuple[float, ...], int]:
-        """Per category, the summed weights of the text's features, and how many features it has."""
-        feats = features(text, self.prefix)
-        found = [w for w in map(self.table.get, feats) if w is not None]
-        return (tuple(map(sum, zip(*found, strict=True))) if found else _ZEROS), len(feats)
+        """Per category, the summed weights of the text's features, and how many features it has: the
+        weights of `features(text)`, looked up a word at a time (a word the model does not know may
+        still have a known prefix)."""
+        found = words(text)
+        hits = list(map(self.by_word.get, found))
+        known = [h for h in hits if h is not None]
+        if len(known) < len(hits):
+            p = self.prefix
+            unknown = [w[:p] for w, h in zip(found, hits, strict=True) if h is None and len(w) > p]
+            known += [h for h in map(self.table.get, unknown) if h is not None]
+        return (tuple(map(sum, zip(*known, strict=True))) if known else _ZEROS), 2 * len(found)
 
     def logit(self, category: int, total: float, n: int) -> float:
         return self.bias[CATEGORIES[category]] + (total / math.sqrt(n) if n else 0.0)
@@ -249,11 +266,15 @@ class Judge:
         harmful after a harmful instruction, but not "Have a nice day." after one."""
         model = self.detector.model
         own, n = model.sums(sentence)
-        out = {}
+        if not n:
+            return {c: _sigmoid(model.bias[c]) for c in CATEGORIES}
+        root, out = math.sqrt(n), {}
+        both = math.sqrt(n + self._count)
         for i, c in enumerate(CATEGORIES):
-            z = model.logit(i, own[i], n)
-            if n and own[i] / math.sqrt(n) >= LEAN and self._count:
-                z = max(z, model.logit(i, own[i] + self._totals[i], n + self._count))
+            lean = own[i] / root
+            z = model.bias[c] + lean
+            if lean >= LEAN and self._count:
+                z = max(z, model.bias[c] + (own[i] + self._totals[i]) / both)
             out[c] = _sigmoid(z)
         self._remember(sentence, own, n)
         return out
