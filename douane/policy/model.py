@@ -240,6 +240,12 @@ class ModerationCategoryPolicy(Strict):
     action: Literal["block", "redact", "monitor", "off"] | None = None
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
+    @field_validator("action", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        """YAML reads an unquoted `off` as false: it means off."""
+        return "off" if v is False else v
+
 
 class ModerationPolicy(Strict):
     """Harmful content and the policy's own deny patterns in answers (douane.moderation)."""

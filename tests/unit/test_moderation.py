@@ -223,6 +223,15 @@ def test_whole_texts_do_not_disturb_a_stream_in_progress() -> None:
         "the stream's look-behind still holds the harmful sentence"
 
 
+def test_an_unquoted_off_in_yaml_turns_a_category_off(tmp_path: Path) -> None:
+    from douane.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("moderation:\n  categories:\n    sexual: {action: off}\n")
+    moderation = load_policy(path).moderation
+    assert moderation is not None and moderation.categories["sexual"].action == "off"
+
+
 def test_for_policy_reads_actions_thresholds_and_the_mode() -> None:
     policy = ModerationPolicy(action="redact", threshold=0.7, deny=["x{3}"],
                               categories={"sexual": {"action": "off"}, "hate": {"action": "block", "threshold": 0.2}})
