@@ -436,8 +436,8 @@ def record_findings(call: Call, stages: list[Stage]) -> None:
     """What the output guards of an answer found, on its call (the row's output_findings and reason).
     Moderation leads the reason: the rule that blocked, else what it redacted or monitored."""
     for stage in stages:
-        if isinstance(stage, Moderator):
-            call.output_findings.extend(f"{f.kind}:{f.name}" for f in stage.findings)
+        if isinstance(stage, Moderator):  # a category once: a stream's closing snapshot is judged again
+            call.output_findings.extend(dict.fromkeys(f"{f.kind}:{f.name}" for f in stage.findings))
             if stage.blocked is not None:
                 lead_with(call, stage.blocked)
             elif call.decision != "blocked":

@@ -274,9 +274,13 @@ def test_the_responses_snapshots_are_moderated_like_the_deltas() -> None:
                                               "output_index": 0, "content_index": 0, "delta": text}),
               ("response.output_text.done", done)]
     data = b"".join(f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events)
-    tap = StreamTap(ADAPTERS["openai"], "responses", None, stages=[moderator("redact")], audit_after=1)
+    stage = moderator("redact")
+    tap = StreamTap(ADAPTERS["openai"], "responses", None, stages=[stage], audit_after=1)
     out = run(tap, data, step=11)
     assert b"stab" not in out and out.count(b"<MODERATED:violence>") == 2
+    c = call()
+    record_findings(c, [stage])
+    assert c.output_findings == ["moderation:violence"], "the snapshot's second look is not a second finding"
 
 
 def call() -> Call:
