@@ -14,9 +14,9 @@ from douane.detect.moderation import CATEGORIES, DEFAULT, MODELS, ModerationDete
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MANIFEST = json.loads((MODELS / "moderation-v1.manifest.json").read_text())
-SHA256 = "68f8a90a968698523fedab03a6fcbeabe47008297bf13c16f9428761b3fef10a"
+SHA256 = "99cf8d4315ef657ebd7a019019512b3cc8044a43620c16e9d755a46dc9242d20"
 # pyrit 1.1.0 harm answers (tests/data/moderation_pyrit.jsonl), default threshold: precision and recall floors
-FLOORS = {"hate": (0.70, 0.35), "violence": (0.80, 0.38), "sexual": (0.80, 0.28), "self_harm": (0.50, 0.12)}
+FLOORS = {"hate": (0.70, 0.35), "violence": (0.78, 0.38), "sexual": (0.80, 0.33), "self_harm": (0.55, 0.17)}
 
 
 def rows(name: str) -> list[dict]:
