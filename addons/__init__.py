@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from addons.upstream_errors import UpstreamErrorsAddon, install
 from addons.websocket import WebSocketAddon
 from douane import faults
 from douane.gateway import Gateway
+from douane.ops.metrics import FINAL_HOOKS, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,18 @@ def build(gw: Gateway) -> list[object]:
         MeterAddon(gw),  # after Answer: settles from the usage it read; before Audit: the row has the cost
         AuditAddon(gw),
     ]
+    if gw.anomaly is not None:  # only with the policy's `anomaly:`; after access, before any scan
+        from addons.anomaly import AnomalyAddon
+
+        stages.insert(stages.index(classify) + 2, AnomalyAddon(gw, gw.anomaly))
+    if gw.tracer is not None:  # only when telemetry is on: no stage otherwise
+        from addons.telemetry import TelemetryAddon
+
+        stages.insert(stages.index(classify) + 1, TelemetryAddon(gw.tracer))
     if faults.ENABLED:
         log.warning("fault injection is ON (DOUANE_FAULT_INJECTION=1): requests may make douane's stages fail; "
                     "never run a production proxy like this")
-    return [Pipeline(stages, StageFailures(gw, classify))]
+    return [Pipeline(stages, StageFailures(gw, classify), metrics=gw.metrics)]
 
 
 Hook = Callable[..., Awaitable[None] | None]
@@ -77,13 +87,17 @@ class Pipeline:
 
     A stage that raises does not just get logged, as mitmproxy would do: `on_error` decides what it
     means for the flow (douane's StageFailures applies the policy's `fail`), then the next stage runs.
+
+    With `metrics`, each stage's hook is timed (a perf_counter pair) and the times go to the flow's
+    metadata, observed once the flow is done; without, nothing is timed.
     """
 
     name = "douane"
 
-    def __init__(self, stages: Sequence[object], on_error: ErrorHandler = _log_error):
+    def __init__(self, stages: Sequence[object], on_error: ErrorHandler = _log_error, metrics: Metrics | None = None):
         self.stages = list(stages)
         self.on_error = on_error
+        self.metrics = metrics
         for hook in HOOKS:
             funcs = [(stage_name(stage), getattr(stage, hook)) for stage in self.stages
                      if callable(getattr(stage, hook, None))]
@@ -94,6 +108,9 @@ class Pipeline:
             raise TypeError(f"Pipeline does not forward these hooks: {', '.join(sorted(unknown))}")
 
     def _chain(self, hook: str, funcs: list[tuple[str, Hook]]) -> Hook:
+        if self.metrics is not None and hook not in ("running", "done"):  # start and stop are no call's time
+            return self._timed_chain(hook, funcs, self.metrics)
+
         def run(*args: Any) -> Awaitable[None] | None:
             for i, (stage, func) in enumerate(funcs):
                 result = self._call(stage, hook, func, args)
@@ -102,6 +119,44 @@ class Pipeline:
             return None
 
         return run
+
+    def _timed_chain(self, hook: str, funcs: list[tuple[str, Hook]], metrics: Metrics) -> Hook:
+        """`_chain` with each stage's time given to `metrics` (per flow; per connection for CONNECTs)."""
+        final = hook in FINAL_HOOKS
+        per_flow = hook != "http_connect"  # a CONNECT's flow never ends in `response`: observe at once
+
+        def run(*args: Any) -> Awaitable[None] | None:
+            flow = args[0] if args and isinstance(args[0], http.HTTPFlow) else None
+            metadata = flow.metadata if flow is not None and per_flow else None
+            timed: list[tuple[str, float]] = []
+            for i, (stage, func) in enumerate(funcs):
+                start = time.perf_counter()
+                result = self._call(stage, hook, func, args)
+                if result is not None:
+                    return self._finish_timed(hook, stage, start, result, funcs[i + 1:], args, metrics, metadata,
+                                              final, timed)
+                timed.append((stage, time.perf_counter() - start))
+            metrics.stage_times(metadata, hook, timed)
+            if final and metadata is not None:
+                metrics.flow_done(metadata)
+            return None
+
+        return run
+
+    async def _finish_timed(self, hook: str, stage: str, start: float, pending: Awaitable[None],
+                            rest: list[tuple[str, Hook]], args: tuple[Any, ...], metrics: Metrics,
+                            metadata: dict[str, Any] | None, final: bool, timed: list[tuple[str, float]]) -> None:
+        await self._guarded(stage, hook, pending, args)
+        timed.append((stage, time.perf_counter() - start))
+        for name, func in rest:
+            start = time.perf_counter()
+            result = self._call(name, hook, func, args)
+            if result is not None:
+                await self._guarded(name, hook, result, args)
+            timed.append((name, time.perf_counter() - start))
+        metrics.stage_times(metadata, hook, timed)
+        if final and metadata is not None:
+            metrics.flow_done(metadata)
 
     def _call(self, stage: str, hook: str, func: Hook, args: tuple[Any, ...]) -> Awaitable[None] | None:
         try:

@@ -117,8 +117,6 @@ class RouterAddon:
                 req.headers.pop(header, None)
             if "key" in req.query:
                 del req.query["key"]
-            if key is not None:
-                req.headers.update(key_headers(target.format, key))
         req.headers["accept-encoding"] = "identity"
         destination = upstream or target.upstream or (f"https://{target.hosts[0]}" if target is not call.provider
                                                       else None)
@@ -129,6 +127,8 @@ class RouterAddon:
             req.port = parts.port or (443 if parts.scheme == "https" else 80)
             if parts.path.rstrip("/"):
                 req.path = parts.path.rstrip("/") + req.path
+        if key is not None:  # where it goes decides how the key is carried (Azure's api-key)
+            req.headers.update(key_headers(target.format, key, req.host, req.path))
         call.served_by = target.name
         call.upstream = f"{req.scheme}://{req.host}:{req.port}"
 

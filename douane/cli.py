@@ -104,14 +104,18 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE", help="a mitmproxy option")
 @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="on SIGINT/SIGTERM, seconds the calls in flight get to finish")
+@click.option("--admin-port", type=click.IntRange(0, 65535), default=None,
+              help="serve /metrics, /healthz and /readyz on this port (off by default; 0: any free port)")
+@click.option("--admin-host", default="127.0.0.1", show_default=True, help="address of the admin listener")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...], grace: float) -> None:
+        sets: tuple[str, ...], grace: float, admin_port: int | None, admin_host: str) -> None:
     """Start the proxy in the foreground; SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
 
     from douane.ca import BUNDLE_NAME, ensure_ca, write_bundle
     from douane.gateway import ConfigError, Gateway
-    from douane.runner import ListenConfig, serve
+    from douane.ops.admin import AdminPortError
+    from douane.runner import AdminConfig, ListenConfig, serve
 
     path = _policy_path(policy_path)
     policy = _load_or_exit(path)
@@ -153,17 +157,24 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         f"export NODE_EXTRA_CA_CERTS={ca}",
     ])
 
+    admin = AdminConfig(admin_host, admin_port) if admin_port is not None else None
+
     def banner() -> None:
+        if admin is not None:
+            base = f"http://{escape(admin.host)}:{admin.port}"
+            lines.append(f"[bold]admin[/]      {base}/metrics, /healthz, /readyz")
         # a console of its own: the error console never folds lines, which would crop the panel
         Console(stderr=True).print(Panel("\n".join(lines), title=f"douane {__version__}", expand=False),
                                    highlight=False)
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets)
     try:
-        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace))
+        asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, admin=admin))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
         _problem("cannot start", e)
         sys.exit(2)
+    except AdminPortError as e:  # the store is closed by `finally` on the way out
+        _cannot_start("the admin listener", e, "pass another --admin-port (or --admin-host), or leave it out")
     finally:
         final = gw.writer.close()
     sys.exit(_stopped(db_path, final, len(gw.inflight)))
@@ -205,6 +216,125 @@ def ca(show_path: bool, bundle: str | None, certs: str | None) -> None:
         err.print(f"wrote {written}: system CAs plus the douane CA", highlight=False, markup=False)
     if show_path:
         click.echo(str(ensure_ca(certs_dir)))
+
+
+@main.command()
+@click.option("--admin", "admin_url", help="the proxy's admin endpoint, e.g. http://127.0.0.1:9100 [env DOUANE_ADMIN]")
+@click.option("--admin-port", type=click.IntRange(1, 65535), help="shorthand for --admin http://127.0.0.1:PORT")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+              help="seconds between refreshes (the rates are over this window)")
+@click.option("--once", is_flag=True, help="print one frame (rates since the proxy started) and exit")
+def top(admin_url: str | None, admin_port: int | None, interval: float, once: bool) -> None:
+    """A live view of a running proxy (started with --admin-port): calls/s, errors, latency, douane's
+    own time, tokens and cost per team, blocks by rule, upstream health. Ctrl-C quits."""
+    import time
+
+    import httpx
+    from rich.live import Live
+
+    from douane.ops.top import Snapshot, build_view, render
+
+    url = _admin_url(admin_url, admin_port)
+
+    def scrape() -> Snapshot:
+        r = httpx.get(f"{url}/metrics", timeout=max(interval, 2.0) + 3, trust_env=False)
+        r.raise_for_status()
+        return Snapshot.parse(r.text, time.monotonic())
+
+    if once:
+        try:
+            snap = scrape()
+        except httpx.HTTPError as e:
+            _problem("cannot read the admin endpoint", f"{url}/metrics: {e}; is douane running with --admin-port?")
+            sys.exit(1)
+        out.print(render(build_view(snap, None), url))
+        return
+    before: Snapshot | None = None
+    with Live(render(None, url), console=out, screen=True, auto_refresh=False) as live:
+        try:
+            while True:
+                try:
+                    snap = scrape()
+                    live.update(render(build_view(snap, before), url), refresh=True)
+                    before = snap
+                except httpx.HTTPError as e:
+                    live.update(render(None, url, f"cannot read {url}/metrics: {e}"), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+
+
+def _admin_url(admin_url: str | None, admin_port: int | None) -> str:
+    url = (admin_url or (f"http://127.0.0.1:{admin_port}" if admin_port else None)
+           or os.environ.get("DOUANE_ADMIN") or "").rstrip("/")
+    if not url:
+        raise click.UsageError("say which proxy: --admin-port PORT or --admin URL (start it with douane run "
+                               "--admin-port PORT)")
+    return url
+
+
+ADMIN = click.option("--admin", "admin_url", help="the proxy's admin endpoint, e.g. http://127.0.0.1:9100 "
+                     "[env DOUANE_ADMIN]")
+ADMIN_PORT = click.option("--admin-port", type=click.IntRange(1, 65535),
+                          help="shorthand for --admin http://127.0.0.1:PORT")
+
+
+@main.group()
+def anomaly() -> None:
+    """Clients and teams held by anomaly detection (the policy's `anomaly:`)."""
+
+
+def _admin_call(method: str, url: str) -> Any:
+    import httpx
+
+    try:
+        r = httpx.request(method, url, timeout=10, trust_env=False)
+    except httpx.HTTPError as e:
+        _problem("cannot reach the admin endpoint", f"{url}: {e}; is douane running with --admin-port?")
+        sys.exit(1)
+    if r.status_code == 404 and "no such path" in r.text:
+        _problem("not available", "this proxy's policy has no anomaly: section")
+        sys.exit(1)
+    return r
+
+
+@anomaly.command("list")
+@ADMIN
+@ADMIN_PORT
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def anomaly_list(admin_url: str | None, admin_port: int | None, fmt: str) -> None:
+    """The quarantines and throttles in force."""
+    r = _admin_call("GET", _admin_url(admin_url, admin_port) + "/anomaly")
+    rows = r.json()["restrictions"]
+    if fmt == "json":
+        click.echo(json.dumps(rows))
+        return
+    table = Table("scope", "name", "held", "since", "until", "why", title=f"{len(rows)} held")
+    for row in rows:
+        until = row.get("until")
+        table.add_row(row["scope"], Text(row["name"]), "quarantined" if row["kind"] == "block" else
+                      f"throttled to {row.get('calls_per_minute')}/min",
+                      datetime.fromtimestamp(row["since"]).isoformat(timespec="seconds"),
+                      datetime.fromtimestamp(until).isoformat(timespec="seconds") if until else "until cleared",
+                      Text(row["reason"]))
+    out.print(table)
+
+
+@anomaly.command("clear")
+@click.argument("name")
+@click.option("--team", "is_team", is_flag=True, help="NAME is a team, not a client")
+@ADMIN
+@ADMIN_PORT
+def anomaly_clear(name: str, is_team: bool, admin_url: str | None, admin_port: int | None) -> None:
+    """Lift the quarantine (or throttle) of a client, or with --team of a team."""
+    from urllib.parse import quote
+
+    scope = "team" if is_team else "client"
+    r = _admin_call("POST", f"{_admin_url(admin_url, admin_port)}/anomaly/clear?{scope}={quote(name, safe='')}")
+    if r.status_code != 200:
+        _problem("not cleared", r.json().get("error", r.text))
+        sys.exit(1)
+    click.echo(f"{scope} {name}: cleared")
 
 
 @main.group()
@@ -291,10 +421,30 @@ DB = click.option("--db", help="audit store [env DOUANE_DB; ./douane.duckdb]")
 @click.argument("sql")
 @DB
 @FORMAT
-def audit_query(sql: str, db: str | None, fmt: str) -> None:
+@click.option("--fleet", "fleet", type=click.Path(file_okay=False), default=None,
+              help="query the whole fleet's audit in this shared folder (the policy's audit.fleet) instead of --db")
+def audit_query(sql: str, db: str | None, fmt: str, fleet: str | None) -> None:
     """Run SQL against the audit store (table `requests`); works while the proxy runs."""
-    columns, rows = _run_sql(db, sql)
+    if fleet is None:
+        columns, rows = _run_sql(db, sql)
+    else:
+        columns, rows = _run_fleet_sql(fleet, sql)
     _emit(columns, rows, fmt)
+
+
+def _run_fleet_sql(fleet: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import duckdb
+
+    from douane.audit.fleet import query_fleet
+
+    try:
+        return query_fleet(fleet, sql)
+    except FileNotFoundError as e:
+        _problem("error", e)
+        sys.exit(1)
+    except duckdb.Error as e:
+        _problem("query failed", e)
+        sys.exit(1)
 
 
 @audit.command("doctor")
@@ -700,6 +850,97 @@ def report_tools(since: str, db: str | None, fmt: str) -> None:
         GROUP BY 1 ORDER BY calls DESC, blocked DESC, tool"""
     columns, rows = _run_sql(db, sql)
     _emit(columns, rows, fmt, f"tool calls, last {since}")
+
+
+def _insight_query(db: str | None) -> Any:
+    return lambda sql, params: _run_sql(db, sql, params)
+
+
+@report.command("duplicates")
+@SINCE
+@DB
+@FORMAT
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def report_duplicates(since: str, db: str | None, fmt: str, limit: int) -> None:
+    """Prompt texts sent again to the same model (case and spacing aside), per team, and what the
+    repeats cost."""
+    from douane.ops.insight import duplicates
+
+    columns, rows = duplicates(_insight_query(db), _since(since), limit)
+    _emit(columns, rows, fmt, f"duplicated requests, last {since}")
+
+
+@report.command("patterns")
+@SINCE
+@DB
+@FORMAT
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="patterns per team")
+@click.option("--min-calls", default=2, show_default=True, type=click.IntRange(min=1))
+def report_patterns(since: str, db: str | None, fmt: str, limit: int, min_calls: int) -> None:
+    """Recurring prompt templates per team (redacted prompts clustered by MinHash), with calls and cost."""
+    from douane.ops.insight import patterns, templates
+
+    found = patterns(templates(_insight_query(db), _since(since)), min_calls)
+    per_team: dict[str, int] = {}
+    rows = []
+    for p in found:
+        per_team[p.team] = per_team.get(p.team, 0) + 1
+        if per_team[p.team] <= limit:
+            rows.append((p.team, p.calls, round(p.cost, 6), p.variants, p.template[:300]))
+    _emit(["team", "calls", "cost_usd", "variants", "template"], rows, fmt, f"prompt patterns, last {since}")
+
+
+@report.command("savings")
+@SINCE
+@DB
+@FORMAT
+@click.option("--policy", "policy_path", help="whose team allow-lists bound the cheaper models [env DOUANE_POLICY; "
+              "policies/default.yaml when present]")
+@click.option("--max-input-tokens", default=2000, show_default=True, type=click.IntRange(min=0),
+              help="a call's prompt at most this long counts as small")
+@click.option("--max-output-tokens", default=500, show_default=True, type=click.IntRange(min=0),
+              help="a call's answer at most this long counts as short")
+@click.option("--to", "to_models", multiple=True, metavar="MODEL",
+              help="cheaper models to consider (default: each provider's small models)")
+def report_savings(since: str, db: str | None, fmt: str, policy_path: str | None, max_input_tokens: int,
+                   max_output_tokens: int, to_models: tuple[str, ...]) -> None:
+    """Calls with small prompts and short answers that a cheaper model the team may use could have
+    served, and the estimated saving (priced with genai-prices and the policy's prices)."""
+    from douane.meter.pricing import Pricer
+    from douane.ops.insight import CHEAPER, savings
+
+    path = _policy_path(policy_path)
+    policy = _load_or_exit(path) if policy_path or Path(path).exists() else None
+    ladder = {provider: list(to_models) for provider in CHEAPER} if to_models else None
+    if to_models and policy is not None:
+        ladder = {name: list(to_models) for name in {*CHEAPER, *policy.providers}}
+    found = savings(_insight_query(db), _since(since), Pricer(policy.prices if policy else None), policy,
+                    max_input_tokens, max_output_tokens, ladder)
+    rows = [(s.team, s.provider, s.model, s.calls, round(s.cost, 6), s.cheaper, round(s.cheaper_cost, 6),
+             round(s.saving, 6)) for s in found]
+    _emit(["team", "provider", "model", "calls", "cost_usd", "cheaper_model", "cheaper_cost_usd", "saving_usd"],
+          rows, fmt, f"what cheaper models would have cost, last {since}")
+
+
+@report.command("html")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="the page to write")
+@SINCE
+@DB
+def report_html(out_path: str, since: str, db: str | None) -> None:
+    """One self-contained page (no script, nothing loaded from anywhere): cost over time by team,
+    latency distribution, blocks by rule, top prompt patterns."""
+    from douane.ops.html_report import gather, render
+
+    page = render(gather(_insight_query(db), _since(since), since), _db_path(db))
+    target = Path(out_path)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(target)
+    except OSError as e:
+        _problem("cannot write the report", f"{target}: {e.strerror or e}")
+        sys.exit(1)
+    err.print(f"wrote {target.absolute()}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

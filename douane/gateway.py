@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from douane import clock
 from douane.audit import AuditStore, AuditWriter
@@ -21,10 +22,15 @@ from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
 from douane.moderation import Moderator
+from douane.ops.metrics import Metrics
 from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
 from douane.relay import Breakers, Relay
 from douane.rewrite import OutputGuard, PseudonymRestorer, Stage
+
+if TYPE_CHECKING:
+    from douane.ops.anomaly import AnomalyGuard, Finding
+    from douane.ops.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +99,7 @@ def audit_settings(policy: Policy) -> AuditSettings:
         except ValueError as e:
             raise ConfigError(f"DOUANE_INSTANCE_ID: {e}") from None
     return AuditSettings(instance_id=instance, signer=signer, checkpoint_every=audit.checkpoint_every_s,
-                         checkpoint_copy=audit.checkpoint_copy,
+                         checkpoint_copy=audit.checkpoint_copy, fleet=audit.fleet, fleet_every=audit.fleet_every_s,
                          retention=Retention(audit.retention_days.bodies, audit.retention_days.rows))
 
 
@@ -119,6 +125,9 @@ class Gateway:
     draining: bool = field(init=False, default=False)  # stopping: answers say `connection: close`
     # the policy in force, on every audit row; a policy reload sets it again (with the policy)
     policy_hash: str = field(init=False, default="")
+    metrics: Metrics | None = field(init=False, default=None)  # counted per call when the admin port is on
+    tracer: Tracer | None = field(init=False, default=None)  # a span per call when telemetry.otlp_endpoint is set
+    anomaly: AnomalyGuard | None = field(init=False, default=None)  # with the policy's `anomaly:`
 
     def __post_init__(self) -> None:
         try:
@@ -137,6 +146,20 @@ class Gateway:
         self.limits = Limits(self.policy, make_state(self.policy), self.clock)
         self.relay = Relay(Breakers(self.policy.breaker.failures, self.policy.breaker.cooldown_s,
                                     clock=self.clock.monotonic))
+        if self.policy.telemetry.otlp_endpoint is not None:
+            from douane.ops.tracing import Tracer
+
+            self.tracer = Tracer(self.policy.telemetry)
+        if self.policy.anomaly is not None:
+            from douane.ops.anomaly import AnomalyGuard, SharedAnomalies
+
+            self.anomaly = AnomalyGuard(self.policy.anomaly, on_finding=self._count_anomaly)
+            if isinstance(self.limits.state, RedisState):
+                self.anomaly.shared = SharedAnomalies(self.limits.state.client, self.limits.state.prefix)
+
+    def _count_anomaly(self, finding: Finding, action: str) -> None:
+        if self.metrics is not None:
+            self.metrics.anomalies.add((finding.subject[0], finding.signal, action))
 
     @property
     def enforcing(self) -> bool:
@@ -175,6 +198,11 @@ class Gateway:
             if value is not None and len(value) > audit.max_body_chars:
                 cap = audit.max_body_chars
                 setattr(call, name, value[:cap] + f"...[truncated {len(value) - cap} chars]")
+        if self.anomaly is not None:
+            try:
+                self.anomaly.observe(call)  # before the row is made: a spike it finds is noted on it
+            except Exception:
+                log.error("anomaly: call %s could not be counted", call.id, exc_info=True)
         try:
             record = call.to_record(self.policy.mode, bodies=audit.bodies != "none")
             record.policy_hash = self.policy_hash
@@ -183,6 +211,16 @@ class Gateway:
             self.writer.submit(record)
         except Exception:
             log.critical("audit: the record of call %s could not be submitted", call.id, exc_info=True)
+        if self.metrics is not None:
+            try:
+                self.metrics.on_call(call)
+            except Exception:
+                log.error("metrics: call %s could not be counted", call.id, exc_info=True)
+        if self.tracer is not None:
+            try:
+                self.tracer.finish(call, call.started + call.latency_ms / 1000)
+            except Exception:
+                log.error("telemetry: the span of call %s could not be ended", call.id, exc_info=True)
 
     def answer_stages(self, guards: Guards, pseudonyms: dict[str, str]) -> tuple[list[Stage], int]:
         """The rewriting stages for one answer under the call's guard settings, and how many of them

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from douane.call import Call, ToolUse
 from douane.decision import Block
+from douane.detect import budget
 from douane.detect.injection import NO_EVIDENCE, Verdict
 from douane.detect.pii import Finding, Pseudonyms, redact
 from douane.detect.prefix import Rewritten
@@ -49,10 +51,14 @@ INLINE_SCAN_CHARS = 4096
 
 async def scan[T](gw: Gateway, chars: int, work: Callable[[], T]) -> T:
     """Run a guard's scan of `chars` fresh characters: on the loop when small, else in a worker
-    thread under the policy's guard timeout (TimeoutError past it)."""
+    thread under the policy's guard timeout (TimeoutError past it). The thread's detectors stop
+    themselves at the same deadline (douane.detect.budget): a thread cannot be killed, and a scan
+    left running would go on burning a core."""
     if chars <= INLINE_SCAN_CHARS:
         return work()
-    return await asyncio.wait_for(asyncio.to_thread(work), gw.policy.limits.guard_timeout_s)
+    timeout = gw.policy.limits.guard_timeout_s
+    deadline = time.monotonic() + timeout
+    return await asyncio.wait_for(asyncio.to_thread(budget.run_until, deadline, work), timeout)
 
 
 def scan_failed(gw: Gateway, call: Call, what: str, error: BaseException) -> Block | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from douane.detect.pii import PiiDetector
-from douane.detect.secrets import SecretsDetector
+from douane.detect.secrets import PRIVATE_KEY_END, SecretsDetector
 
 if TYPE_CHECKING:
     from douane.moderation import Moderator
@@ -97,6 +97,7 @@ class OutputGuard:
     findings: list[Finding] = field(default_factory=list)
     held: str = ""
     _seen: str = ""  # emitted text kept for context in monitor mode
+    _block: int | None = None  # where in `held` an unterminated private key block starts
 
     def _spans(self, text: str) -> list[tuple[int, int, Finding]]:
         spans: list[tuple[int, int, Finding]] = []
@@ -140,24 +141,38 @@ class OutputGuard:
             self._seen = (context + text)[-self.window:]
             return text
         buf = self.held + text
+        if self._still_open(buf, len(self.held)):  # nothing leaves before the key block ends: scan it then
+            self.held = buf
+            return ""
+        self._block = None
         if not _MAYBE.search(buf):  # prose without digits, '@', ':' or long tokens: nothing to find
-            cut = buf.rfind(" ") + 1  # hold only the word still being written
+            # hold only the word still being written (at most a window of it: CJK has no spaces)
+            cut = max(buf.rfind(" ") + 1, len(buf) - self.window)
             self.held = buf[cut:]
             return buf[:cut]
         cut = max(0, len(buf) - self.window)
-        if self.secrets is not None:
-            start = self.secrets.open_block(buf)
-            if start is not None and len(buf) - start <= self.max_block:
-                cut = min(cut, start)
+        block = self.secrets.open_block(buf) if self.secrets is not None else None
+        if block is not None and len(buf) - block <= self.max_block:
+            cut = min(cut, block)
+        else:
+            block = None
         spans = self._spans(buf)
         for start, end, _ in spans:
             if start < cut < end:
                 cut = start
+        self._block = None if block is None else block - cut
         self.held = buf[cut:]
         return self._apply(buf[:cut], [s for s in spans if s[1] <= cut])
 
+    def _still_open(self, buf: str, old: int) -> bool:
+        """The key block held since an earlier push has no END line yet (looked for in what is new,
+        not in the whole block again: every push rescanning up to max_block was quadratic in it)."""
+        if self._block is None or len(buf) - self._block > self.max_block:
+            return False
+        return PRIVATE_KEY_END.search(buf, max(self._block, old - 64)) is None
+
     def drain(self) -> str:
-        buf, self.held = self.held, ""
+        buf, self.held, self._block = self.held, "", None
         if not buf:
             return ""
         return self._apply(buf, self._spans(buf))

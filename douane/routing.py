@@ -118,14 +118,27 @@ def attempt_for(spec: ProviderSpec, model: str | None, client_fmt: str, endpoint
     headers["accept-encoding"] = "identity"
     if spec.format == "anthropic":
         headers.setdefault("anthropic-version", "2023-06-01")
+    url = target_url(spec, new_path, upstream)
     if key is not None:
-        headers.update(key_headers(spec.format, key))
-    return Attempt(spec.name, spec.format, model, target_url(spec, new_path, upstream), headers,
+        parts = urlsplit(url)
+        headers.update(key_headers(spec.format, key, parts.hostname or "", parts.path))
+    return Attempt(spec.name, spec.format, model, url, headers,
                    json.dumps(new_body, ensure_ascii=False, separators=(",", ":")).encode(), translate_from)
 
 
-def key_headers(fmt: str, key: str) -> dict[str, str]:
+AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+
+
+def is_azure(host: str, path: str) -> bool:
+    """Azure OpenAI: its API keys go in `api-key` (a Bearer token there must be an Entra ID token)."""
+    return host.lower().rstrip(".").endswith(AZURE_HOSTS) or path.startswith("/openai/deployments/")
+
+
+def key_headers(fmt: str, key: str, host: str = "", path: str = "") -> dict[str, str]:
+    """The headers that carry a central key to where the call goes (`host` and `path` of the target)."""
     if fmt == "openai":
+        if is_azure(host, path):
+            return {"api-key": key}
         return {"authorization": f"Bearer {key}"}
     if fmt == "anthropic":
         return {"x-api-key": key}

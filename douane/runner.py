@@ -14,6 +14,9 @@ from mitmproxy.tools.dump import DumpMaster
 
 from douane.gateway import Gateway
 from douane.mcp import McpServers
+from douane.ops.admin import AdminServer, admin_routes
+from douane.ops.metrics import Metrics
+from douane.ops.probe import GatewayProbe
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,15 @@ class ListenConfig:
     port: int
     certs: str
     sets: tuple[str, ...] = ()
+
+
+@dataclass
+class AdminConfig:
+    """`--admin-port`/`--admin-host`: where /metrics, /healthz and /readyz are served (port 0: any free
+    port; `port` then holds the one taken once serving)."""
+
+    host: str
+    port: int
 
 
 def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
@@ -53,8 +65,35 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
 
 
 async def serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None = None,
-                grace: float = 10.0) -> None:
-    """Build the master inside the running loop (mitmproxy needs one), then serve until a signal."""
+                grace: float = 10.0, admin: AdminConfig | None = None) -> None:
+    """Build the master inside the running loop (mitmproxy needs one), then serve until a signal.
+    With `admin`, metrics are counted and the admin listener serves until the proxy has stopped
+    (through the drain, when /readyz says 503); AdminPortError when it cannot listen."""
+    server = await start_admin(gw, admin) if admin is not None else None
+    shared = gw.anomaly.shared if gw.anomaly is not None else None
+    refresh = asyncio.get_running_loop().create_task(shared.run(gw.anomaly)) if shared is not None else None
+    try:
+        await _serve(gw, listen, on_ready, grace)
+    finally:
+        if refresh is not None:
+            refresh.cancel()
+        if server is not None:
+            await server.close()
+        if gw.tracer is not None:
+            gw.tracer.close()  # flushes the spans still queued
+
+
+async def start_admin(gw: Gateway, admin: AdminConfig) -> AdminServer:
+    if gw.metrics is None:
+        gw.metrics = Metrics()
+    probe = GatewayProbe(gw)
+    probe.install(gw.metrics)
+    server = AdminServer(admin_routes(gw.metrics, probe, gw.anomaly), admin.host, admin.port)
+    admin.port = await server.start()
+    return server
+
+
+async def _serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None] | None, grace: float) -> None:
     master = make_master(gw, listen)
     keep_serving_through_audit_trouble(master)
     if on_ready is not None:

@@ -7,6 +7,7 @@ Used by scripts/bench-pii and tests/unit/test_pii_corpus.py. Nothing is download
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FIRST = ["jane", "omar", "li", "sofia", "kwame", "anna", "raj", "lucia", "tomas", "mei", "noah", "fatima"]
@@ -136,6 +137,8 @@ class Sample:
     text: str
     entity: str | None  # None for benign
     value: str | None
+    keep: str | None = None  # text next to the value that must survive redaction (a key's name)
+    kind: str = ""  # which held-out shape made it
 
 
 def corpus(n_per_entity: int = 200, n_benign: int = 400, seed: int = 7) -> list[Sample]:
@@ -154,3 +157,80 @@ def corpus(n_per_entity: int = 200, n_benign: int = 400, seed: int = 7) -> list[
             u="-".join("".join(rng.choice("0123456789abcdef") for _ in range(k)) for k in (8, 4, 4, 4, 12)),
             hx="".join(rng.choice("0123456789abcdef") for _ in range(4))), None, None))
     return out
+
+
+# Held out (issue 10): values glued to a key (`card=...`, `email=...`, the key's name must survive
+# for the model to read the rest), and US numbers in phone context that libphonenumber rejects or
+# that are written `001-...` or `(212)555-0100`. Written after the engine's first version and kept
+# apart from the corpus above. (No benign look-alikes here: a US-shaped number with no phone words
+# is a valid number in one of the eight regions Presidio tries, so it was always redacted.)
+# North American area codes that are not assigned (libphonenumber 9 rejects every number in them).
+UNASSIGNED_AREAS = [200, 222, 233, 255, 266, 277, 288, 300, 322, 333, 355, 366, 377, 388, 400, 422, 433]
+KEYS = {"EMAIL_ADDRESS": ["email", "mail", "to", "cc", "user", "contact", "reply_to"],
+        "CREDIT_CARD": ["card", "cc_number", "pan", "card_no"], "PHONE_NUMBER": ["phone", "tel", "mobile"]}
+GLUED = ["{k}={v}", "?{k}={v}&lang=en", "id=7&{k}={v}", "{k}={v};", "[{k}={v}]"]
+US_FORMS = ["{a}-{x}-{d}", "({a}){x}-{d}", "001-{a}-{x}-{d}", "1-{a}-{x}-{d}", "{a}.{x}.{d}", "({a}) {x}-{d}"]
+IN_CONTEXT = ["Call me at {v} tonight.", "phone: {v}", "My cell is {v}.", "You can reach the office on {v}.",
+              "fax {v}", "contact number {v}"]
+
+
+def held_out(n_per_kind: int = 60, seed: int = 1010) -> list[Sample]:
+    rng = random.Random(seed)
+    d = lambda n: "".join(str(rng.randrange(10)) for _ in range(n))  # noqa: E731
+    out: list[Sample] = []
+    for entity, make in (("EMAIL_ADDRESS", email), ("CREDIT_CARD", card)):
+        for _ in range(n_per_kind):
+            key, value = rng.choice(KEYS[entity]), make(rng).replace(" ", "").replace("-", "")
+            text = rng.choice(GLUED).format(k=key, v=value)
+            out.append(Sample(text, entity, value, keep=f"{key}=", kind=f"{entity} glued to a key"))
+    for kind, areas in (("unassigned area code", UNASSIGNED_AREAS), ("assigned area code", US_AREAS)):
+        for _ in range(n_per_kind):
+            form = rng.choice(US_FORMS)
+            value = form.format(a=rng.choice(areas), x=str(rng.randint(2, 9)) + d(2), d=d(4))
+            out.append(Sample(rng.choice(IN_CONTEXT).format(v=value), "PHONE_NUMBER", value,
+                              kind=f"US phone, {kind}, in phone context"))
+    return out
+
+
+# Adversarial shapes, for the linearity tests (tests/adversarial/) and the timing table of
+# scripts/bench-pii: each makes `n` characters of what drove a detector's cost super-linear.
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_PROSE = ("Please reply to jane.roe@example.com about order 12345; call 212-555-0143 or +44 20 7946 0958. "
+          "Card 4111 1111 1111 1111, IBAN DE89370400440532013000, SSN 078-05-1121. ")
+
+
+def _repeat(unit: str, n: int) -> str:
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+def _random(alphabet: str, n: int, seed: int = 1) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+ADVERSARIAL: dict[str, Callable[[int], str]] = {
+    "prose dense with PII": lambda n: _repeat(_PROSE, n),
+    "no whitespace": lambda n: _repeat(_PROSE.replace(" ", ""), n),
+    "all digits": lambda n: _random("0123456789", n),
+    "digits with separators": lambda n: _random("0123456789" * 3 + "- .()", n),
+    "phone-sized groups": lambda n: _repeat("212-555-0143-", n),
+    "thousands of @": lambda n: "@" * n,
+    "a@a@a@": lambda n: _repeat("a@", n),
+    "emails glued": lambda n: _repeat("jo@x.io", n),
+    "a long local part": lambda n: _repeat("a.", n - 6) + "@x.com",
+    "base64": lambda n: _random(_B64, n),
+    "one character": lambda n: "a" * n,
+    "ones": lambda n: "1" * n,
+    "one space, then emails": lambda n: _repeat("x " + "a@b.co," * (n // 7), n),
+    "cards glued": lambda n: _repeat("4111111111111111", n),
+    "overlapping findings": lambda n: _repeat("4111-1111-1111-1111-078-05-1121-", n),
+    "eyJeyJ": lambda n: _repeat("eyJ", n),
+    "sk-sk-": lambda n: _repeat("sk-", n),
+    "////": lambda n: "/" * n,
+    "BEGIN PRIVATE KEY lines": lambda n: _repeat("-----BEGIN PRIVATE KEY-----\n", n),
+    "---": lambda n: "-" * n,
+    "![x](http://": lambda n: _repeat("![x](http://", n),
+    "leetspeak": lambda n: _repeat("1gn0r3 4ll ", n),
+    "spaced letters": lambda n: _repeat("i g n o r e ", n),
+    "<|": lambda n: _repeat("<|", n),
+}

@@ -28,5 +28,7 @@ class AuditSettings:
     checkpoint_copy: str | None = None  # a file, or an http(s) URL, that gets every checkpoint and tombstone too
     retention: Retention = Retention()
     retention_every: float = 3600.0  # seconds between expiry runs in the proxy (and one at start)
+    fleet: str | None = None  # a shared folder every instance ships its records to (fleet.py)
+    fleet_every: float = 5.0  # seconds between shipments (and one at close)
     job_poll: float = 1.0  # seconds between looks for erase/purge requests from `douane audit`
     version: str = __version__

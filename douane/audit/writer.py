@@ -48,6 +48,7 @@ from douane.audit.chain import (
     new_salt,
 )
 from douane.audit.compaction import SegmentSet
+from douane.audit.fleet import FleetShipper
 from douane.audit.jobs import Executor, Job, finish_job, new_job_name, pending_jobs
 from douane.audit.manifest import KV_SPILL, SPILL_NAME
 from douane.audit.record import COLUMNS, AuditRecord, from_json, json_line, sanitized, spill_line
@@ -151,6 +152,10 @@ class AuditWriter:
         self._ready = False
         self._prepared = False
         self._lock_fd: int | None = None
+        self._fleet = FleetShipper(Path(self.settings.fleet), Path(str(store.db_path) + ".fleet-outbox")) \
+            if self.settings.fleet else None
+        self._next_shipment = 0.0
+        self._last_fleet_alarm: float | None = None
         self._thread = threading.Thread(target=self._run, name="douane-audit-writer", daemon=True)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._segments: SegmentSet
@@ -289,7 +294,8 @@ class AuditWriter:
                         wake.append(ready_at)  # let the batch grow; close() and flush() cut this short
                     upkeep = min(self._next_verify, self._segments.next_deadline() or math.inf,
                                  self._next_checkpoint if self._chain_moved() else math.inf,
-                                 self._next_jobs, self._next_retention if self.settings.retention.any else math.inf)
+                                 self._next_jobs, self._next_retention if self.settings.retention.any else math.inf,
+                                 self._shipment_due())
                     if upkeep <= now:
                         return []
                     wake.append(upkeep)
@@ -362,6 +368,7 @@ class AuditWriter:
             if now >= self._next_jobs:
                 self._next_jobs = now + self.settings.job_poll
                 self._run_jobs(now)
+            self._ship(now)
         except Exception as e:
             self._next_verify = now + self.max_backoff
             if self._last_upkeep_alarm is None or now - self._last_upkeep_alarm >= self.log_every:
@@ -369,6 +376,26 @@ class AuditWriter:
                 log.error("audit: upkeep of the segments (merging, deleting merged files) failed: %s; rows are "
                           "not affected and it is tried again (this message repeats at most every %g s)",
                           _describe(e), self.log_every)
+
+    def _shipment_due(self) -> float:
+        return self._next_shipment if self._fleet is not None and self._fleet.has_work() else math.inf
+
+    def _ship(self, now: float, closing: bool = False) -> None:
+        """Ship new records to the fleet folder when due; a failure is retried (the outbox keeps them)."""
+        if self._fleet is None or (now < self._next_shipment and not closing):
+            return
+        self._next_shipment = now + self.settings.fleet_every
+        try:
+            self._fleet.ship()
+            rows_days = self.settings.retention.rows_days
+            if rows_days is not None:
+                self._fleet.prune(self._head.instance, rows_days)
+        except Exception as e:
+            if closing or self._last_fleet_alarm is None or now - self._last_fleet_alarm >= self.log_every:
+                self._last_fleet_alarm = now
+                log.error("audit: shipping records to the fleet folder %s failed: %s; they stay queued in %s "
+                          "and are shipped when it works again (this message repeats at most every %g s)",
+                          self._fleet.root, _describe(e), self._fleet.outbox, self.log_every)
 
     def _finish(self) -> None:
         if self._ready:
@@ -382,6 +409,7 @@ class AuditWriter:
                 log.error("audit: the closing checkpoint could not be written: %s", _describe(e))
             if self._trail is not None:
                 self._trail.wait_copies()
+            self._ship(self.clock.now(), closing=True)
         if self._con is not None:
             self._con.close()
 
@@ -524,6 +552,8 @@ class AuditWriter:
                 con.execute(f"DROP TABLE IF EXISTS temp.{_BATCH}")
         self._segments.add(final, spill=spill, head=after, chain=chain)
         self._head = after
+        if self._fleet is not None:
+            self._fleet.enqueue(final)
 
     # -- erasure and expiry (jobs.py) ----------------------------------------------------------------
 

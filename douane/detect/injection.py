@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from douane.detect import budget
 from douane.detect.cache import TextCache
 from douane.detect.injection_model import InjectionModel, default_model
 
@@ -39,6 +40,9 @@ _NOUNS = (r"(?:instructions?|rules?|directions?|guidelines?|guidance|prompts?|co
           r"|programming|directives?|restrictions?|safeguards?|training|orders|commands?|system message)")
 _ALL = r"(?:all|any|every|each|the|your|my|these|those|previous|prior|above|earlier|preceding|foregoing|initial|" \
        r"original|system|developer|safety|content|openai|anthropic|google)"
+
+# A markdown image whose address carries data: ![alt](https://host/path?data)
+_IMAGE_LINK = r"!\[[^\]]*\]\(\s*https?://[^)\s]*[?&=][^)\s]*\)"
 
 # (rule, weight, pattern) over the normalised text. Weights are evidence, combined by noisy-OR.
 RULES: list[tuple[str, float, str]] = [
@@ -79,9 +83,9 @@ RULES: list[tuple[str, float, str]] = [
     ("delimiter", 0.85, r"<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|\[/?inst\]|"
                         r"<</?sys>>|</?system>|\[system\]|</s>"),
     ("delimiter", 0.7, r"\b(?:end of (?:context|input|document|user input|prompt)|begin (?:new|system) "
-                       r"(?:instructions|prompt))\b|(?:-{3,}|={3,}|\*{3,})\s*(?:new|system|admin)\s+"
+                       r"(?:instructions|prompt))\b|(?:---|===|\*\*\*)\s*(?:new|system|admin)\s+"
                        r"(?:instructions|prompt|message)"),
-    ("exfiltration", 0.85, r"!\[[^\]]*\]\(\s*https?://[^)\s]*[?&=][^)\s]*\)"),
+    ("exfiltration", 0.85, _IMAGE_LINK),
     ("exfiltration", 0.75, r"\b(?:send|post|upload|forward|transmit|exfiltrate|leak|email|submit)\b.{0,60}"
                            r"\b(?:conversation|chat history|user(?:'s)? data|personal data|credentials|api keys?|"
                            r"passwords?|secrets?|tokens?|system prompt|messages|this data|the data|everything)\b"
@@ -165,7 +169,35 @@ def _group(entries: tuple[str, ...]) -> tuple[frozenset[bytes], tuple[str, ...]]
     return words, tuple(e for e in entries if e.encode() not in words)
 
 
-_COMPILED = [(name, weight, re.compile(p, re.IGNORECASE | re.DOTALL)) for name, weight, p in RULES]
+class _ImageLinks:
+    """_IMAGE_LINK found in one pass. The pattern, tried at every "![", reads to the end of the
+    address from each: quadratic on "![x](http://![x](http://...", whose address runs on over the
+    next ones. Here each address is read once and every "](http" inside it shares its verdict; the
+    alt text is the stretch after the previous "]". tests/unit/test_injection.py holds the two to
+    each other."""
+
+    _TARGET = re.compile(r"\]\(\s*https?://", re.IGNORECASE)
+    _ADDRESS_END = re.compile(r"[)\s]")
+
+    def search(self, view: str) -> bool:
+        address_end = with_data = -1  # the address being read: where it ends, its last "?", "&" or "="
+        for m in self._TARGET.finditer(view):
+            bracket, address = m.span()
+            if address > address_end:
+                end = self._ADDRESS_END.search(view, address)
+                address_end = end.start() if end is not None else len(view)
+                with_data = max(view.rfind(c, address, address_end) for c in "?&=")
+            if with_data >= address and view[address_end:address_end + 1] == ")" \
+                    and view.find("![", view.rfind("]", 0, bracket) + 1, bracket) != -1:
+                return True
+        return False
+
+
+def _compiled(pattern: str) -> re.Pattern[str] | _ImageLinks:
+    return _ImageLinks() if pattern == _IMAGE_LINK else re.compile(pattern, re.IGNORECASE | re.DOTALL)
+
+
+_COMPILED = [(name, weight, _compiled(p)) for name, weight, p in RULES]
 # Each rule's trigger groups as bits: which words set which (rule, bit), which bits can also be
 # met by a substring, and those substrings.
 _WORD_INDEX: dict[bytes, list[tuple[int, int]]] = {}
@@ -190,13 +222,16 @@ _TRIGGER_WORDS = frozenset(_WORD_INDEX)
 def _touched_words(raw: bytes, mask: bytes) -> Iterator[bytes]:
     """The letter runs of the base view that end right before, or start right after, a leet character."""
     i = mask.find(b"a1")
-    while i != -1:
-        yield raw[max(mask.rfind(b" ", 0, i), mask.rfind(b"1", 0, i)) + 1:i + 1]
+    while i != -1:  # the run ends at i: it starts after the nearest "1" or space before (looked for no further)
+        one = mask.rfind(b"1", 0, i)
+        yield raw[max(one, mask.rfind(b" ", one + 1, i)) + 1:i + 1]
         i = mask.find(b"a1", i + 1)
     i = mask.find(b"1a")
-    while i != -1:
-        ends = [e for e in (mask.find(b" ", i + 1), mask.find(b"1", i + 1)) if e != -1]
-        yield raw[i + 1:min(ends, default=len(mask))]
+    while i != -1:  # the run starts after i: it ends at the nearest "1" or space after (looked for no further)
+        one = mask.find(b"1", i + 1)
+        stop = len(mask) if one == -1 else one
+        space = mask.find(b" ", i + 1, stop)
+        yield raw[i + 1:stop if space == -1 else space]
         i = mask.find(b"1a", i + 1)
 
 
@@ -244,14 +279,18 @@ def _base_view(text: str) -> str:
 
 def _views(text: str) -> tuple[str, str, list[str]]:
     """(base view, leetspeak read as letters, letter-spaced words joined and base64 decoded)."""
+    budget.charge(len(text))
     base = _base_view(text)
+    budget.charge(len(base))
     leet = base.translate(_LEET)
     others = []
     # a letter-spaced word needs four letters with separators between: look for that shape first
+    budget.charge(len(leet))
     if b"LSLSLSL" in leet.encode("ascii", "replace").translate(_SPACED_SHAPE):
         despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), leet)
         if despaced != leet:
             others.append(despaced)
+    budget.charge(len(text))
     if b"x" * 16 in text.encode("ascii", "replace").translate(_B64_RUN):
         others += _decoded_views(text)
     return base, leet, others
@@ -264,6 +303,7 @@ def _gate_hits(base: str, leet: str, others: list[str]) -> list[int]:
     The leetspeak view has every word of the base view but those a leet character touches
     ("ignore" in "1gnore" or "ignore1"): those few are added from the base view.
     """
+    budget.charge(len(leet) + sum(map(len, others)))
     tokens = _tokens(leet)
     if leet != base:
         raw = base.encode("ascii", "replace")
@@ -329,6 +369,7 @@ class InjectionDetector:
             if need & ~_MARKABLE[rule]:
                 continue  # one of them has no substring to meet it either: the pattern cannot match
             for view in seen:
+                budget.charge(len(view))
                 if (not need or _marks_met(rule, need, view)) and regex.search(view):
                     fired[name] = weight
                     break
@@ -338,6 +379,7 @@ class InjectionDetector:
         for weight in fired.values():
             miss *= 1.0 - weight
         score = 1.0 - miss
+        budget.charge(len(base))
         if _TOPIC.search(base) or _QUOTED_EXAMPLE.search(base):
             score *= 0.45  # talking about injection, or quoting an example, is not doing it
         rules = tuple(sorted(fired, key=lambda n: -fired[n]))

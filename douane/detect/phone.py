@@ -30,6 +30,10 @@ _MIN_NSN, _MAX_NSN = 2, 17
 _SHORT = (pu.ValidationResult.TOO_SHORT, pu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
           pu.ValidationResult.INVALID_LENGTH)
 _DEFAULT, _FROM_NUMBER = "default", "from-number"
+# How far past a window's end a candidate of the matcher's pattern may reach: leading brackets, 21
+# digit blocks of up to 20 digits with up to 4 punctuation characters each, an extension. Reading
+# this far lets a candidate that starts inside the window be read whole.
+LONGEST = 640
 
 
 def reference_valid(candidate: str, region: str) -> bool:
@@ -234,15 +238,20 @@ def _trim(pattern: re.Pattern[str], candidate: str) -> str:
     return candidate[:m.start()] if m else candidate
 
 
-@functools.lru_cache(maxsize=1024)  # first_region_matches asks twice for the region that matches
 def _text_ok(text: str, candidate: str, offset: int) -> bool:
     """The region-free half of PhoneNumberMatcher._parse_and_verify at leniency VALID."""
+    end = offset + len(candidate)
+    return _text_ok_between(candidate, text[offset - 1] if offset > 0 else "", text[end] if end < len(text) else "")
+
+
+@functools.lru_cache(maxsize=1024)  # first_region_matches asks twice for the region that matches
+def _text_ok_between(candidate: str, before: str, after: str) -> bool:
+    """_text_ok from the candidate and its neighbours alone (so the cache never holds a whole text)."""
     if not pm._MATCHING_BRACKETS.fullmatch(candidate) or pm._PUB_PAGES.search(candidate):
         return False
-    if offset > 0 and not pm._LEAD_PATTERN.match(candidate) and _bad_neighbour(text[offset - 1]):
+    if before and not pm._LEAD_PATTERN.match(candidate) and _bad_neighbour(before):
         return False
-    end = offset + len(candidate)
-    return end >= len(text) or not _bad_neighbour(text[end])
+    return not after or not _bad_neighbour(after)
 
 
 def _bad_neighbour(char: str) -> bool:
@@ -257,7 +266,7 @@ def _tries(text: str, candidate: str, offset: int) -> Iterator[tuple[str, int]]:
     """What PhoneNumberMatcher._extract_match tries to parse, in its order: the candidate, then inner groups."""
     if pm._SLASH_SEPARATED_DATES.search(candidate):
         return
-    if pm._TIME_STAMPS.search(candidate) and pm._TIME_STAMPS_SUFFIX.match(text[offset + len(candidate):]):
+    if pm._TIME_STAMPS.search(candidate) and pm._TIME_STAMPS_SUFFIX.match(text, offset + len(candidate)):
         return
     yield candidate, offset
     for inner in pm._INNER_MATCHES:
@@ -271,41 +280,51 @@ def _tries(text: str, candidate: str, offset: int) -> Iterator[tuple[str, int]]:
             group_match = inner.search(candidate, group_match.start() + 1)
 
 
-def matches(text: str, region: str) -> Iterator[tuple[int, int]]:
-    """PhoneNumberMatcher(text, region, leniency=VALID): the spans it would yield."""
-    index = 0
-    while (m := pm._PATTERN.search(text, index)) is not None:
-        start = m.start()
-        candidate = _trim(pu._SECOND_NUMBER_START_PATTERN, text[start:m.end()])
-        index = start + len(candidate)
-        for value, offset in _tries(text, candidate, start):
-            if _text_ok(text, value, offset) and _valid(value, region):
-                yield offset, offset + len(value)
-                index = offset + len(value)
+def _next_candidate(text: str, index: int, stop: int) -> tuple[int, str] | None:
+    """The matcher's next candidate from `index` if it starts before `stop`: (offset, candidate), read
+    whole (up to LONGEST past `stop`) and trimmed at a second number."""
+    m = pm._PATTERN.search(text, index, min(len(text), stop + LONGEST))
+    if m is None or m.start() >= stop:
+        return None
+    return m.start(), _trim(pu._SECOND_NUMBER_START_PATTERN, m.group())
+
+
+def matches(text: str, region: str, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+    """PhoneNumberMatcher(text, region, leniency=VALID): the spans it would yield, of the candidates
+    that start in [start, end) (the text around is read as it is)."""
+    index, stop = start, len(text) if end is None else end
+    while (found := _next_candidate(text, index, stop)) is not None:
+        offset, candidate = found
+        index = offset + len(candidate)
+        for value, at in _tries(text, candidate, offset):
+            if _text_ok(text, value, at) and _valid(value, region):
+                yield at, at + len(value)
+                index = at + len(value)
                 break
 
 
-def _no_match_tries(text: str) -> list[str]:
+def _no_match_tries(text: str, start: int = 0, end: int | None = None) -> list[str]:
     """The values the matcher would parse in any region where nothing matches: the same in every region."""
     out = []
-    index = 0
-    while (m := pm._PATTERN.search(text, index)) is not None:
-        start = m.start()
-        candidate = _trim(pu._SECOND_NUMBER_START_PATTERN, text[start:m.end()])
-        index = start + len(candidate)
-        out += [value for value, offset in _tries(text, candidate, start) if _text_ok(text, value, offset)]
+    index, stop = start, len(text) if end is None else end
+    while (found := _next_candidate(text, index, stop)) is not None:
+        offset, candidate = found
+        index = offset + len(candidate)
+        out += [value for value, at in _tries(text, candidate, offset) if _text_ok(text, value, at)]
     return out
 
 
-def first_region_matches(text: str, regions: Sequence[str] = PRESIDIO_REGIONS) -> list[tuple[int, int]]:
-    """The matches of the first region that has any, as douane's phone recognizer has always read a window.
+def first_region_matches(text: str, regions: Sequence[str] = PRESIDIO_REGIONS, start: int = 0,
+                         end: int | None = None) -> list[tuple[int, int]]:
+    """The matches of the first region that has any, as douane's phone recognizer has always read a
+    window: [start, end) of the text, its neighbours seen as they are.
 
     A region's walk differs from the no-match walk only after its first match, so a region has
     matches exactly when one of the no-match values is valid there: the text checks run once, not
     once per region, and only a region that matches is walked again.
     """
-    tries = _no_match_tries(text)
+    tries = _no_match_tries(text, start, end)
     for region in regions:
         if any(_valid(value, region) for value in tries):
-            return list(matches(text, region))
+            return list(matches(text, region, start, end))
     return []

@@ -1,74 +1,46 @@
 """PII findings in text, with Presidio's recognizers as the reference.
 
 Presidio's engine runs every recognizer over the whole text (the phone recognizer alone costs ~2 ms
-per 2 KB). Here one pass finds the digit runs and each entity gets a cheap candidate test; the
-recognizer then runs only on the windows around candidates: pattern recognizers through their own
-patterns, validation and invalidation without Presidio's per-match bookkeeping, phone numbers
-through douane.detect.phone (libphonenumber's matcher, replayed cheaply). Findings are cached per
+per 2 KB). Here each entity has one EntitySpec: a cheap candidate test, how much context its
+recognizers need around a candidate and how far past it a match may reach, what Presidio lacks (a
+card recognizer for every issuer) and what makes a value plausible (phone words). Presidio's
+recognizers run only on windows around candidates: pattern recognizers through their own patterns,
+validation and invalidation without Presidio's per-match bookkeeping, phone numbers through
+douane.detect.phone (libphonenumber's matcher, replayed cheaply), emails anchored at each "@".
+
+Every piece of that work is bounded (windows stop growing at _WIDEST characters; candidates are
+found a chunk at a time) and charged to douane.detect.budget before it is done, so a scan costs
+time linear in its text, whatever its shape, and stops at its deadline. Findings are cached per
 text, since chat clients resend the whole history every turn.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import regex
-
-from douane.detect.cache import TextCache
-
-# tldextract (used by the email and URL recognizers) would fetch the public suffix list over the
-# network on first use; point it at its bundled snapshot before presidio imports it.
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-import tldextract  # noqa: E402
-import tldextract.tldextract  # noqa: E402
-
-tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
-                                                            fallback_to_snapshot=True)
-
-from presidio_analyzer import (  # noqa: E402
+from presidio_analyzer import (
     EntityRecognizer,
     Pattern,
     PatternRecognizer,
     RecognizerRegistry,
     RecognizerResult,
 )
-from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NoOpNlpEngine  # noqa: E402
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer  # noqa: E402
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NoOpNlpEngine
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
-from douane.detect import phone  # noqa: E402
+from douane.detect import budget, phone
+from douane.detect.cache import TextCache
 
 log = logging.getLogger(__name__)
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # one INFO line per recognizer otherwise
 
-# Cheap candidates per entity; a window around each goes to Presidio's recognizer. Entities not
-# listed here are scanned over the whole text.
-_CANDIDATES: dict[str, re.Pattern[str]] = {
-    "EMAIL_ADDRESS": re.compile(r"@"),
-    "CREDIT_CARD": re.compile(r"\d(?:[ -]?\d){11,18}"),
-    "US_SSN": re.compile(r"\d{3}[- .]?\d{2}[- .]?\d{4}"),
-    "PHONE_NUMBER": re.compile(r"\d(?:[\s().-]{0,3}\d){6,}"),
-    # tried only where a digit run starts (see _candidates): the head of Presidio's IBAN pattern
-    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2}"),
-    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:"),
-    "URL": re.compile(r"://|www\.|\.[a-z]{2,}\b"),
-}
-# Every digit-led candidate lies inside one run of digits joined by at most three separators. One
-# pass of the `regex` engine (about twice as fast as `re` on this pattern, 2 KB in ~8 us) finds the
-# runs; each entity's own candidate pattern then runs inside them only.
-_DIGIT_RUNS = regex.compile(r"\d(?:[\s().+/-]{0,3}\d)+")
-# digit-led entity -> fewest digits its candidate pattern needs (so the fewest characters of a run)
-_DIGIT_LED = {"CREDIT_CARD": 12, "US_SSN": 9, "PHONE_NUMBER": 7}
-_ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
-_WINDOW = 64  # characters of context kept on each side of a candidate
-_WHITESPACE = re.compile(r"\s")
-# Phone parsing is the dear part (one pass per region): keep its windows tight. An email address
-# holds no whitespace, so the word around its "@" is all its pattern needs to see.
-_WINDOW_BY_ENTITY = {"PHONE_NUMBER": 3, "EMAIL_ADDRESS": 0}
 _NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"}
 _SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
 
@@ -79,6 +51,18 @@ class Finding:
     start: int
     end: int
     score: float
+
+
+@functools.cache
+def keep_tldextract_offline() -> None:
+    """tldextract, which the email recognizer validates with, fetches the public suffix list over the
+    network on first use, with no timeout: make its default extractor read its bundled snapshot
+    instead. Called once, by PiiDetector's constructor, before any recognizer runs."""
+    import tldextract
+    import tldextract.tldextract
+
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
+                                                                fallback_to_snapshot=True)
 
 
 def _installed_spacy_model() -> str | None:
@@ -104,10 +88,14 @@ def _luhn(digits: str) -> bool:
 
 
 # (issuer prefix ranges, allowed lengths): what Presidio's card pattern misses among them is
-# Mastercard's 2221-2720 range and 19-digit Visa.
+# Mastercard's 2221-2720 range, 19-digit Visa and UnionPay. Visa 4; Mastercard 51-55, 2221-2720;
+# American Express 34, 37; Discover 6011, 644-649, 65; JCB 3528-3589; Diners Club 300-305, 3095, 36,
+# 38-39 (14 to 19 digits); UnionPay 62 (16 to 19). tests/unit/test_pii.py holds it to the test cards
+# the networks and processors publish.
 _CARD_IIN = [((4, 4), (13, 16, 19)), ((51, 55), (16,)), ((2221, 2720), (16,)), ((34, 34), (15,)), ((37, 37), (15,)),
              ((6011, 6011), (16, 17, 18, 19)), ((644, 649), (16, 19)), ((65, 65), (16, 19)),
-             ((3528, 3589), (16, 17, 18, 19)), ((300, 305), (14,)), ((36, 36), (14,)), ((38, 39), (14,))]
+             ((3528, 3589), (16, 17, 18, 19)), ((300, 305), (14, 15, 16, 17, 18, 19)), ((3095, 3095), (16, 17, 18, 19)),
+             ((36, 36), (14, 15, 16, 17, 18, 19)), ((38, 39), (14, 15, 16, 17, 18, 19)), ((62, 62), (16, 17, 18, 19))]
 
 
 def card_number_ok(digits: str) -> bool:
@@ -121,37 +109,427 @@ def card_number_ok(digits: str) -> bool:
     return False
 
 
-class CardRecognizer(EntityRecognizer):
-    """Card numbers of every major issuer and length, validated by Luhn and issuer ranges."""
+class CardRecognizer(PatternRecognizer):
+    """Card numbers of every major issuer and length, validated by Luhn and issuer ranges (a pattern
+    recognizer, so it runs like Presidio's own: on windows, with its left context in view)."""
 
-    _PATTERN = re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d.-]|[ -]\d)")
+    PATTERN = r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d.-]|[ -]\d)"
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["CREDIT_CARD"], name="CardRecognizer", supported_language="en")
+        super().__init__(supported_entity="CREDIT_CARD", name="CardRecognizer", supported_language="en",
+                         patterns=[Pattern("card, any issuer", self.PATTERN, 1.0)], global_regex_flags=0)
 
-    def load(self) -> None:
-        pass
+    def validate_result(self, pattern_text: str) -> bool:
+        return card_number_ok(re.sub(r"\D", "", pattern_text))
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-                ) -> list[RecognizerResult]:
+
+Span = tuple[int, int, float]
+# (text, start, end, artifacts) -> the recognizer's findings that start in [start, end), in text
+# coordinates; it may read the text before the window and up to its spec's `reach` past it (the
+# scan charges that much to the budget before calling it).
+Matcher = Callable[[str, int, int, NlpArtifacts], list[Span]]
+
+_WINDOW = 64  # characters of context kept on each side of a candidate
+_REACH = 64  # how much further a window's edge may move to land on whitespace
+_WIDEST = 4096  # merged windows stop growing here; the next one starts over, overlapping
+_PIECE = 256  # a longer candidate (a digit run of a megabyte) is cut into pieces this long
+_CHUNK = 16384  # characters one candidate search walks at a time (plus its lookahead)
+_WHITESPACE = re.compile(r"\s")
+
+
+class _Text:
+    """One scan's text and what its entities' candidates share: the digit runs, found once."""
+
+    __slots__ = ("text", "_runs")
+
+    # Every digit-led candidate lies inside one run of digits joined by at most three separators.
+    # One pass of the `regex` engine (about twice as fast as `re` on this pattern, 2 KB in ~8 us)
+    # finds the runs; each entity's own candidate pattern then runs inside them only.
+    DIGIT_RUNS = regex.compile(r"\d(?:[\s().+/-]{0,3}\d)+")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._runs: list[tuple[int, int]] | None = None
+
+    @property
+    def runs(self) -> list[tuple[int, int]]:
+        if self._runs is None:  # runs longer than a chunk come in overlapping pieces
+            self._runs = _chunked(self.DIGIT_RUNS, self.text, lookahead=64)
+        return self._runs
+
+
+def _chunked(pattern: re.Pattern[str] | Any, text: str, lookahead: int) -> list[tuple[int, int]]:
+    """The pattern's matches, searched a chunk at a time so that no search walks more than _CHUNK +
+    `lookahead` characters: those that start in a chunk, read up to `lookahead` past it. A longer
+    match is cut there; the next chunk starts inside it and reads on."""
+    n = len(text)
+    if n <= _CHUNK:
+        budget.charge(n)
+        return [m.span() for m in pattern.finditer(text)]
+    spans = []
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        limit = min(n, stop + lookahead)
+        budget.charge(limit - start)
+        for m in pattern.finditer(text, start, limit):
+            if m.start() >= stop:
+                break
+            spans.append(m.span())
+    return spans
+
+
+def _in_digit_runs(pattern: str, fewest: int) -> Callable[[_Text], list[tuple[int, int]]]:
+    """Candidates of a digit-led pattern needing at least `fewest` characters, looked for in digit
+    runs only; one longer than _PIECE (a digit run of a megabyte) comes in pieces of that size."""
+    compiled = re.compile(pattern)
+
+    def candidates(scan: _Text) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        read = 0  # charged a window's worth at a time (a charge per run would cost more than the runs)
+        for start, end in scan.runs:
+            if end - start >= fewest:
+                if read > _WIDEST:
+                    budget.charge(read)
+                    read = 0
+                read += end - start
+                for m in compiled.finditer(scan.text, start, end):
+                    c_start, c_end = m.span()
+                    if c_end - c_start <= _PIECE:
+                        spans.append((c_start, c_end))
+                    else:
+                        spans += _split(c_start, c_end)
+        budget.charge(read)
+        return spans
+    return candidates
+
+
+def _matching(pattern: str) -> Callable[[_Text], Iterable[tuple[int, int]]]:
+    compiled = re.compile(pattern)
+    return lambda scan: [piece for start, end in _chunked(compiled, scan.text, lookahead=8)
+                         for piece in _split(start, end)]
+
+
+def _split(start: int, end: int) -> list[tuple[int, int]]:
+    """A candidate span as pieces of at most _PIECE characters (a digit run can be a megabyte long)."""
+    return [(piece, min(end, piece + _PIECE)) for piece in range(start, end, _PIECE)]
+
+
+_IBAN_HEAD = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2}")
+_ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
+
+
+def _iban_heads(scan: _Text) -> Iterator[tuple[int, int]]:
+    """Presidio's IBAN pattern starts with two letters (not after a letter or digit), two check
+    digits and eight more letters or digits: a digit run right after two letters, checked so."""
+    text = scan.text
+    for start, _ in scan.runs:
+        after_alnum = start >= 3 and _ASCII_ALNUM.match(text, start - 3)
+        if start >= 2 and _IBAN_HEAD.match(text, start - 2) and not after_alnum:
+            yield start - 2, start + 2
+
+
+def _at_signs(scan: _Text) -> list[tuple[int, int]]:
+    return _chunked(_AT, scan.text, lookahead=0)
+
+
+_AT = re.compile("@")
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _phone_plausible(spec: EntitySpec, text: str, start: int, end: int) -> bool:
+    """A '+' or '(' start, or digit groups of phone size (at most 5 digits each), or phone words near:
+    a bare digit run with no phone words around is not worth the phone parser's eight passes (bare
+    10-digit runs are more often timestamps and order numbers)."""
+    value = text[start:end]
+    if value.startswith("+") or text[max(0, start - 1):start] in ("+", "("):
+        return True
+    groups = _DIGITS.findall(value)
+    if len(groups) > 1 and max(map(len, groups)) <= 5:
+        return True
+    return spec.near(text, max(0, start - 40), min(len(text), end + 20))
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """All douane adds to Presidio's recognizers for one entity, in one place."""
+
+    # cheap spans worth a recognizer's look, in text order; None: the whole text, in pieces
+    candidates: Callable[[_Text], Iterable[tuple[int, int]]] | None = None
+    margin: int = _WINDOW  # context kept on each side of a candidate
+    widen: bool = True  # windows widened to the nearest whitespace (so they start where a word does)
+    reach: int = 64  # the longest match its recognizers make: a window is read this far past its end
+    extra: tuple[Callable[[], EntityRecognizer], ...] = ()  # recognizers Presidio lacks
+    own: tuple[Callable[[EntitySpec], Matcher], ...] = ()  # douane's own, which read the text around a window
+    gate: Callable[[EntitySpec, str, int, int], bool] | None = None  # a further test of each candidate
+    plausible: Callable[[EntitySpec, str, int, int], bool] | None = None  # and of each finding
+    context: tuple[str, ...] = ()  # words that, near a value, make it one (see `plausible`)
+    trim: Callable[[str, int, int], int] | None = None  # where a finding starts, once a key glued to it is left out
+    last: bool = False  # scanned after the others, skipping windows they already explain
+    _context: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.context:
+            words = "|".join(re.escape(w).replace(r"\ ", " ") for w in self.context)
+            object.__setattr__(self, "_context", re.compile(rf"\b(?:{words})\b", re.IGNORECASE))
+
+    def near(self, text: str, start: int, end: int) -> bool:
+        return self._context is not None and self._context.search(text, start, end) is not None
+
+
+# A key glued to an email (`email=jo@x.io`, `?to=jo@x.io`, `&cc=ann@y.org`): "=" and "&" may be
+# in a local part, so Presidio's pattern takes the key along; the key's name is left for the model.
+_EMAIL_KEY = re.compile(r"(?:(?:[^=?&;]*[?&;])?[A-Za-z][\w.-]*=)+")
+
+
+def _after_email_key(text: str, start: int, end: int) -> int:
+    at = text.find("@", start, end)
+    key = _EMAIL_KEY.match(text, start, at)
+    return key.end() if key is not None and key.end() < at else start
+
+
+# North American numbers in every usual shape: `212-555-0100`, `(212)555-0100`, `1-212-...`,
+# `001-212-...`, `+1 212 ...`. libphonenumber rejects those whose area code is not assigned
+# (`200-555-0100`); people still mean them as phone numbers, and write phone words around them.
+_NANP = re.compile(r"(?<![\d+])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-]?)[2-9]\d\d[ .-]?\d{4}(?!\d)")
+
+
+def _us_numbers_near_phone_words(spec: EntitySpec) -> Matcher:
+    def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
+        limit = min(len(text), end + 24)
+        return [(m.start(), m.end(), 0.4) for m in _NANP.finditer(text, start, limit)
+                if m.start() < end and spec.near(text, max(0, m.start() - 40), min(len(text), m.end() + 20))]
+    return match
+
+
+# Emails: a local part of at most this many characters before the "@" and a domain of at most this
+# many after it are read (RFC 5321 allows 64 and 255); a longer one is read from its last characters.
+_EMAIL_REACH = 1024
+
+SPECS: dict[str, EntitySpec] = {
+    # an email is read from its "@" (see _Emails): its windows need only hold the "@" signs
+    "EMAIL_ADDRESS": EntitySpec(_at_signs, margin=_EMAIL_REACH, widen=False, reach=_EMAIL_REACH,
+                                trim=_after_email_key),
+    "CREDIT_CARD": EntitySpec(_in_digit_runs(r"\d(?:[ -]?\d){11,18}", 12), reach=40, extra=(CardRecognizer,)),
+    "US_SSN": EntitySpec(_in_digit_runs(r"\d{3}[- .]?\d{2}[- .]?\d{4}", 9), reach=16),
+    "IBAN_CODE": EntitySpec(_iban_heads, reach=48),
+    # Phone parsing is the dear part (one pass per region): its windows are kept tight, and it runs
+    # last, so a digit run already read as a card, SSN or IBAN is not parsed again as a phone.
+    "PHONE_NUMBER": EntitySpec(_in_digit_runs(r"\d(?:[\s().-]{0,3}\d){6,}", 7), margin=3, reach=phone.LONGEST,
+                               gate=_phone_plausible, plausible=_phone_plausible, last=True,
+                               own=(_us_numbers_near_phone_words,),
+                               context=("phone", "tel", "telephone", "call", "mobile", "cell", "whatsapp", "sms",
+                                        "text me", "number", "reach", "fax", "contact")),
+    "IP_ADDRESS": EntitySpec(_matching(r"\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:"), reach=128),
+    "URL": EntitySpec(_matching(r"://|www\.|\.[a-z]{2,}\b"), reach=512),
+}
+_WHOLE_TEXT = EntitySpec(reach=256)  # entities without a spec: the whole text, in overlapping pieces
+
+
+class _FastPatterns:
+    """A Presidio PatternRecognizer's own patterns, validation and invalidation, without the timers
+    and explanation objects it builds for every match: the same findings at a tenth of the cost.
+    Each pattern reads the window with the text before it in view (pos, not a slice) and up to
+    `reach` characters past its end, so a match that starts in the window is read whole."""
+
+    def __init__(self, rec: PatternRecognizer, threshold: float, reach: int):
+        self.rec = rec
+        self.reach = reach
+        # an email's validity (tldextract: a known public suffix) depends on its domain alone
+        self.validate = _by_domain(rec.validate_result) if isinstance(rec, EmailRecognizer) else rec.validate_result
+        # validate_result may raise a weak pattern's score to 1.0; otherwise a pattern below the
+        # threshold can never produce a finding that is kept
+        raises = type(rec).validate_result is not PatternRecognizer.validate_result
+        flags = rec.global_regex_flags or 0
+        own: list[Pattern] = vars(rec)["patterns"]  # mypy cannot read presidio's untyped attribute
+        self.patterns = [(re.compile(p.regex, flags), float(p.score)) for p in own if p.score >= threshold or raises]
+
+    def score(self, value: str, base: float) -> float:
+        """Presidio's score for a match: its pattern's, or 1.0 / 0.0 when validation decides; 0.0 if invalidated."""
+        valid = self.validate(value)
+        score = base if valid is None else (1.0 if valid else 0.0)
+        return 0.0 if self.rec.invalidate_result(value) else score
+
+    def __call__(self, text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
         out = []
-        for m in self._PATTERN.finditer(text):
-            digits = re.sub(r"\D", "", m.group())
-            if card_number_ok(digits):
-                out.append(RecognizerResult("CREDIT_CARD", m.start(), m.end(), 1.0))
+        limit = min(len(text), end + self.reach)
+        for pattern, base in self.patterns:
+            for m in pattern.finditer(text, start, limit):
+                s, e = m.span()
+                if s >= end:
+                    break
+                if s < e and (score := self.score(text[s:e], base)) > 0:
+                    out.append((s, e, score))
         return out
 
 
-# A digit run with no separators and no "+" is a phone number only when the words around say so:
-# bare 10-digit runs are more often timestamps and order numbers.
-_PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|call|mobile|cell|whatsapp|sms|text me|number|reach|fax|"
-                            r"contact)\b", re.IGNORECASE)
+def _by_domain(validate: Callable[[str], bool | None]) -> Callable[[str], bool | None]:
+    """tldextract reads the host after the last "@" unless the part before it holds a "/", "?", "#"
+    or ":" (a path, query or scheme): otherwise the answer is the domain's, and is cached."""
+    @functools.lru_cache(maxsize=4096)
+    def by_domain(domain: str) -> bool | None:
+        return validate("x@" + domain)
+
+    def check(email: str) -> bool | None:
+        local, _, domain = email.rpartition("@")
+        return validate(email) if any(c in local for c in "/?#:") else by_domain(domain)
+
+    return check
+
+
+class _Emails(_FastPatterns):
+    """Presidio's email pattern, anchored at each "@" of the window.
+
+    A match is a local part (a run of local-part characters and dots that ends at the "@") and a
+    domain. Over a whole word the regex tries every start in a long local part and reads it to the
+    "@" each time: quadratic on `a.a.a.a...@`. But every start the pattern can take in one run
+    (a word boundary before a local-part character) succeeds or fails with the others, since the
+    domain does not depend on it; so only the first is tried, as finditer would find it. Runs stop
+    at an "@", so each character is read at most twice. tests/unit/test_pii.py holds the findings
+    to Presidio's own recognizer.
+    """
+
+    _LOCAL = r"!#$%&'*+\-/=?^_`{|}~\w"
+    _BEFORE_RUN = regex.compile(rf"(?r)[^{_LOCAL}.]")  # reversed: the nearest character no local part holds
+    _START = re.compile(rf"\b[{_LOCAL}]")
+    _AROUND = re.compile(rf"[{_LOCAL}]@\w")  # what any match has around its "@"
+
+    def __call__(self, text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
+        out = []
+        for pattern, base in self.patterns:
+            resume = start  # finditer's position: after the last match, or past the last "@"
+            at = text.find("@", start, end)
+            while at != -1:
+                if at == 0 or not self._AROUND.match(text, at - 1):
+                    at = text.find("@", at + 1, end)
+                    continue
+                low = max(resume, at - _EMAIL_REACH)
+                wall = self._BEFORE_RUN.search(text, low, at)
+                first = self._START.search(text, wall.end() if wall else low, at)
+                m = pattern.match(text, first.start(), min(len(text), at + _EMAIL_REACH)) if first else None
+                if m is not None:
+                    if (score := self.score(m.group(), base)) > 0:
+                        out.append((m.start(), m.end(), score))
+                    resume = m.end()
+                else:
+                    resume = at + 1
+                at = text.find("@", max(resume, at + 1), end)
+        return out
+
+
+def _phones(rec: PhoneRecognizer) -> Matcher:
+    regions, score = tuple(rec.supported_regions), float(rec.SCORE)
+
+    def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
+        return [(s, e, score) for s, e in phone.first_region_matches(text, regions, start, end)]
+    return match
+
+
+def _analyzer(rec: EntityRecognizer, entity: str, reach: int) -> Matcher:
+    """Any other recognizer, on a slice of the text: a finding at a slice edge that is not the
+    text's own word boundary may be a piece of something longer, and is left to the window that
+    holds it whole."""
+    def match(text: str, start: int, end: int, artifacts: NlpArtifacts | None = None) -> list[Span]:
+        limit = min(len(text), end + reach)
+        chunk = text[start:limit]
+        cut_start = start > 0 and not text[start - 1].isspace()
+        cut_end = limit < len(text) and not text[limit].isspace()
+        out = []
+        for r in rec.analyze(chunk, [entity], artifacts or _EMPTY_ARTIFACTS):
+            if r.entity_type != entity or r.start >= end - start or (cut_start and r.start == 0) \
+                    or (cut_end and r.end == len(chunk)):
+                continue
+            out.append((r.start + start, r.end + start, r.score))
+        return out
+    return match
+
+
+def _matcher(rec: EntityRecognizer, entity: str, threshold: float, spec: EntitySpec) -> Matcher:
+    """The cheapest way to get this recognizer's findings on a window."""
+    if isinstance(rec, PhoneRecognizer):
+        return _phones(rec)
+    if isinstance(rec, PatternRecognizer) and type(rec).analyze is PatternRecognizer.analyze:
+        if isinstance(rec, EmailRecognizer):
+            return _Emails(rec, threshold, spec.reach)
+        return _FastPatterns(rec, threshold, spec.reach)
+    return _analyzer(rec, entity, spec.reach)
+
+
+_EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[],  # type: ignore[arg-type]
+                                nlp_engine=None, language="en")
+
+
+def _needs_nlp(rec: EntityRecognizer) -> bool:
+    return type(rec).__name__ in ("SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer")
+
+
+def _windows(text: str, candidates: Iterable[tuple[int, int]], margin: int, widen: bool = True
+             ) -> list[tuple[int, int]]:
+    """Windows around candidate spans (each at most _PIECE long): `margin` characters each side,
+    widened to whitespace within _REACH (so the recognizers start where a word starts, as they would
+    on the whole text), merged while they overlap and stay under _WIDEST characters (then the next
+    one starts over where its own candidate's window starts). Every candidate's own window lies
+    inside one of them."""
+    n = len(text)
+    windows: list[tuple[int, int]] = []
+    first = last = -1
+    for c_start, c_end in candidates:  # (conditional expressions: cheaper than min and max, per candidate)
+        start = c_start - margin if c_start > margin else 0
+        end = c_end + margin if c_end + margin < n else n
+        if widen:
+            low = start - _REACH if start > _REACH else 0
+            space = max(text.rfind(" ", low, start), text.rfind("\n", low, start), text.rfind("\t", low, start))
+            start = space + 1 if space >= 0 else 0 if low == 0 else start
+            after = _WHITESPACE.search(text, end, end + _REACH)
+            end = after.start() if after is not None else n if end + _REACH >= n else end
+        if start <= last and end - (first if first < start else start) <= _WIDEST:
+            first, last = first if first < start else start, last if last > end else end
+            continue
+        if last >= 0:
+            windows.append((first, last))
+        first, last = start, end
+    if last >= 0:
+        windows.append((first, last))
+    return windows
+
+
+def _pieces(text: str) -> Iterator[tuple[int, int]]:
+    """The whole text as windows of at most _WIDEST characters, each starting about _WIDEST / 4 before
+    the previous one ends (after a space where there is one near), for entities with no candidate test."""
+    n, start = len(text), 0
+    while start < n:
+        end = min(n, start + _WIDEST)
+        if end < n:
+            space = max(text.rfind(" ", end - _REACH, end), text.rfind("\n", end - _REACH, end))
+            end = space if space > start else end
+        yield start, end
+        if end >= n:
+            return
+        back = end - _WIDEST // 4
+        space = text.rfind(" ", back - _REACH, back)
+        start = max(start + 1, space + 1 if space >= 0 else back)
+
+
+def _unexplained(windows: Iterable[tuple[int, int]], findings: Sequence[Finding], slack: int = 3
+                 ) -> list[tuple[int, int]]:
+    """The windows (in order of start) that no single finding holds, less `slack` at each end: a
+    digit run already read as a card, SSN or IBAN is not parsed again as a phone. One sweep."""
+    spans = sorted((f.start, f.end) for f in findings)
+    out, i, furthest = [], 0, -1
+    for start, end in windows:
+        while i < len(spans) and spans[i][0] <= start + slack:
+            furthest = spans[i][1] if spans[i][1] > furthest else furthest
+            i += 1
+        if furthest < end - slack:
+            out.append((start, end))
+    return out
 
 
 class PiiDetector:
     """Text in, findings out. Thread-safe: guards call it from worker threads."""
 
     def __init__(self, entities: Iterable[str], threshold: float = 0.3, cache_size: int = 8192):
+        keep_tldextract_offline()
         self.threshold = threshold
         self.entities = list(dict.fromkeys(entities))
         self._nlp: NlpEngine
@@ -170,25 +548,24 @@ class PiiDetector:
             registry.load_predefined_recognizers(languages=["en"], nlp_engine=self._nlp)
         finally:
             presidio_log.setLevel(level)
-        self._recognizers: dict[str, list[Matcher]] = {}
         known = set(registry.get_supported_entities(["en"])) | _NER_ENTITIES
         self.unknown = [e for e in self.entities if e not in known]
+        self._plan: list[tuple[str, EntitySpec, list[Matcher]]] = []
         for entity in self.entities:
             if entity in self.unknown or (entity in _NER_ENTITIES and not ner_model):
                 continue
-            recs = list(registry.get_recognizers("en", entities=[entity]))
-            if entity == "CREDIT_CARD":
-                recs.append(CardRecognizer())
+            spec = SPECS.get(entity, _WHOLE_TEXT)
+            recs = list(registry.get_recognizers("en", entities=[entity])) + [make() for make in spec.extra]
             if not ner_model:
                 recs = [r for r in recs if not _needs_nlp(r)]
             if recs:
-                self._recognizers[entity] = [_matcher(r, entity, threshold) for r in recs]
-        # Phones last: a digit run already read as a card, SSN or IBAN is not parsed again as a phone.
-        if "PHONE_NUMBER" in self._recognizers:
-            self._recognizers["PHONE_NUMBER"] = self._recognizers.pop("PHONE_NUMBER")
+                matchers = [_matcher(r, entity, threshold, spec) for r in recs] + [own(spec) for own in spec.own]
+                self._plan.append((entity, spec, matchers))
+        self._plan.sort(key=lambda step: step[1].last)  # phones last (see SPECS)
         self.known_entities = sorted(known)
         # Known to Presidio, but needing what is not installed here (a spaCy model for NER entities).
-        self.unsupported = [e for e in self.entities if e not in self._recognizers and e not in self.unknown]
+        scanned = {entity for entity, _, _ in self._plan}
+        self.unsupported = [e for e in self.entities if e not in scanned and e not in self.unknown]
         self._cache: TextCache[tuple[Finding, ...]] = TextCache(cache_size)
         self.ner_model = ner_model
 
@@ -208,160 +585,49 @@ class PiiDetector:
 
     def _scan(self, text: str) -> list[Finding]:
         results: list[Finding] = []
-        artifacts = self._nlp.process_text(text, "en") if self.ner_model else None
-        runs: list[tuple[int, int]] | None = None
-        for entity, recognizers in self._recognizers.items():  # phones last (see __init__)
-            candidate = _CANDIDATES.get(entity)
-            if candidate is None or artifacts is not None:
-                windows = [(0, len(text))]
-            else:
-                # a bare digit run with no phone words around is not worth the phone parser's eight passes
-                if runs is None:
-                    runs = [m.span() for m in _DIGIT_RUNS.finditer(text)]
-                spans = _candidates(text, entity, candidate, runs)
-                if entity == "PHONE_NUMBER":
-                    spans = (span for span in spans if _phone_plausible(text, *span))
-                windows = _windows(text, spans, _WINDOW_BY_ENTITY.get(entity, _WINDOW))
-            if entity == "PHONE_NUMBER":
-                taken = [(f.start, f.end) for f in results]
-                windows = [w for w in windows if not any(s <= w[0] + 3 and w[1] - 3 <= e for s, e in taken)]
+        artifacts = None
+        if self.ner_model:  # NER needs the whole text's tokens: every recognizer reads the whole text
+            budget.charge(len(text))
+            artifacts = self._nlp.process_text(text, "en")
+        scan = _Text(text)
+        for entity, spec, matchers in self._plan:  # phones last
+            windows = self._windows(scan, spec, artifacts is not None)
+            if spec.last and results:
+                windows = _unexplained(windows, results)
             for start, end in windows:
-                chunk = text[start:end]
-                whole = artifacts if artifacts is not None and start == 0 and end == len(text) else _EMPTY_ARTIFACTS
-                for match in recognizers:
-                    for s, e, score in match(chunk, whole):
-                        if score < self.threshold:
-                            continue
-                        if entity == "PHONE_NUMBER" and not _phone_plausible(text, s + start, e + start):
-                            continue
-                        results.append(Finding(entity, s + start, e + start, score))
-        return _resolve_overlaps(results)
+                budget.charge((end - start + spec.reach) * len(matchers))  # what its matchers may read
+                for match in matchers:
+                    for s, e, score in match(text, start, end, artifacts or _EMPTY_ARTIFACTS):
+                        if score >= self.threshold and (spec.plausible is None or spec.plausible(spec, text, s, e)):
+                            results.append(Finding(entity, spec.trim(text, s, e) if spec.trim else s, e, score))
+        return _resolve_overlaps(results, len(text))
+
+    @staticmethod
+    def _windows(scan: _Text, spec: EntitySpec, whole: bool) -> Iterable[tuple[int, int]]:
+        if whole:
+            return [(0, len(scan.text))]
+        if spec.candidates is None:
+            return _pieces(scan.text)
+        spans = spec.candidates(scan)
+        if spec.gate is not None:
+            gate = spec.gate
+            spans = (span for span in spans if gate(spec, scan.text, *span))
+        return _windows(scan.text, spans, spec.margin, spec.widen)
 
 
-Span = tuple[int, int, float]
-Matcher = Callable[[str, NlpArtifacts], list[Span]]
-
-
-class _FastPatterns:
-    """A Presidio PatternRecognizer's own patterns, validation and invalidation, without the timers
-    and explanation objects it builds for every match: the same findings at a tenth of the cost."""
-
-    def __init__(self, rec: PatternRecognizer, threshold: float):
-        self.rec = rec
-        # an email's validity (tldextract: a known public suffix) depends on its domain alone
-        self.validate = _by_domain(rec.validate_result) if isinstance(rec, EmailRecognizer) else rec.validate_result
-        # validate_result may raise a weak pattern's score to 1.0; otherwise a pattern below the
-        # threshold can never produce a finding that is kept
-        raises = type(rec).validate_result is not PatternRecognizer.validate_result
-        flags = rec.global_regex_flags or 0
-        own: list[Pattern] = vars(rec)["patterns"]  # mypy cannot read presidio's untyped attribute
-        self.patterns = [(re.compile(p.regex, flags), float(p.score)) for p in own if p.score >= threshold or raises]
-
-    def __call__(self, text: str, _: NlpArtifacts) -> list[Span]:
-        out = []
-        for pattern, base in self.patterns:
-            for m in pattern.finditer(text):
-                start, end = m.span()
-                if start == end:
-                    continue
-                value = text[start:end]
-                valid = self.validate(value)
-                score = base if valid is None else (1.0 if valid else 0.0)
-                if self.rec.invalidate_result(value):
-                    score = 0.0
-                if score > 0:
-                    out.append((start, end, score))
-        return out
-
-
-def _by_domain(validate: Callable[[str], bool | None]) -> Callable[[str], bool | None]:
-    """tldextract reads the host after the last "@" unless the part before it holds a "/", "?", "#"
-    or ":" (a path, query or scheme): otherwise the answer is the domain's, and is cached."""
-    @functools.lru_cache(maxsize=4096)
-    def by_domain(domain: str) -> bool | None:
-        return validate("x@" + domain)
-
-    def check(email: str) -> bool | None:
-        local, _, domain = email.rpartition("@")
-        return validate(email) if any(c in local for c in "/?#:") else by_domain(domain)
-
-    return check
-
-
-def _matcher(rec: EntityRecognizer, entity: str, threshold: float) -> Matcher:
-    """The cheapest way to get this recognizer's findings on a window."""
-    if isinstance(rec, PhoneRecognizer):
-        regions, score = tuple(rec.supported_regions), float(rec.SCORE)
-        return lambda text, _: [(s, e, score) for s, e in phone.first_region_matches(text, regions)]
-    if isinstance(rec, PatternRecognizer) and type(rec).analyze is PatternRecognizer.analyze:
-        return _FastPatterns(rec, threshold)
-    return lambda text, artifacts: [(r.start, r.end, r.score) for r in rec.analyze(text, [entity], artifacts)
-                                    if r.entity_type == entity]
-
-
-_EMPTY_ARTIFACTS = NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[],  # type: ignore[arg-type]
-                                nlp_engine=None, language="en")
-
-
-def _phone_plausible(text: str, start: int, end: int) -> bool:
-    """A '+' or '(' start, or digit groups of phone size (at most 5 digits each), or phone words near."""
-    value = text[start:end]
-    if value.startswith("+") or text[max(0, start - 1):start] in ("+", "("):
-        return True
-    groups = re.findall(r"\d+", value)
-    if len(groups) > 1 and max(map(len, groups)) <= 5:
-        return True
-    return bool(_PHONE_CONTEXT.search(text, max(0, start - 40), min(len(text), end + 20)))
-
-
-def _needs_nlp(rec: EntityRecognizer) -> bool:
-    return type(rec).__name__ in ("SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer")
-
-
-def _candidates(text: str, entity: str, candidate: re.Pattern[str],
-                runs: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """Spans of the entity's candidate pattern, found inside digit runs where that is the same thing."""
-    if entity in _DIGIT_LED:
-        shortest = _DIGIT_LED[entity]
-        for start, end in runs:
-            if end - start >= shortest:
-                for m in candidate.finditer(text, start, end):
-                    yield m.span()
-    elif entity == "IBAN_CODE":
-        # Presidio's IBAN pattern starts with two letters (not after a letter or digit), two check
-        # digits and eight more letters or digits: a digit run right after two letters, checked so.
-        for start, _ in runs:
-            after_alnum = start >= 3 and _ASCII_ALNUM.match(text, start - 3)
-            if start >= 2 and candidate.match(text, start - 2) and not after_alnum:
-                yield start - 2, start + 2
-    else:
-        for m in candidate.finditer(text):
-            yield m.span()
-
-
-def _windows(text: str, candidates: Iterable[tuple[int, int]], margin: int) -> list[tuple[int, int]]:
-    """Merged windows around candidate spans, widened to whitespace so word boundaries hold."""
-    spans: list[tuple[int, int]] = []
-    for m_start, m_end in candidates:
-        start = max(0, m_start - margin)
-        end = min(len(text), m_end + margin)
-        # widen to whitespace, so the recognizers' word boundaries hold
-        start = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start), text.rfind("\t", 0, start)) + 1
-        after = _WHITESPACE.search(text, end)
-        end = after.start() if after else len(text)
-        if spans and start <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
-        else:
-            spans.append((start, end))
-    return spans
-
-
-def _resolve_overlaps(results: list[Finding]) -> list[Finding]:
-    """Where findings overlap keep the stronger (score, then length); e.g. a URL inside an email."""
-    ordered = sorted(set(results), key=lambda f: (-f.score, -(f.end - f.start), f.start))
-    kept: list[Finding] = []
-    for f in ordered:
-        if all(f.end <= k.start or f.start >= k.end for k in kept):
+def _resolve_overlaps(results: list[Finding], length: int) -> list[Finding]:
+    """Where findings overlap keep the stronger (score, then length); e.g. a URL inside an email.
+    Kept characters are marked in a bytearray, so a finding costs its own length, not one look at
+    every finding kept before it."""
+    ordered = sorted(set(results), key=lambda f: (f.start, f.end))
+    if all(a.end <= b.start for a, b in itertools.pairwise(ordered)):
+        return ordered  # the usual case: nothing overlaps
+    taken = bytearray(length)
+    kept = []
+    for f in sorted(ordered, key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity)):
+        if f.end > f.start and taken.find(1, f.start, f.end) == -1:
+            budget.charge(f.end - f.start)
+            taken[f.start:f.end] = b"\x01" * (f.end - f.start)
             kept.append(f)
     return sorted(kept, key=lambda f: f.start)
 

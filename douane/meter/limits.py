@@ -102,6 +102,18 @@ class Limits:
             msg = f"{rule} ({take.limit} {what}) is used up"
         return None, Refusal(rule, msg, max(1, retry))
 
+    def budget_counters(self, now: datetime | None = None) -> list[tuple[str, str, int]]:
+        """(rule, counter key, limit in micro-dollars) of every budget in force in the current windows:
+        what an operator's gauge of budget used reads."""
+        now = now or self.clock.now()
+        out = []
+        for scope, q in [*self._team_rules.values(), *self._client_rules.values()]:
+            for kind, limit in (("day", q.budget_usd_per_day), ("month", q.budget_usd_per_month)):
+                if limit is not None:
+                    out.append((f"{scope}.budget_usd_per_{kind}", f"{scope}:usd_{kind}@{_window(kind, now)[0]}",
+                                math.floor(limit * MICRO)))
+        return out
+
     async def settle(self, res: Reservation, tokens: int | None, usd: float | None) -> None:
         """Replace the reserved figures with the real ones (unknown figures keep the reservation)."""
         deltas: list[tuple[str, int]] = []

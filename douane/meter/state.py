@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,23 @@ return 0
 """
 
 
+def without_password(url: str) -> str:
+    """The URL with any password in it replaced by ***: a Redis URL may carry one (redis://:pw@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***" if parts.username else ":***"
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class RedisState:
     def __init__(self, url: str, prefix: str = "douane:"):
         import redis.asyncio as redis
 
         self.url = url
+        self.where = without_password(url)  # what messages and logs may name
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
         self._reserve = self.client.register_script(_RESERVE)
@@ -132,8 +145,8 @@ class RedisState:
         import redis
 
         if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
-            return StateUnavailable(f"redis at {self.url} is unreachable: {error}")
-        return StateUnavailable(f"redis at {self.url} failed ({type(error).__name__}: {error})")
+            return StateUnavailable(f"redis at {self.where} is unreachable: {error}")
+        return StateUnavailable(f"redis at {self.where} failed ({type(error).__name__}: {error})")
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -457,6 +457,17 @@ class AuditPolicy(Strict):
     # every checkpoint and tombstone also goes here: a file (append) or an http(s) URL (POST)
     checkpoint_copy: str | None = None
     retention_days: RetentionDays = Field(default_factory=RetentionDays)
+    # one audit for a fleet: a shared folder where every instance ships its records (bodies left
+    # out), read by DuckDB as one table (douane audit query --fleet DIR); None: this store only
+    fleet: str | None = None
+    fleet_every_s: float = Field(default=5.0, gt=0)  # seconds between shipments (and one at stop)
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_is_a_folder(cls, v: str | None) -> str | None:
+        if v is not None and ("://" in v or not v.strip()):
+            raise ValueError("a folder path every instance can write (a shared mount), e.g. /mnt/audit/fleet")
+        return v
 
     @field_validator("checkpoint_copy")
     @classmethod
@@ -485,6 +496,57 @@ class Limits(Strict):
     idle_timeout_s: float = Field(default=120.0, gt=0)
     request_body_timeout_s: float = Field(default=60.0, gt=0)  # from a request's head to its last byte
     max_connections_per_client: int = Field(default=256, gt=0)  # open connections from one address
+
+
+class Telemetry(Strict):
+    """OpenTelemetry: a span per call, exported over OTLP/HTTP (protobuf) when `otlp_endpoint` is set.
+    Collector credentials go in OTEL_EXPORTER_OTLP_HEADERS, never in the policy."""
+
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (then /v1/traces), or the full traces URL
+    service_name: str = Field(default="douane", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of traces no client started (theirs decide)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+
+AnomalySignal = Literal["calls", "tokens", "cost", "errors", "blocks"]
+AnomalyScope = Literal["client", "team"]
+ALL_SIGNALS: tuple[AnomalySignal, ...] = ("calls", "tokens", "cost", "errors", "blocks")
+ALL_SCOPES: tuple[AnomalyScope, ...] = ("client", "team")
+
+
+class AnomalyFloors(Strict):
+    """Per minute, the least a signal must reach to count as a spike, whatever its baseline."""
+
+    calls: float = Field(default=20, ge=0)
+    tokens: float = Field(default=20_000, ge=0)
+    cost: float = Field(default=0.5, ge=0)  # US dollars
+    errors: float = Field(default=10, ge=0)
+    blocks: float = Field(default=10, ge=0)
+
+
+class AnomalyPolicy(Strict):
+    """Spikes of a client's or team's usage against its own rolling baseline (median and MAD of its
+    last `window_minutes` minutes), and what to do about them."""
+
+    action: Literal["alert", "throttle", "block"] = "alert"
+    sensitivity: float = Field(default=6.0, gt=0)  # robust z-score: scaled MADs above the median
+    min_ratio: float = Field(default=3.0, ge=1)  # and at least this many times the median
+    warmup_minutes: int = Field(default=30, ge=1)  # minutes of history before a subject is judged
+    window_minutes: int = Field(default=60, ge=5, le=1440)
+    signals: list[AnomalySignal] = Field(default_factory=lambda: list(ALL_SIGNALS))
+    scopes: list[AnomalyScope] = Field(default_factory=lambda: list(ALL_SCOPES))
+    floors: AnomalyFloors = Field(default_factory=AnomalyFloors)
+    cooldown_minutes: int = Field(default=15, ge=1)  # a throttle's length; an alert is not repeated within it
+    webhook: str | None = None  # POSTed a JSON body per anomaly
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_is_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
 
 
 class Policy(Strict):
@@ -516,6 +578,8 @@ class Policy(Strict):
     metering: Metering = Field(default_factory=Metering)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     limits: Limits = Field(default_factory=Limits)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    anomaly: AnomalyPolicy | None = None
 
     @property
     def enforcing(self) -> bool:

@@ -74,6 +74,14 @@ class Breakers:
             return True
         return False
 
+    def states(self) -> dict[str, tuple[str, int]]:
+        """Each upstream that failed lately: ("open" | "half_open" | "closed", failures in a row)."""
+        now = self.clock()
+        out = {key: ("closed", n) for key, n in self._count.items()}
+        for key, until in self._open_until.items():
+            out[key] = ("open" if now < until else "half_open", self._count.get(key, 0))
+        return out
+
     def success(self, key: str) -> None:
         self._count.pop(key, None)
         self._open_until.pop(key, None)

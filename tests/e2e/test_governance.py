@@ -145,7 +145,8 @@ def test_central_keys_replace_client_keys(make_douane, mock: str, received: list
     assert sent[1]["x-api-key"] == "sk-ant-central-888"
     assert sent[2]["x-goog-api-key"] == "AIza-central-gemini-777"
     assert received[3]["path"].startswith("/openai/deployments/gpt-4o-mini/chat/completions?api-version=")
-    assert "api-key" not in sent[3] and sent[3]["authorization"] == "Bearer azure-central-666"
+    assert sent[3]["api-key"] == "azure-central-666" and "authorization" not in sent[3], \
+        "Azure's API keys go in api-key (a Bearer token there must be an Entra ID token)"
     assert sent[4]["x-goog-api-key"] == "AIza-central-gemini-777"
     assert received[4]["path"] == "/v1beta/models/gemini-2.0-flash:generateContent?alt=json", \
         "the client's key= parameter is dropped, the other parameters kept"

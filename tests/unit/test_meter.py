@@ -12,7 +12,7 @@ from douane.clock import FixedClock
 from douane.meter.gate import Meter
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
-from douane.meter.state import MemoryState, RedisState, StateUnavailable
+from douane.meter.state import MemoryState, RedisState, StateUnavailable, without_password
 from douane.meter.tokens import estimate_input_tokens
 from douane.policy.model import Client, Policy, Price, StatePolicy, Team
 from douane.providers import ADAPTERS, ProviderSpec, Usage
@@ -398,3 +398,23 @@ def test_a_call_that_failed_upstream_without_usage_gives_its_reservation_back() 
     unknown.status = 200  # an answer, but no usage and no estimate: the reservation stands
     asyncio.run(meter.settle(unknown))
     assert state.counters == {"teams.t:tpm@203001011200": 200, "teams.t:usd_day@20300101": 1_100_000}
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+    ("rediss://user:pw@h/1", "rediss://user:***@h/1"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+])
+def test_a_redis_password_is_never_shown(url: str, shown: str) -> None:
+    assert without_password(url) == shown
+
+
+async def test_an_unreachable_redis_names_it_without_its_password() -> None:
+    state = RedisState("redis://:hunter2@127.0.0.1:1/0")
+    try:
+        with pytest.raises(StateUnavailable) as e:
+            await state.reserve([])
+    finally:
+        await state.close()
+    assert "redis://:***@127.0.0.1:1/0" in str(e.value) and "hunter2" not in str(e.value)

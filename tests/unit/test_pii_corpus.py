@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from pii_corpus import card, corpus, iban, luhn_complete  # noqa: E402
+from pii_corpus import card, corpus, iban  # noqa: E402
 
-from douane.detect.pii import PiiDetector, card_number_ok, redact  # noqa: E402
+from douane.detect.pii import PiiDetector, redact  # noqa: E402
 
 ENTITIES = ["EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER", "IBAN_CODE"]
 
@@ -29,19 +29,6 @@ def test_planted_pii_does_not_reach_upstream_and_benign_text_is_left_alone(detec
     assert len(altered) / len(benign) <= 0.05, [s.text for s in altered][:10]
 
 
-def test_card_ranges_presidio_misses() -> None:
-    import random
-
-    rng = random.Random(1)
-    for _ in range(200):
-        digits = "".join(ch for ch in card(rng) if ch.isdigit())
-        assert card_number_ok(digits), digits
-    assert card_number_ok(luhn_complete("2221", 16, rng))  # Mastercard 2-series
-    assert card_number_ok(luhn_complete("4", 19, rng))  # 19-digit Visa
-    assert not card_number_ok(luhn_complete("9", 16, rng)), "no issuer uses this prefix"
-    assert not card_number_ok("1234567812345678"), "fails Luhn"
-
-
 def test_cards_and_ibans_found_in_text(detector: PiiDetector) -> None:
     import random
 
@@ -55,3 +42,15 @@ def test_bare_digit_runs_need_phone_context(detector: PiiDetector) -> None:
     assert detector.scan("Timestamp 1725972006 marks the outage.") == []
     found = detector.scan("Call me on 2125550143 tonight.")
     assert [f.entity for f in found] == ["PHONE_NUMBER"]
+
+
+def test_held_out_glued_values_and_us_numbers(detector: PiiDetector) -> None:
+    """Issue 10: `card=...` and `email=...` (the key's name survives: an email's span used to take
+    `email=` with it), and US numbers in phone context that libphonenumber rejects (unassigned area
+    codes) or that are written `001-212-...` or `(212)555-0100`. Held out: scripts/pii_corpus.py."""
+    from pii_corpus import held_out
+
+    samples = held_out(n_per_kind=80, seed=77)
+    redacted = [(s, redact(s.text, detector.scan(s.text))) for s in samples]
+    assert [s.text for s, out in redacted if s.value in out] == []
+    assert [s.text for s, out in redacted if s.keep and s.keep not in out] == []

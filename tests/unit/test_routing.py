@@ -181,3 +181,17 @@ def test_a_tool_call_without_a_name_is_refused_not_crashed() -> None:
         attempt_for(spec, "claude-haiku-4-5", "openai", "chat.completions", body, "/v1/chat/completions", {},
                     None, False)
     assert str(e.value) == "messages[2].tool_calls[0].function.name: expected a string, got null"
+
+
+@pytest.mark.parametrize(("host", "path", "header"), [
+    ("myres.openai.azure.com", "/openai/v1/chat/completions", "api-key"),
+    ("MYRES.cognitiveservices.azure.com.", "/openai/responses", "api-key"),
+    ("proxy.internal", "/openai/deployments/gpt-4o/chat/completions", "api-key"),
+    ("api.openai.com", "/v1/chat/completions", "authorization"),
+    ("openai.azure.com.evil.example", "/v1/chat/completions", "authorization"),
+])
+def test_a_central_key_goes_where_the_target_reads_it(host: str, path: str, header: str) -> None:
+    from douane.routing import key_headers
+
+    sent = key_headers("openai", "k-1", host, path)
+    assert list(sent) == [header] and sent[header].endswith("k-1")
