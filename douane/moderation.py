@@ -7,7 +7,8 @@ On a stream, text that may still be redacted or blocked is held until its senten
 most MAX_SENTENCE characters: a longer run is cut at a space and judged); under `monitor` nothing is
 held. A whole text (a plain answer, a snapshot repeated at the end of a stream, a tool call's
 arguments) is judged the same way, sentence for sentence. JSON (a tool call's arguments) cannot lose a
-sentence and stay JSON: there `redact` blocks instead.
+sentence and stay JSON: there `redact` blocks instead (a whole text is JSON when it parses; a stream's
+lane when its first character opens an object or array).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import cast
+
+import orjson
 
 from douane.detect.moderation import CATEGORIES, DENY, Hit, Judge, ModerationDetector, sentence_end
 from douane.policy.model import ModerationCategory, ModerationPolicy
@@ -100,7 +103,7 @@ class Moderator:
 
     def check(self, text: str) -> str:
         """A whole text at once (a plain answer, a snapshot, a tool call's arguments), judged afresh."""
-        judge, json = self._fresh_judge(), text.lstrip()[:1] in ("{", "[")
+        judge, json = self._fresh_judge(), _is_json(text)
         out, start = [], 0
         while start < len(text):
             end = sentence_end(text, start, final=True, max_len=self.detector.max_sentence)
@@ -145,6 +148,18 @@ class Moderator:
     def notes(self) -> list[str]:
         """What the audit row's reason says of findings that did not block: `moderation.violence (redact)`."""
         return [f"{rule(c)} ({a})" for c, a in sorted(self._found.items())]
+
+
+def _is_json(text: str) -> bool:
+    """A whole text that is a JSON object or array (a tool call's arguments), not prose that starts
+    with a bracket ("[1] See ...")."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return False
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _why(hit: Hit) -> str:

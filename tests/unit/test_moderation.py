@@ -215,6 +215,10 @@ def test_redact_in_json_blocks_instead() -> None:
         pushed(streamed, json.dumps({"message": "ok. " + HARMFUL + " x"}), [3, 5, 8])
 
 
+def test_prose_that_opens_with_a_bracket_is_redacted_not_blocked() -> None:
+    assert moderator("redact").check("[1] " + HARMFUL + " Bye.") == "<MODERATED:violence> Bye."
+
+
 def test_whole_texts_do_not_disturb_a_stream_in_progress() -> None:
     stage = moderator("redact")
     first = stage.push(HARMFUL + " Then do")
