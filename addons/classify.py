@@ -22,7 +22,7 @@ from douane.decision import Block
 from douane.gateway import Gateway
 from douane.guard import scan, scan_failed
 from douane.providers import ProviderSpec, openai_ws
-from douane.uploads import scan_upload
+from douane.uploads import binary_rpc_refusal, scan_upload
 from douane.websocket import upgrade_refusal
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,11 @@ class ClassifyAddon:
     async def _other(self, flow: http.HTTPFlow, call: Call, content: bytes) -> None:
         """An endpoint douane does not model: forwarded, with the text its body carries scanned for PII."""
         ctype = flow.request.headers.get("content-type", "")
+        refusal = binary_rpc_refusal(ctype)
+        if refusal is not None:
+            if not refuse(self.gw, flow, call, refusal):
+                call.note(f"{ctype} body: forwarded uninspected")
+            return
         try:
             guards = self.gw.guards(call)
             result = await scan(self.gw, len(content), lambda: scan_upload(self.gw, guards, ctype, content))

@@ -181,6 +181,11 @@ class PromptGuard:
                 self._scan(guards, texts, known, judged, cleaning.hidden), [pii.scan(k) for k in keys]))
         except Exception as e:
             return scan_failed(self.gw, call, "prompt scan", e)
+        if guards.second_tier is not None:
+            try:
+                read = await self._second_opinion(guards, texts, read)
+            except Exception as e:
+                return scan_failed(self.gw, call, "second-tier injection scan", e)
         result_block, verdict = self._tool_results(call, guards, parts, read)
         if read.hidden:  # what invisible characters spell outweighs any part's own score
             verdict = read.verdict
@@ -189,6 +194,26 @@ class PromptGuard:
         if result_block is not None:
             return result_block
         return self._pii(call, guards, parts, as_sent, trusted[:main], read, memo, key_findings, pseudonyms)
+
+    async def _second_opinion(self, guards: Guards, texts: list[str], read: _Read) -> _Read:
+        """Ask the second tier about the texts the rules are unsure of (from `second_tier_from` to
+        below the threshold); its probability can raise a score, never lower one."""
+        policy, tier = guards.injection, guards.second_tier
+        assert policy is not None and tier is not None
+        unsure = [i for i, v in enumerate(read.verdicts)
+                  if policy.second_tier_from <= v.score < policy.threshold and texts[i].strip()]
+        if not unsure:
+            return read
+        probabilities = await asyncio.wait_for(tier.score([texts[i] for i in unsure]),
+                                               self.gw.policy.limits.guard_timeout_s)
+        verdicts = list(read.verdicts)
+        for i, p in zip(unsure, probabilities, strict=True):
+            if p > verdicts[i].score:
+                verdicts[i] = Verdict(p, (tier.name, *verdicts[i].rules))
+        best = max(verdicts, key=lambda v: v.score)
+        if read.hidden and read.verdict is not None and read.verdict.score >= best.score:
+            return _Read(read.verdict, verdicts, read.findings, hidden=True)
+        return _Read(best, verdicts, read.findings)
 
     async def _sanitize(self, call: Call, guards: Guards, parts: list[TextPart], keys: list[str]) -> Cleaning | Block:
         """Invisible characters first, so that the scans after this read the text as it will be sent.

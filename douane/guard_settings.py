@@ -25,6 +25,7 @@ from douane.detect.moderation import ModerationDetector
 from douane.detect.pii import PiiDetector
 from douane.detect.prefix import Prefixes
 from douane.detect.sanitize import Sanitizer
+from douane.detect.second_tier import SecondTier, SecondTierError
 from douane.detect.secrets import SecretsDetector
 from douane.policy import Policy
 from douane.policy.model import (
@@ -60,6 +61,7 @@ class Guards:
     moderation_detector: ModerationDetector | None = None
     # a chat's earlier rewrites under these settings: another setting's must never be reused
     prefixes: Prefixes = field(default_factory=Prefixes)
+    second_tier: SecondTier | None = None  # `injection.model: <folder>`
 
     @property
     def pii(self) -> PiiPolicy:
@@ -143,6 +145,7 @@ class GuardBook:
             sanitizer=self.detectors.sanitizer() if settings.sanitize or settings.injection else None,
             moderation_detector=self.detectors.moderation(settings.moderation) if settings.moderation else None,
             prefixes=self._by_settings.setdefault(key, Prefixes()),
+            second_tier=self.detectors.second_tier(scope, settings.injection),
         )
 
 
@@ -155,6 +158,7 @@ class Detectors:
         self._secrets: SecretsDetector | None = None
         self._sanitizer: Sanitizer | None = None
         self._moderation: dict[tuple[str, ...], ModerationDetector] = {}
+        self._second_tiers: dict[str, SecondTier] = {}
 
     def pii(self, scope: str, setting: PiiPolicy) -> PiiDetector:
         key = (tuple(setting.entities), setting.score_threshold)
@@ -172,11 +176,27 @@ class Detectors:
         return detector
 
     def injection(self, setting: InjectionPolicy) -> InjectionDetector:
-        """One per use of the learned tier (`injection.model`): the rules alone, or with it."""
-        detector = self._injection.get(setting.model)
+        """One per use of the learned tier (`injection.model`): the rules alone, or with it (a
+        folder is the second tier: the first is then the rules alone)."""
+        learned = setting.model is True
+        detector = self._injection.get(learned)
         if detector is None:
-            detector = self._injection[setting.model] = InjectionDetector(model=setting.model)
+            detector = self._injection[learned] = InjectionDetector(model=learned)
         return detector
+
+    def second_tier(self, scope: str, setting: InjectionPolicy | None) -> SecondTier | None:
+        """The classifier in `injection.model: <folder>`, loaded once per folder."""
+        if setting is None or not isinstance(setting.model, str):
+            return None
+        folder = setting.model
+        if folder not in self._second_tiers:
+            try:
+                self._second_tiers[folder] = SecondTier(folder)
+            except SecondTierError as e:
+                where = "injection.model" if scope == POLICY_SCOPE else f"{scope}.injection.model"
+                raise GuardConfigError(f"{where}: {e}") from None
+            log.info("injection: second tier %s loaded (%s)", folder, self._second_tiers[folder].device)
+        return self._second_tiers[folder]
 
     def secrets(self) -> SecretsDetector:
         if self._secrets is None:

@@ -38,6 +38,22 @@ class AdminConfig:
     port: int
 
 
+# mitmproxy options that decide what douane intercepts or whether it reads a body before it leaves:
+# set from the command line they would open a side door past every guard
+PROTECTED_OPTIONS = {
+    name: f"douane sets this itself; {why}, so it is refused"
+    for name, why in {
+        "allow_hosts": "other hosts would be intercepted, or provider hosts tunnelled uninspected",
+        "ignore_hosts": "provider hosts could be tunnelled uninspected",
+        "tcp_hosts": "a provider host as raw TCP would go out uninspected",
+        "udp_hosts": "a provider host as raw UDP would go out uninspected",
+        "stream_large_bodies": "a provider call's body would be forwarded before any guard read it "
+                               "(bound bodies with limits.max_request_bytes instead)",
+        "connection_strategy": "an eager connection would reach the client's host before routing chose the upstream",
+    }.items()
+}
+
+
 def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
     import addons
 
@@ -55,6 +71,10 @@ def make_master(gw: Gateway, listen: ListenConfig) -> DumpMaster:
         termlog_verbosity="info",
     )
     if listen.sets:
+        for assignment in listen.sets:
+            name = assignment.split("=", 1)[0].strip()
+            if name in PROTECTED_OPTIONS:
+                raise ValueError(f"--set {name}: {PROTECTED_OPTIONS[name]}")
         try:
             opts.set(*listen.sets)
         except exceptions.OptionsError as e:

@@ -39,6 +39,20 @@ class UploadScan:
     block: Block | None = None
 
 
+_BINARY_RPC = ("application/grpc", "application/x-protobuf", "application/protobuf", "application/x-google-protobuf")
+
+
+def binary_rpc_refusal(content_type: str) -> Block | None:
+    """gRPC and protobuf bodies carry prompts as binary fields douane cannot read (the older Gemini
+    SDKs speak gRPC by default): refused, rather than forwarded as an upload that holds no text."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if not ctype.startswith(_BINARY_RPC):
+        return None
+    return Block(415, "unsupported_transport",
+                 f"douane cannot inspect {ctype} bodies, so this call was not forwarded; use the provider's "
+                 "REST (JSON) transport instead (for google-generativeai: genai.configure(transport='rest'))")
+
+
 def _is_text(content_type: str, filename: str | None = None) -> bool:
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype.startswith("text/") or ctype.endswith(("json", "jsonl", "ndjson", "xml", "yaml", "csv")):

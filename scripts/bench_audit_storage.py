@@ -19,11 +19,27 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from douane.audit import AuditRecord, AuditStore, AuditWriter  # noqa: E402
+from douane.audit.compaction import MERGE_ORDER, SEGMENT_FORMAT  # noqa: E402
+from douane.audit.manifest import read_manifest  # noqa: E402
+from douane.audit.store import MANIFEST  # noqa: E402
+
+
+def merged_size(store: AuditStore) -> int:
+    """The bytes of one segment merging every live one, as the store's compaction writes it."""
+    manifest, problem = read_manifest(store.segments / MANIFEST)
+    assert manifest is not None, problem
+    listing = "[" + ", ".join(f"'{store.segments / n}'" for n in manifest.live) + "]"
+    out = store.segments / "merged.bench"
+    duckdb.connect().execute(f"COPY (SELECT * FROM read_parquet({listing}, union_by_name = true) {MERGE_ORDER}) "
+                             f"TO '{out}' ({SEGMENT_FORMAT})")
+    return out.stat().st_size
 
 # words drawn at random for each message: prose that compresses about as well as real chats do
 # (a repeated sentence would let Parquet's compression hide the repetition this measures)
@@ -73,6 +89,7 @@ def main() -> None:
             added = [p for p in store.segment_files() if p.name not in before]
             per_turn.append((sum(p.stat().st_size for p in added) / args.chats, new_text / args.chats))
         w.close()
+        merged = merged_size(store) / args.chats
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     total = sum(b for b, _ in per_turn)
@@ -87,12 +104,13 @@ def main() -> None:
         "",
         "| | first turn | last turn | whole chat | new text in the chat |",
         "| --- | ---: | ---: | ---: | ---: |",
-        f"| full bodies (what the store keeps today) | {first:,.0f} | {last:,.0f} | {total:,.0f} | {new:,.0f} |",
+        f"| as written (a segment per turn, zstd) | {first:,.0f} | {last:,.0f} | {total:,.0f} | {new:,.0f} |",
+        f"| after the turns' segments merge (rows by caller and time, zstd) | | | {merged:,.0f} | {new:,.0f} |",
         "",
-        f"The last turn costs {last / first:.1f} times the first: the store grows with the square of a chat's "
-        f"length ({total / new:.1f} times its new text over {args.turns} turns). Content-addressed parts "
-        f"(issue 14, item 3: each distinct message stored once) are not built yet; this is the figure they "
-        f"are to bring down to about the new text per turn.",
+        f"As written, the last turn costs {last / first:.1f} times the first: each segment holds one turn of "
+        f"every chat, so nothing in it repeats. Merged, a caller's calls lie side by side and zstd stores a "
+        f"resent history once: the whole chat takes {merged / new:.2f} times its new text (the snappy segments "
+        f"of the first round took 7.3 times). The `requests` view and every body are unchanged.",
     ]
     out = "\n".join(lines)
     print(out)

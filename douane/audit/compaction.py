@@ -52,6 +52,13 @@ from douane.audit.store import MANIFEST, AuditStore, _sql_str, reader_connected
 
 log = logging.getLogger(__name__)
 
+# Segments are zstd-compressed, and a merge orders its rows by caller and time: a chat client
+# resends its whole history every turn, so a caller's consecutive calls repeat each other and
+# zstd stores the repetition once (a 40-turn chat: BENCHMARKS.md, bench_audit_storage). Row order
+# inside a segment means nothing to the chain: verify orders by instance and seq.
+SEGMENT_FORMAT = "FORMAT parquet, COMPRESSION zstd"
+MERGE_ORDER = "ORDER BY client, ts, instance_id, seq"
+
 
 @dataclass
 class _Merge:
@@ -311,7 +318,7 @@ class SegmentSet:
         if chain is not None:
             kv[KV_CHAIN] = chain.to_json()
         try:
-            self.con.execute(f"COPY ({select_sql}) TO {_sql_str(str(tmp))} (FORMAT parquet, KV_METADATA {_kv(kv)})")
+            self.con.execute(f"COPY ({select_sql}) TO {_sql_str(str(tmp))} ({SEGMENT_FORMAT}, KV_METADATA {_kv(kv)})")
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -389,8 +396,8 @@ class SegmentSet:
         if chain is not None:
             kv[KV_CHAIN] = chain.to_json()
         try:
-            self.con.execute(f"COPY (SELECT * FROM read_parquet({listing}, union_by_name = true)) "
-                             f"TO {_sql_str(str(tmp))} (FORMAT parquet, KV_METADATA {_kv(kv)})")
+            self.con.execute(f"COPY (SELECT * FROM read_parquet({listing}, union_by_name = true) {MERGE_ORDER}) "
+                             f"TO {_sql_str(str(tmp))} ({SEGMENT_FORMAT}, KV_METADATA {_kv(kv)})")
             os.replace(tmp, out)  # invisible to readers until the manifest names it
             seal = make_seal(out, chain, self.signer)
         except BaseException:

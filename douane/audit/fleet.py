@@ -147,7 +147,8 @@ class FleetShipper:
             con.execute(
                 f"COPY (SELECT * EXCLUDE ({', '.join(LEFT_OUT)}), strftime(timezone('UTC', ts), '%Y-%m-%d') AS day "
                 f"FROM read_parquet({listing}, union_by_name = true)) TO {_literal(str(staging))} "
-                f"(FORMAT parquet, PARTITION_BY (day, instance_id), FILENAME_PATTERN {_literal(name + '_{i}')})")
+                f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (day, instance_id), "
+                f"FILENAME_PATTERN {_literal(name + '_{i}')})")
         finally:
             con.close()
         for part in sorted(staging.rglob("*.parquet")):

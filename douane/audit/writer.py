@@ -47,7 +47,7 @@ from douane.audit.chain import (
     content_digest_sql,
     new_salt,
 )
-from douane.audit.compaction import SegmentSet
+from douane.audit.compaction import SEGMENT_FORMAT, SegmentSet
 from douane.audit.fleet import FleetShipper
 from douane.audit.jobs import Executor, Job, finish_job, new_job_name, pending_jobs
 from douane.audit.manifest import KV_SPILL, SPILL_NAME
@@ -536,7 +536,7 @@ class AuditWriter:
                                  {head.instance: Span(head.seq + 1, hashes[0], after.seq, after.hash, len(records),
                                                       head.hash)})
             kv = {KV_CHAIN: chain.to_json(), **({KV_SPILL: spill} if spill else {})}
-            options = "FORMAT parquet, KV_METADATA {" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}"
+            options = f"{SEGMENT_FORMAT}, KV_METADATA {{" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}"
                                                                   for k, v in kv.items()) + "}"
             con.execute(f"COPY (SELECT b.* REPLACE (h.hash AS hash) FROM temp.{_BATCH} b JOIN "
                         f"(SELECT unnest(?::BIGINT[]) AS s, unnest(?::VARCHAR[]) AS hash) h ON b.seq = h.s "

@@ -116,8 +116,11 @@ class InjectionPolicy(Strict):
     action: Literal["block", "monitor"] = "block"
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # the learned tier (douane/detect/models/injection-v1) beside the rules: off until its false
-    # alarms on ordinary prompts are as rare as the rules' (see BENCHMARKS.md)
-    model: bool = False
+    # alarms on ordinary prompts are as rare as the rules' (see BENCHMARKS.md); or a folder holding
+    # a transformer classifier exported to ONNX (model.onnx, tokenizer.json): the second tier, asked
+    # about the texts the rules score from `second_tier_from` to below the threshold
+    model: bool | str = False
+    second_tier_from: float = Field(default=0.2, ge=0.0, le=1.0)
     # tool results (what a tool returned, sent back to the model) are untrusted input judged under
     # their own threshold; None: `threshold`
     tool_result_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -296,3 +296,27 @@ def test_a_budget_refusal_is_not_blamed_on_the_upstream(make_douane: Any, upstre
     assert row["error"] is None, "no upstream was called, and nothing failed"
     assert row["upstream"] is None and row["reason"] == "teams.t.budget_usd_per_day"
     assert upstream.script.bodies == []
+
+
+@pytest.mark.parametrize("ctype", ["application/grpc", "application/grpc+proto", "application/x-protobuf"])
+def test_a_grpc_or_protobuf_call_is_refused_not_forwarded_unread(douane: Douane, received: list, ctype: str) -> None:
+    """The older Gemini SDK speaks gRPC by default: its prompt is a protobuf field no guard reads."""
+    prompt = f"mail {EMAIL} please".encode()
+    body = b"\x00" + len(prompt).to_bytes(4, "big") + b"\x12" + bytes([len(prompt)]) + prompt  # a gRPC frame
+    with douane.http() as http:
+        r = http.post("https://generativelanguage.googleapis.com/google.ai.generativelanguage.v1beta."
+                      "GenerativeService/GenerateContent", content=body, headers={"content-type": ctype})
+    assert r.status_code == 415 and "REST" in r.json()["error"]["message"], r.text
+    assert received == []
+    row = row_of(douane, r)
+    assert row["decision"] == "blocked" and row["reason"].startswith("unsupported_transport")
+
+
+@pytest.mark.parametrize("option", ["stream_large_bodies=1", "ignore_hosts=api.openai.com", "tcp_hosts=.*",
+                                    "allow_hosts=example.com", "connection_strategy=eager"])
+def test_mitmproxy_options_that_open_a_side_door_are_refused_at_start(make_douane: Any, option: str) -> None:
+    """`--set stream_large_bodies=1` would forward a body before any hook sees it; ignore_hosts,
+    tcp_hosts or allow_hosts would tunnel provider calls uninspected."""
+    d = make_douane(args=("--set", option), start=False)
+    with pytest.raises(RuntimeError, match=rf"(?s)exited 2.*--set {option.split('=')[0]}: douane sets this itself"):
+        d.start()

@@ -108,7 +108,7 @@ class Douane:
              "--listen-port", str(self.port), "--db", str(self.db), "--certs", str(self.certs), *self.args],
             cwd=self.tmp, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # a bound, not a goal: a loaded 2-core machine starts slowly
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"douane exited {self.proc.returncode}:\n{self.log()}")
