@@ -19,7 +19,7 @@ from douane.guard import INLINE_SCAN_CHARS, scan, scan_failed
 from douane.guard_settings import Guards
 from douane.meter.gate import estimate_usage
 from douane.providers import CanonicalResponse, TextPart, UnreadableBody
-from douane.rewrite import Blocked, OutputGuard, Stage
+from douane.rewrite import Blocked, Stage, is_guard, may_rewrite, whole
 from douane.streaming import StreamTap, record_findings
 from douane.toolguard import ToolWatch, check_answer, lead_with
 
@@ -93,7 +93,7 @@ async def _guard(gw: Gateway, call: Call, parsed: CanonicalResponse) -> tuple[bo
             return False, block
         # open: forwarded unscanned, with the user's values still put back (fresh stages: the
         # timed-out scan may still be running on its own)
-        stages = [s for s in gw.answer_stages(guards, call.pseudonyms)[0] if not isinstance(s, OutputGuard)]
+        stages = [s for s in gw.answer_stages(guards, call.pseudonyms)[0] if not is_guard(s)]
         texts, audited_text = rewrite(parts, stages, 0)
     restored = [new for part, new in zip(parts, texts, strict=True) if new != part.text]
     for part, text in zip(parts, texts, strict=True):
@@ -101,7 +101,7 @@ async def _guard(gw: Gateway, call: Call, parsed: CanonicalResponse) -> tuple[bo
     record_findings(call, stages)
     if call.request is not None and any(m.role in ("assistant", "model") for m in call.request.messages):
         prescan(guards, restored)  # a client that sends its history will send this answer back
-    if any(not isinstance(s, OutputGuard) or s.rewrites for s in stages):
+    if any(may_rewrite(s) for s in stages):
         call.response_body = audited_text
         return True, None
     return False, None
@@ -134,7 +134,7 @@ def rewrite(parts: list[TextPart], stages: list[Stage], audited: int) -> tuple[l
         for i, stage in enumerate(stages):
             if i == audited:
                 kept.append(text)
-            text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text)
+            text = whole(stage, text)
         if audited >= len(stages):
             kept.append(text)
         out.append(text)

@@ -35,6 +35,7 @@ from douane.mcp import McpServers
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
 from douane.meter.state import MemoryState, RedisState, State
+from douane.moderation import Moderator
 from douane.ops.metrics import Metrics
 from douane.policy import Policy
 from douane.providers import BUILTIN_PROVIDERS, ProviderSpec, ProviderTable
@@ -343,8 +344,9 @@ class Gateway:
         """The rewriting stages for one answer under the call's guard settings, and how many of them
         the audited text has passed.
 
-        The output guard reads what the provider produced; the pseudonym restorer then puts the
-        user's values back. The audit keeps the text between the two: no user PII in the store.
+        The output guard reads what the provider produced, the moderator judges it sentence by
+        sentence; the pseudonym restorer then puts the user's values back. The audit keeps the text
+        before the restorer: no user PII in the store.
         """
         stages: list[Stage] = []
         out = guards.output
@@ -353,6 +355,9 @@ class Gateway:
             stages.append(OutputGuard(guards.secrets_detector, guards.pii_detector,
                                       secrets_action="monitor" if monitor else out.secrets,
                                       pii_action="monitor" if monitor else out.pii))
+        if guards.moderation is not None and guards.moderation_detector is not None:
+            stages.append(Moderator.for_policy(guards.moderation_detector, guards.moderation,
+                                               monitor=not self.enforcing))
         audited = len(stages)
         if pseudonyms:
             stages.append(PseudonymRestorer(pseudonyms))

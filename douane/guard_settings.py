@@ -1,7 +1,7 @@
 """Which guard settings apply to a call: the policy's, or its team's or client's own.
 
-`teams.<team>.guards` and `clients[].guards` override the policy's `pii`, `injection`, `output` and
-`sanitize` for that scope, key by key (douane.policy.model.GuardSettings): legal may block PII
+`teams.<team>.guards` and `clients[].guards` override the policy's `pii`, `injection`, `output`,
+`sanitize` and `moderation` for that scope, key by key (douane.policy.model.GuardSettings): legal may block PII
 while support pseudonymizes it. The settings of every scope are resolved once per policy, and the
 detectors they need are built once per distinct setting (a PiiDetector per entity list and
 threshold) and shared by the scopes that agree. Every stage that reads a guard setting reads it
@@ -21,13 +21,21 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from douane.detect.injection import InjectionDetector
+from douane.detect.moderation import ModerationDetector
 from douane.detect.pii import PiiDetector
 from douane.detect.prefix import Prefixes
 from douane.detect.sanitize import Sanitizer
 from douane.detect.second_tier import SecondTier, SecondTierError
 from douane.detect.secrets import SecretsDetector
 from douane.policy import Policy
-from douane.policy.model import GuardSettings, InjectionPolicy, OutputPolicy, PiiPolicy, SanitizePolicy
+from douane.policy.model import (
+    GuardSettings,
+    InjectionPolicy,
+    ModerationPolicy,
+    OutputPolicy,
+    PiiPolicy,
+    SanitizePolicy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ class Guards:
     secrets_detector: SecretsDetector | None
     # present when `sanitize` or `injection` is on: the injection scan reads what tag characters spell
     sanitizer: Sanitizer | None
+    # present when `moderation` is on: the shipped model with the scope's deny patterns
+    moderation_detector: ModerationDetector | None = None
     # a chat's earlier rewrites under these settings: another setting's must never be reused
     prefixes: Prefixes = field(default_factory=Prefixes)
     second_tier: SecondTier | None = None  # `injection.model: <folder>`
@@ -69,6 +79,10 @@ class Guards:
     @property
     def sanitize(self) -> SanitizePolicy | None:
         return self.settings.sanitize
+
+    @property
+    def moderation(self) -> ModerationPolicy | None:
+        return self.settings.moderation
 
 
 def policy_settings(policy: Policy) -> GuardSettings:
@@ -129,6 +143,7 @@ class GuardBook:
             injection_detector=self.detectors.injection(settings.injection) if settings.injection is not None else None,
             secrets_detector=self.detectors.secrets() if settings.output is not None else None,
             sanitizer=self.detectors.sanitizer() if settings.sanitize or settings.injection else None,
+            moderation_detector=self.detectors.moderation(settings.moderation) if settings.moderation else None,
             prefixes=self._by_settings.setdefault(key, Prefixes()),
             second_tier=self.detectors.second_tier(scope, settings.injection),
         )
@@ -142,6 +157,7 @@ class Detectors:
         self._injection: dict[bool, InjectionDetector] = {}
         self._secrets: SecretsDetector | None = None
         self._sanitizer: Sanitizer | None = None
+        self._moderation: dict[tuple[str, ...], ModerationDetector] = {}
         self._second_tiers: dict[str, SecondTier] = {}
 
     def pii(self, scope: str, setting: PiiPolicy) -> PiiDetector:
@@ -191,3 +207,11 @@ class Detectors:
         if self._sanitizer is None:
             self._sanitizer = Sanitizer()
         return self._sanitizer
+
+    def moderation(self, setting: ModerationPolicy) -> ModerationDetector:
+        """One per distinct deny list (the model itself is loaded once and shared)."""
+        key = tuple(setting.deny)
+        detector = self._moderation.get(key)
+        if detector is None:
+            detector = self._moderation[key] = ModerationDetector(setting.deny)
+        return detector

@@ -1,17 +1,23 @@
 """Text rewriting that holds on streams: each stage sees text as it arrives, emits what is safe now,
 and holds back a bounded tail that could still change (half a placeholder, half a secret).
 
-Stages: OutputGuard (secrets and PII the provider produced: redact, block or record) and
-PseudonymRestorer (the user's own values back in place of `<EMAIL_ADDRESS_1>` placeholders).
+Stages: OutputGuard (secrets and PII the provider produced: redact, block or record), Moderator
+(douane.moderation: harmful content and deny patterns, sentence by sentence) and PseudonymRestorer
+(the user's own values back in place of `<EMAIL_ADDRESS_1>` placeholders). The guards judge
+(`check` a whole text, `findings`, `rewrites`); the restorer only restores.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from douane.detect.pii import PiiDetector
 from douane.detect.secrets import PRIVATE_KEY_END, SecretsDetector
+
+if TYPE_CHECKING:
+    from douane.moderation import Moderator
 
 
 class Blocked(Exception):
@@ -172,4 +178,19 @@ class OutputGuard:
         return self._apply(buf, self._spans(buf))
 
 
-Stage = PseudonymRestorer | OutputGuard
+type Stage = PseudonymRestorer | OutputGuard | Moderator
+
+
+def is_guard(stage: Stage) -> bool:
+    """A stage that judges the answer (OutputGuard, Moderator), as opposed to the restorer."""
+    return not isinstance(stage, PseudonymRestorer)
+
+
+def whole(stage: Stage, text: str) -> str:
+    """A whole text (a plain answer, a snapshot, a tool call's arguments) through one stage."""
+    return stage.restore(text) if isinstance(stage, PseudonymRestorer) else stage.check(text)
+
+
+def may_rewrite(stage: Stage) -> bool:
+    """Whether the stage may change the text on the wire (a guard that only monitors does not)."""
+    return isinstance(stage, PseudonymRestorer) or stage.rewrites

@@ -20,10 +20,11 @@ from typing import Any
 
 from douane import faults, jsonio
 from douane.call import Call
+from douane.moderation import Moderator
 from douane.providers import Adapter, CanonicalRequest, StreamEvent, UnreadableBody, Usage
 from douane.providers.sse import SSEEvent, SSEFramer
-from douane.rewrite import Blocked, OutputGuard, PseudonymRestorer, Stage
-from douane.toolguard import ToolWatch
+from douane.rewrite import Blocked, OutputGuard, Stage, is_guard, may_rewrite, whole
+from douane.toolguard import ToolWatch, lead_with
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class EventTap[F]:
     @property
     def rewrites(self) -> bool:
         """Whether any stage may change the text (the factory builds the same kinds as the text lane)."""
-        return any(not isinstance(s, OutputGuard) or s.rewrites for s in self.lanes["text"].stages)
+        return any(may_rewrite(s) for s in self.lanes["text"].stages)
 
     def _read(self, name: str | None, payload: Any) -> StreamEvent:
         info = self.parse(name, payload)
@@ -231,10 +232,10 @@ class EventTap[F]:
         for i, stage in enumerate(stages):
             if i == audit_after:
                 audited = text
-            text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text)
+            text = whole(stage, text)
         if audit_after >= len(stages):
             audited = text
-        self._tool_guards.extend(s for s in stages if isinstance(s, OutputGuard))
+        self._tool_guards.extend(s for s in stages if is_guard(s))
         return text, audited
 
     def _flush(self) -> list[Emit[F]]:
@@ -273,8 +274,7 @@ class EventTap[F]:
 
     def _whole(self, text: str) -> str:
         for stage in self.lanes["text"].stages:
-            text = stage.check(text) if isinstance(stage, OutputGuard) else stage.restore(text) \
-                if isinstance(stage, PseudonymRestorer) else text
+            text = whole(stage, text)
         return text
 
     def _synthetic(self, kind: str, lane: _Lane) -> list[Emit[F]]:
@@ -433,9 +433,17 @@ def _payload(event: SSEEvent) -> Any:
 
 
 def record_findings(call: Call, stages: list[Stage]) -> None:
-    """What the output guards of an answer found, on its call (the row's output_findings and reason)."""
+    """What the output guards of an answer found, on its call (the row's output_findings and reason).
+    Moderation leads the reason: the rule that blocked, else what it redacted or monitored."""
     for stage in stages:
-        if isinstance(stage, OutputGuard):
+        if isinstance(stage, Moderator):  # a category once: a stream's closing snapshot is judged again
+            call.output_findings.extend(dict.fromkeys(f"{f.kind}:{f.name}" for f in stage.findings))
+            if stage.blocked is not None:
+                lead_with(call, stage.blocked)
+            elif call.decision != "blocked":
+                for note in reversed(stage.notes()):
+                    lead_with(call, note)
+        elif isinstance(stage, OutputGuard):
             call.output_findings.extend(f"{f.kind}:{f.name}" for f in stage.findings)
             if stage.findings and call.decision != "blocked":
                 kinds = sorted({f"{f.kind}:{f.name}" for f in stage.findings})

@@ -11,6 +11,8 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
                         "Let me check." and those tool calls, plain or streamed, in the request's format
                         (arguments streamed in fragments); otherwise echo as usual
   *x300*                answer the echo three hundred times over (a long answer for a short prompt)
+  *harmful*             answer HARMFUL_REPLY (an instruction to stab someone between two harmless
+                        sentences) instead of the echo: output moderation's tests
   *surrogate*           end the answer with a lone surrogate (U+D800), which JSON escapes
   *hold*                stream two events, then wait for HOLD to be set (bounded: HOLD_TIMEOUT)
                         before the rest: a test sets it once its client has the first events, which
@@ -36,6 +38,8 @@ HOLD = threading.Event()  # a *hold* stream waits on it midway
 HOLDING = threading.Event()  # set while a *hold* stream is waiting
 HOLD_TIMEOUT = 20.0
 HELD_TOO_LONG: list[str] = []  # models whose hold ended by timeout: nobody released it
+HARMFUL_REPLY = "Sure, here is what to do. Grab the knife and stab him in the throat until he stops moving. " \
+    "Anything else?"
 LLM_PATH = re.compile(r"/(chat/completions|responses|embeddings|completions|messages)$|"
                       r":(generateContent|streamGenerateContent)$")
 
@@ -266,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, tool_answer(fmt, responses, model, calls))
             return
-        reply = "echo: " + last_user_text(fmt, body, self.path)
+        reply = HARMFUL_REPLY if "harmful" in model else "echo: " + last_user_text(fmt, body, self.path)
         if "x300" in model:
             reply = " ".join([reply] * 300)
         if "surrogate" in model:  # JSON can escape a lone surrogate; it is not text (audit tests)

@@ -234,6 +234,45 @@ class SanitizePolicy(Strict):
     action: Literal["strip", "block", "monitor"] = "strip"
 
 
+ModerationCategory = Literal["harassment", "hate", "sexual", "violence", "self_harm"]
+
+
+class ModerationCategoryPolicy(Strict):
+    """One category's own action and threshold; what it leaves out comes from the section."""
+
+    action: Literal["block", "redact", "monitor", "off"] | None = None
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        """YAML reads an unquoted `off` as false: it means off."""
+        return "off" if v is False else v
+
+
+class ModerationPolicy(Strict):
+    """Harmful content and the policy's own deny patterns in answers (douane.moderation)."""
+
+    action: Literal["block", "redact", "monitor"] = "block"  # every category's, unless it has its own
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # 0.5: the operating point the model was tuned to
+    categories: dict[ModerationCategory, ModerationCategoryPolicy] = Field(default_factory=dict)
+    # RE2 regular expressions, matched case-insensitively ((?-i) turns that off) in every sentence
+    deny: list[str] = Field(default_factory=list)
+    deny_action: Literal["block", "redact", "monitor"] | None = None  # None: `action`
+
+    @field_validator("deny")
+    @classmethod
+    def _are_re2(cls, v: list[str]) -> list[str]:
+        from douane.detect.moderation import DenyPatternError, compile_deny
+
+        for i, pattern in enumerate(v):
+            try:
+                compile_deny(pattern)
+            except DenyPatternError as e:
+                raise ValueError(f"deny[{i}] {pattern!r}: {e}") from None
+        return v
+
+
 class GuardSettings(Strict):
     """A team's or a client's own guard settings. A section given here overrides, key by key, the
     section that would apply otherwise (the client's team's, else the policy's); keys it leaves out
@@ -244,6 +283,7 @@ class GuardSettings(Strict):
     injection: InjectionPolicy | None = None
     output: OutputPolicy | None = None
     sanitize: SanitizePolicy | None = None
+    moderation: ModerationPolicy | None = None
 
     @field_validator("pii")
     @classmethod
@@ -560,6 +600,7 @@ class Policy(Strict):
     tools: ToolsPolicy | None = None
     mcp: McpPolicy | None = None
     sanitize: SanitizePolicy | None = None
+    moderation: ModerationPolicy | None = None
     clients: list[Client] | None = None
     teams: dict[str, Team] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

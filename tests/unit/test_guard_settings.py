@@ -201,7 +201,7 @@ def test_an_unknown_entity_in_a_scope_stops_start_up_naming_it(tmp_path: Path) -
 
 @pytest.mark.parametrize(("guards", "error"), [
     ({"pii": None}, "teams.t.guards.pii: the PII guard cannot be turned off"),
-    ({"moderation": {}}, "teams.t.guards.moderation: unknown key"),
+    ({"moderate": {}}, "teams.t.guards.moderate: unknown key"),
     ({"sanitize": {"action": "erase"}}, "teams.t.guards.sanitize.action"),
 ])
 def test_scope_settings_are_checked_when_the_policy_loads(tmp_path: Path, guards: dict[str, Any], error: str) -> None:
