@@ -90,12 +90,15 @@ def _luhn(digits: str) -> bool:
 # (issuer prefix ranges, allowed lengths): what Presidio's card pattern misses among them is
 # Mastercard's 2221-2720 range, 19-digit Visa and UnionPay. Visa 4; Mastercard 51-55, 2221-2720;
 # American Express 34, 37; Discover 6011, 644-649, 65; JCB 3528-3589; Diners Club 300-305, 3095, 36,
-# 38-39 (14 to 19 digits); UnionPay 62 (16 to 19). tests/unit/test_pii.py holds it to the test cards
-# the networks and processors publish.
+# 38-39 (14 to 19 digits); UnionPay 62 (16 to 19); Maestro 5018, 5020, 5038, 5893, 6304, 6759,
+# 6761-6763 (12 to 19); JCB's 15-digit 1800 and 2131. tests/unit/test_pii.py holds it to the test
+# cards the networks and processors publish, and to Faker's own issuer tables.
 _CARD_IIN = [((4, 4), (13, 16, 19)), ((51, 55), (16,)), ((2221, 2720), (16,)), ((34, 34), (15,)), ((37, 37), (15,)),
              ((6011, 6011), (16, 17, 18, 19)), ((644, 649), (16, 19)), ((65, 65), (16, 19)),
              ((3528, 3589), (16, 17, 18, 19)), ((300, 305), (14, 15, 16, 17, 18, 19)), ((3095, 3095), (16, 17, 18, 19)),
-             ((36, 36), (14, 15, 16, 17, 18, 19)), ((38, 39), (14, 15, 16, 17, 18, 19)), ((62, 62), (16, 17, 18, 19))]
+             ((36, 36), (14, 15, 16, 17, 18, 19)), ((38, 39), (14, 15, 16, 17, 18, 19)), ((62, 62), (16, 17, 18, 19)),
+             *[((p, p), tuple(range(12, 20))) for p in (5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763)],
+             ((1800, 1800), (15,)), ((2131, 2131), (15,))]
 
 
 def card_number_ok(digits: str) -> bool:
@@ -113,7 +116,8 @@ class CardRecognizer(PatternRecognizer):
     """Card numbers of every major issuer and length, validated by Luhn and issuer ranges (a pattern
     recognizer, so it runs like Presidio's own: on windows, with its left context in view)."""
 
-    PATTERN = r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d.-]|[ -]\d)"
+    # not inside a longer number or a decimal; a full stop after it ends a sentence, not the number
+    PATTERN = r"(?<![\d.-])\d(?:[ -]?\d){11,18}(?![\d-]|\.\d|[ -]\d)"
 
     def __init__(self) -> None:
         super().__init__(supported_entity="CREDIT_CARD", name="CardRecognizer", supported_language="en",
@@ -291,14 +295,18 @@ def _after_email_key(text: str, start: int, end: int) -> int:
 # North American numbers in every usual shape: `212-555-0100`, `(212)555-0100`, `1-212-...`,
 # `001-212-...`, `+1 212 ...`. libphonenumber rejects those whose area code is not assigned
 # (`200-555-0100`); people still mean them as phone numbers, and write phone words around them.
-_NANP = re.compile(r"(?<![\d+])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-]?)[2-9]\d\d[ .-]?\d{4}(?!\d)")
+# A number written with its country code (`+1-335-707-6945`, `001-...`) is a phone number whatever
+# is around it; an extension (`x81511`, `ext. 12`) belongs to it.
+_NANP = re.compile(r"(?<![\d+])(?P<cc>(?:\+1|001)[ .-]?|1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-]?)[2-9]\d\d[ .-]?\d{4}"
+                   r"(?:[ ]?(?:x|ext\.?) ?\d{1,6})?(?!\d)")
 
 
 def _us_numbers_near_phone_words(spec: EntitySpec) -> Matcher:
     def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
-        limit = min(len(text), end + 24)
+        limit = min(len(text), end + 32)
         return [(m.start(), m.end(), 0.4) for m in _NANP.finditer(text, start, limit)
-                if m.start() < end and spec.near(text, max(0, m.start() - 40), min(len(text), m.end() + 20))]
+                if m.start() < end and ((m.group("cc") or "").startswith(("+", "00"))
+                                        or spec.near(text, max(0, m.start() - 40), min(len(text), m.end() + 20)))]
     return match
 
 

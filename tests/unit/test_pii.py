@@ -239,3 +239,29 @@ def test_numbers_no_network_issues_are_not_cards(detector: PiiDetector, why: str
 ])
 def test_values_glued_to_keys_and_us_numbers_in_phone_context(detector: PiiDetector, text: str, redacted: str) -> None:
     assert redact(text, detector.scan(text)) == redacted
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    # found on presidio-research's templates filled by Faker (scripts/eval_pii_public.py)
+    ("I have lost my card 4111111111111111.", "I have lost my card <CREDIT_CARD>."),  # a full stop ends it
+    ("Build +1-335-707-6945 passed", "Build <PHONE_NUMBER> passed"),  # a country code says phone
+    ("ring 001-370-502-8730x81511 today", "ring <PHONE_NUMBER> today"),  # its extension goes with it
+    ("call +1-648-851-4329 ext. 42", "call <PHONE_NUMBER>"),
+])
+def test_public_template_shapes(detector: PiiDetector, text: str, redacted: str) -> None:
+    assert redact(text, detector.scan(text)) == redacted
+
+
+@pytest.mark.parametrize("card_type", ["maestro", "jcb15"])
+def test_fakers_maestro_and_jcb15_cards_are_found(detector: PiiDetector, card_type: str) -> None:
+    """Faker's issuer tables are not douane's: its Maestro (12-19 digits) and 15-digit JCB numbers
+    under the prefixes published for them (5018, 5020, 5038, 5893, 6304, 6759, 6761-6763; 1800, 2131)."""
+    from faker import Faker
+
+    fake = Faker()
+    fake.seed_instance(7)
+    published = ("5018", "5020", "5038", "5893", "6304", "6759", "6761", "6762", "6763", "1800", "2131")
+    numbers = [n for n in (fake.credit_card_number(card_type) for _ in range(400)) if n.startswith(published)]
+    assert len(numbers) > 50
+    missed = [n for n in numbers if "CREDIT_CARD" not in [f.entity for f in detector.scan(f"my card {n} please")]]
+    assert missed == []
