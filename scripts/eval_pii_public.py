@@ -119,7 +119,10 @@ def main() -> None:
         "entities douane redacts by default. Recall: planted values wholly inside a finding of their type; "
         "precision: findings of a type that lie on a planted value of it; altered: sentences with none of the "
         "five (but fake names, addresses, dates, companies, ages) in which anything was found. douane's "
-        "engine was not written or tuned against these templates.",
+        "engine was not written against these templates. Its first run here leaked 19.1% (cards 87.2%, "
+        "phones 60.2% recall); the three general fixes it prompted (a full stop after a card number; "
+        "Maestro's and 15-digit JCB's published ranges; a +1/001 country code marks a phone number) are "
+        "in the rows below, so they are no longer an unseen-data figure for those shapes.",
         "",
         "| entity | planted | douane recall | douane precision | presidio recall | presidio precision |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
