@@ -385,8 +385,10 @@ def main() -> None:
         # Routing scenarios, latency at concurrency 1 only: a model route (direct path), and a
         # fallback rule that is armed but not needed (every call goes through the relay).
         routing = {}
-        guards = {"pii": {"action": "pseudonymize"}, "injection": {"action": "block"},
-                  "output": {"secrets": "redact", "pii": "redact"}}
+        # every guard (issue 10): the learned injection tier on, the ONNX second tier off
+        guards = {"pii": {"action": "pseudonymize"}, "injection": {"action": "block", "model": True},
+                  "output": {"secrets": "redact", "pii": "redact"}, "sanitize": {"action": "strip"},
+                  "moderation": {"action": "block"}}
         for name, extra in (("route", {"routes": [{"when": {"model": "gpt-4o-mini"}, "set_model": "gpt-4o-mini-x"}]}),
                             ("fallback", {"fallbacks": [{"when": {"model": "gpt-4o-mini"},
                                                          "to": [{"provider": "anthropic", "model": "claude-x"}]}]}),
@@ -430,7 +432,7 @@ def main() -> None:
          routing["route"] - floor_r["p50"] <= 3),
         ("added p50 with an armed fallback (relay path)", f"{routing['fallback'] - floor_r['p50']:+.2f} ms",
          "(reported)", True),
-        ("added p50 with every guard on (pseudonymize, injection, output)",
+        ("added p50 with every guard on (pseudonymize, injection + learned tier, output, sanitize, moderation)",
          f"{routing['guards'] - floor_r['p50']:+.2f} ms", "<= 1 ms (issue 3)", routing["guards"] - floor_r["p50"] <= 1),
         ("40-turn chat: added per turn, last 3 vs first 3 turns",
          f"{routing['conv_last']:.2f} vs {routing['conv_first']:.2f} ms",
