@@ -385,10 +385,13 @@ def main() -> None:
         # Routing scenarios, latency at concurrency 1 only: a model route (direct path), and a
         # fallback rule that is armed but not needed (every call goes through the relay).
         routing = {}
-        # every guard (issue 10): the learned injection tier on, the ONNX second tier off
-        guards = {"pii": {"action": "pseudonymize"}, "injection": {"action": "block", "model": True},
+        # every guard (issue 10): the learned injection tier on, the ONNX second tier off; injection
+        # and moderation under monitor, which judge every prompt and answer as block does: the learned
+        # tier scores the bench's own customer-support prompt 0.72 and moderation its echo 0.57 for
+        # violence (false alarms: why the first ships off and the second says to start in monitor)
+        guards = {"pii": {"action": "pseudonymize"}, "injection": {"action": "monitor", "model": True},
                   "output": {"secrets": "redact", "pii": "redact"}, "sanitize": {"action": "strip"},
-                  "moderation": {"action": "block"}}
+                  "moderation": {"action": "monitor"}}
         for name, extra in (("route", {"routes": [{"when": {"model": "gpt-4o-mini"}, "set_model": "gpt-4o-mini-x"}]}),
                             ("fallback", {"fallbacks": [{"when": {"model": "gpt-4o-mini"},
                                                          "to": [{"provider": "anthropic", "model": "claude-x"}]}]}),
