@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from douane.node import PRELOAD
+from douane.urls import without_password
 
 CLIENTS = ("python", "curl", "node", "rust", "go", "java", "dotnet")
 TRUSTSTORE_NAME = "douane-truststore.p12"
@@ -159,7 +160,7 @@ def render_shell(recipes: list[Recipe], proxy: str) -> str:
     """Shell lines to `eval`: the proxy, then each recipe; a variable set by an earlier recipe to the
     same value is not set twice."""
     q = shlex.quote
-    out = [f"# douane: send this workload's LLM calls through {_safe(proxy)}",
+    out = [f"# douane: send this workload's LLM calls through {without_password(proxy)}",
            f"export HTTPS_PROXY={q(proxy)}"]
     done: dict[str, str] = {"HTTPS_PROXY": proxy}
     for recipe in recipes:
@@ -192,11 +193,3 @@ def as_json(recipes: list[Recipe], proxy: str) -> dict[str, object]:
     return {"env": env, "append": append,
             "commands": [line.command for r in recipes for line in r.lines if line.command is not None],
             "notes": {r.client: r.notes for r in recipes if r.notes}}
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for a comment."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+
+from douane.urls import without_password
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +98,6 @@ for i = 1, #KEYS do
 end
 return 0
 """
-
-
-def without_password(url: str) -> str:
-    """The URL with any password in it replaced by ***: a Redis URL may carry one (redis://:pw@host)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:***" if parts.username else ":***"
-    host = parts.hostname or ""
-    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisState:

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from douane.meter.state import MemoryState, RedisState, without_password
+from douane.meter.state import MemoryState, RedisState
+from douane.urls import without_password
 
 if TYPE_CHECKING:
     from douane.gateway import Gateway

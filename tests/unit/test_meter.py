@@ -12,10 +12,11 @@ from douane.clock import FixedClock
 from douane.meter.gate import Meter
 from douane.meter.limits import Limits
 from douane.meter.pricing import Pricer
-from douane.meter.state import MemoryState, RedisState, StateUnavailable, without_password
+from douane.meter.state import MemoryState, RedisState, StateUnavailable
 from douane.meter.tokens import estimate_input_tokens
 from douane.policy.model import Client, Policy, Price, StatePolicy, Team
 from douane.providers import ADAPTERS, ProviderSpec, Usage
+from douane.urls import without_password
 from tests.redis_server import redis_server
 
 
