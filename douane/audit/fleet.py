@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 
 from douane.audit.chain import ERASABLE
+from douane.audit.store import _sql_str
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,8 @@ def fleet_glob(root: Path | str) -> str:
 
 def fleet_view_sql(root: Path | str) -> str:
     """SQL making `requests` the whole fleet's audit (an empty fleet gives an error DuckDB words)."""
-    path = fleet_glob(root).replace("'", "''")
-    return (f"CREATE OR REPLACE VIEW {TABLE} AS SELECT * FROM read_parquet('{path}', hive_partitioning = true, "
-            "union_by_name = true)")
+    return (f"CREATE OR REPLACE VIEW {TABLE} AS SELECT * FROM read_parquet({_sql_str(fleet_glob(root))}, "
+            "hive_partitioning = true, union_by_name = true)")
 
 
 def query_fleet(root: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -140,15 +140,15 @@ class FleetShipper:
         staging = self.root / "_staging" / name
         shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
-        listing = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+        listing = "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
         con = duckdb.connect(config={"threads": 1})
         try:
             row = con.execute(f"SELECT count(*) FROM read_parquet({listing}, union_by_name = true)").fetchone()
             con.execute(
                 f"COPY (SELECT * EXCLUDE ({', '.join(LEFT_OUT)}), strftime(timezone('UTC', ts), '%Y-%m-%d') AS day "
-                f"FROM read_parquet({listing}, union_by_name = true)) TO {_literal(str(staging))} "
+                f"FROM read_parquet({listing}, union_by_name = true)) TO {_sql_str(str(staging))} "
                 f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (day, instance_id), "
-                f"FILENAME_PATTERN {_literal(name + '_{i}')})")
+                f"FILENAME_PATTERN {_sql_str(name + '_{i}')})")
         finally:
             con.close()
         for part in sorted(staging.rglob("*.parquet")):
@@ -164,6 +164,3 @@ class FleetShipper:
             (self.outbox / s).unlink(missing_ok=True)
         (self.outbox / JOURNAL).unlink(missing_ok=True)
 
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -365,6 +365,8 @@ class AuditWriter:
             if self.settings.retention.any and now >= self._next_retention:
                 self._next_retention = now + self.settings.retention_every
                 self._retention_jobs.append(self._expiry_job())
+                if self._fleet is not None and self.settings.retention.rows_days is not None:
+                    self._fleet.prune(self._head.instance, self.settings.retention.rows_days)
             if now >= self._next_jobs:
                 self._next_jobs = now + self.settings.job_poll
                 self._run_jobs(now)
@@ -381,15 +383,13 @@ class AuditWriter:
         return self._next_shipment if self._fleet is not None and self._fleet.has_work() else math.inf
 
     def _ship(self, now: float, closing: bool = False) -> None:
-        """Ship new records to the fleet folder when due; a failure is retried (the outbox keeps them)."""
+        """Ship new records to the fleet folder when due; a failure is retried (the outbox keeps them).
+        The fleet's expired days go with the store's own expiry (_maintain)."""
         if self._fleet is None or (now < self._next_shipment and not closing):
             return
         self._next_shipment = now + self.settings.fleet_every
         try:
             self._fleet.ship()
-            rows_days = self.settings.retention.rows_days
-            if rows_days is not None:
-                self._fleet.prune(self._head.instance, rows_days)
         except Exception as e:
             if closing or self._last_fleet_alarm is None or now - self._last_fleet_alarm >= self.log_every:
                 self._last_fleet_alarm = now
