@@ -24,10 +24,11 @@ import logging
 import queue
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from douane.detect.cache import TextCache
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ class SecondTier:
         self._session, self._inputs, self.device = _session(self.folder)
         self._tokenizer = _tokenizer(self.folder)
         self._attack = _attack_labels(self.folder, self._labels())
-        self._cache: OrderedDict[str, float] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
+        self._cache: TextCache[float] = TextCache(cache_size)
         self._queue: queue.Queue[_Ask | None] = queue.Queue()
         self._workers = [threading.Thread(target=self._work, name=f"douane-second-tier-{i}", daemon=True)
                          for i in range(workers)]
@@ -66,19 +65,15 @@ class SecondTier:
 
     async def score(self, texts: list[str]) -> list[float]:
         """The probability that each text is an attack; cached texts are not asked again."""
-        with self._cache_lock:
-            known = [self._cache.get(t) for t in texts]
+        known = [self._cache.get(t) for t in texts]
         missing = list(dict.fromkeys(t for t, k in zip(texts, known, strict=True) if k is None))
         if missing:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[list[float]] = loop.create_future()
             self._queue.put(_Ask(missing, future, loop))
             scores = dict(zip(missing, await future, strict=True))
-            with self._cache_lock:
-                for t, s in scores.items():
-                    self._cache[t] = s
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            for text, score in scores.items():
+                self._cache.put(text, score)
         else:
             scores = {}
         return [k if k is not None else scores[t] for t, k in zip(texts, known, strict=True)]
