@@ -113,10 +113,11 @@ def test_sigkill_loses_at_most_the_calls_of_the_last_flush(make_douane) -> None:
         stored = stored_ids(d)
     finally:
         d.stop()
+    # the property: what was flushed survives, so only calls not yet flushed at the kill may be lost
+    # (how many, per scenario, scripts/chaos measures: a count here would be a timing assertion)
     assert seen <= set(stored), "rows a reader had seen were lost"
     lost = set(load.completed) - set(stored)
     print(f"SIGKILL: {len(load.completed)} calls completed, {len(lost)} without a row")
-    assert len(seen) > len(first) and not lost & seen, "only calls not yet flushed when the kill came may be lost"
 
 
 def test_sigterm_on_a_full_disk_tells_the_truth_and_loses_nothing(make_douane, tmp_path: Path,  # noqa: F811
