@@ -24,6 +24,9 @@ _AUDIO_FORMATS = {"wav", "mp3", "flac", "opus", "pcm16", "aac", "ogg", "webm", "
 _BINARY_MEDIA = re.compile(r"(?:image|audio|video)/[\w.+-]+|application/(?:pdf|octet-stream)")
 _DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,")
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_-]*")
+# A message's role, when it is one of the names the three formats define, is a word from a closed set:
+# no text to inspect. Any other value of a "role" is kept, and scanned like every other string.
+ROLE_NAMES = frozenset({"system", "developer", "user", "assistant", "model", "tool", "function"})
 
 
 class BodyTooComplex(ValueError):
@@ -36,17 +39,24 @@ class BodyTooComplex(ValueError):
 
 @dataclass(slots=True)
 class Strings:
-    """The body's strings: every value as a rewritable part, every object key, binary values skipped."""
+    """The body's strings: every value (where it sits: its container and key), every object key,
+    binary values skipped. Parts are made only when asked for: most strings of a chat are the
+    adapter's own, which it has parts for already."""
 
-    values: list[TextPart] = field(default_factory=list)
+    found: list[tuple[Any, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     binary: int = 0  # base64 attachments not scanned
     depth: int = 0
 
+    @property
+    def values(self) -> list[TextPart]:
+        """Every value, as a rewritable part."""
+        return [TextPart(c, k, "other") for c, k in self.found]
+
     def others(self, known: Iterable[TextPart]) -> list[TextPart]:
-        """The values no adapter part points at."""
+        """The values no adapter part points at, as rewritable parts."""
         seen = {(id(p.container), p.key) for p in known}
-        return [p for p in self.values if (id(p.container), p.key) not in seen]
+        return [TextPart(c, k, "other") for c, k in self.found if (id(c), k) not in seen]
 
 
 def _binary(container: Any, key: Any, value: str) -> bool:
@@ -70,35 +80,45 @@ def _binary(container: Any, key: Any, value: str) -> bool:
 def walk(body: Any, max_depth: int, max_strings: int) -> Strings:
     """Every string and key of a parsed JSON body, depth first, without recursion.
 
-    Raises BodyTooComplex past `max_depth` levels of nesting or `max_strings` strings."""
+    Raises BodyTooComplex past `max_depth` levels of nesting or `max_strings` strings. A chat resends
+    its whole history, so this runs over every message of every call: exact type tests first (what
+    the JSON readers make), isinstance only for what they did not; a role named in ROLE_NAMES is
+    counted, not kept."""
     out = Strings()
+    found, keys = out.found, out.keys
     stack: list[tuple[Any, int]] = [(body, 1)]
-    count = 0
+    count = deepest = 0
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
             raise BodyTooComplex("limits.max_json_depth",
                                  f"the body nests deeper than {max_depth} levels (limits.max_json_depth)")
-        out.depth = max(out.depth, depth)
+        if depth > deepest:
+            deepest = depth
         items: Iterable[tuple[Any, Any]]
         if isinstance(node, dict):
-            out.keys.extend(node)
+            keys.extend(node)
             count += len(node)
             items = node.items()
         elif isinstance(node, list):
             items = enumerate(node)
         else:
             continue
+        below = depth + 1
         for key, value in items:
-            if isinstance(value, str):
+            kind = type(value)
+            if kind is str or isinstance(value, str):
                 count += 1
-                if _binary(node, key, value):
+                if (key == "data" or value.startswith("data:")) and _binary(node, key, value):
                     out.binary += 1
+                elif key == "role" and value in ROLE_NAMES:
+                    continue
                 else:
-                    out.values.append(TextPart(node, key, "other"))
-            elif isinstance(value, dict | list):
-                stack.append((value, depth + 1))
+                    found.append((node, key))
+            elif kind is dict or kind is list or isinstance(value, dict | list):
+                stack.append((value, below))
         if count > max_strings:
             raise BodyTooComplex("limits.max_json_strings",
                                  f"the body holds more than {max_strings} strings and keys (limits.max_json_strings)")
+    out.depth = deepest
     return out

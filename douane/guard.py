@@ -34,7 +34,7 @@ from douane.detect import budget
 from douane.detect.injection import NO_EVIDENCE, Verdict
 from douane.detect.pii import Finding, Pseudonyms, redact
 from douane.detect.prefix import Rewritten
-from douane.detect.sanitize import Sanitized, summary
+from douane.detect.sanitize import NOTHING, Sanitized, summary
 from douane.guard_settings import Guards
 from douane.providers import TextPart, ToolResult
 from douane.toolguard import RESULT, check_request
@@ -82,6 +82,7 @@ class Cleaning:
     hidden: list[str] = field(default_factory=list)
     changed: bool = False
     block: Block | None = None
+    first: int | None = None  # the first string (parts, then keys) that holds any: None when all are clean
 
 
 def sanitize_strings(guards: Guards, parts: Sequence[TextPart], keys: Sequence[str], enforcing: bool,
@@ -157,20 +158,19 @@ class PromptGuard:
         if block is not None:
             return block
         guards = self.gw.guards(call)
-        pairs = [(p, m.role in ("assistant", "model")) for m in call.request.messages for p in m.parts if p.text]
-        main = len(pairs)  # the adapter's parts: a chat's next call resends them, they are remembered
-        pairs += [(p, False) for p in call.other_parts if p.text]
+        parts, texts, roles = self._parts(call)
+        main = len(roles)  # the adapter's parts: a chat's next call resends them, they are remembered
         keys = list(call.other_keys)
-        if not pairs and not keys:
+        if not parts and not keys:
             return None
-        parts = [p for p, _ in pairs]
-        as_sent = tuple(p.text for p in parts[:main])  # as the client sent them: how its next call finds them
-        cleaning = await self._sanitize(call, guards, parts, keys)
+        as_sent = tuple(texts[:main])  # as the client sent them: how its next call finds them
+        trusted = (*roles, *(False,) * (len(parts) - main))
+        memo = guards.prefixes.longest(as_sent) if self._pseudonymizing(guards) and any(roles) else None
+        cleaning = await self._sanitize(call, guards, texts, parts, keys, memo)
         if isinstance(cleaning, Block):
             return cleaning
-        texts = [p.text for p in parts]
-        trusted = tuple(t for _, t in pairs)
-        memo = guards.prefixes.longest(as_sent) if self._pseudonymizing(guards) and any(trusted) else None
+        if cleaning.changed:  # stripped in place: the scans read what will be sent
+            texts = [p.text for p in parts]
         known, judged = self._known(guards, texts, trusted, memo)
         fresh = sum(len(t) for t, k in zip(texts, known, strict=True) if k is None) \
             + sum(len(t) for t, v in zip(texts, judged, strict=False) if v is None) + sum(map(len, keys)) \
@@ -193,7 +193,29 @@ class PromptGuard:
             return block
         if result_block is not None:
             return result_block
-        return self._pii(call, guards, parts, as_sent, trusted[:main], read, memo, key_findings, pseudonyms)
+        clean = cleaning.first is None or cleaning.first >= main  # the chat's own parts: what its next call resends
+        return self._pii(call, guards, parts, as_sent, trusted[:main], read, memo, key_findings, pseudonyms, clean)
+
+    @staticmethod
+    def _parts(call: Call) -> tuple[list[TextPart], list[str], list[bool]]:
+        """The parts that hold text (the adapter's, then the body's other strings), their texts, and
+        for the adapter's whether the model wrote it (one pass: a long chat has hundreds)."""
+        assert call.request is not None
+        parts: list[TextPart] = []
+        texts: list[str] = []
+        roles: list[bool] = []
+        for m in call.request.messages:
+            own = m.role in ("assistant", "model")
+            for p in m.parts:
+                if text := p.text:
+                    parts.append(p)
+                    texts.append(text)
+                    roles.append(own)
+        for p in call.other_parts:
+            if text := p.text:
+                parts.append(p)
+                texts.append(text)
+        return parts, texts, roles
 
     async def _second_opinion(self, guards: Guards, texts: list[str], read: _Read) -> _Read:
         """Ask the second tier about the texts the rules are unsure of (from `second_tier_from` to
@@ -215,24 +237,29 @@ class PromptGuard:
             return _Read(read.verdict, verdicts, read.findings, hidden=True)
         return _Read(best, verdicts, read.findings)
 
-    async def _sanitize(self, call: Call, guards: Guards, parts: list[TextPart], keys: list[str]) -> Cleaning | Block:
+    async def _sanitize(self, call: Call, guards: Guards, texts: list[str], parts: list[TextPart], keys: list[str],
+                        memo: Rewritten | None) -> Cleaning | Block:
         """Invisible characters first, so that the scans after this read the text as it will be sent.
-        Each string is looked up at once (the quick test, or the cache); those that must be judged
-        character by character are, in a worker thread under the guard timeout when long."""
+        Each string is looked up at once (the quick test, or the cache), once however often the body
+        repeats it; those that must be judged character by character are, in a worker thread under the
+        guard timeout when long. The texts a remembered call of the same chat found clean are clean."""
         sanitizer = guards.sanitizer
         if sanitizer is None:
             return Cleaning()
         unique = list(dict.fromkeys(keys))
-        strings = [*(p.text for p in parts), *unique]
-        known = [sanitizer.lookup(t) for t in strings]
+        strings = [*texts, *unique]
+        clean = len(memo.texts) if memo is not None and memo.clean else 0
+        answers = {t: sanitizer.lookup(t) for t in dict.fromkeys(strings[clean:])}
+        known = [NOTHING] * clean + [answers[t] for t in strings[clean:]]
         pending = sum(len(t) for t, k in zip(strings, known, strict=True) if k is None)
         try:
             judged = known if not pending else await scan(self.gw, pending, lambda: [
                 k or sanitizer.judge(t) for t, k in zip(strings, known, strict=True)])
         except Exception as e:
-            return scan_failed(self.gw, call, "sanitize scan", e) or Cleaning()
+            return scan_failed(self.gw, call, "sanitize scan", e) or Cleaning(first=0)  # unjudged: never clean
         cleaning = sanitize_strings(guards, parts, unique, self.gw.enforcing, call.note,
                                     [k for k in judged if k is not None])
+        cleaning.first = next((i for i, k in enumerate(judged) if k is not None and k.found), None)
         if cleaning.changed and call.model_requested and sanitizer.check(call.model_requested):
             # access and routing were decided on the name as sent: stripping it now would send another
             return Block(400, "sanitize.in_model", f"the model name {call.model_requested!r} holds invisible or "
@@ -249,14 +276,16 @@ class PromptGuard:
         """The findings and verdicts already known (remembered or cached); None where a scan is due."""
         done = len(memo.texts) if memo is not None else 0
         known: list[Sequence[Finding] | None] = [*memo.findings] if memo is not None else []
-        known += [guards.pii_detector.lookup(t) for t in texts[done:]]
+        pii = {t: guards.pii_detector.lookup(t) for t in dict.fromkeys(texts[done:])}  # once per text
+        known += [pii[t] for t in texts[done:]]
         judged: list[Verdict | None] = []
         if guards.injection_detector is not None:
             inj = guards.injection_detector
             if memo is not None and memo.trusted == trusted[:done]:  # the same roles: the same verdicts
                 judged = [*memo.verdicts]
-            judged += [NO_EVIDENCE if t else inj.lookup(x)
-                       for x, t in zip(texts[len(judged):], trusted[len(judged):], strict=True)]
+            rest = texts[len(judged):]
+            scored = {x: inj.lookup(x) for x, t in zip(rest, trusted[len(judged):], strict=True) if not t}
+            judged += [NO_EVIDENCE if t else scored[x] for x, t in zip(rest, trusted[len(judged):], strict=True)]
         return known, judged
 
     @staticmethod
@@ -335,7 +364,7 @@ class PromptGuard:
 
     def _pii(self, call: Call, guards: Guards, parts: list[TextPart], as_sent: tuple[str, ...],
              chat_roles: tuple[bool, ...], read: _Read, memo: Rewritten | None, key_findings: list[list[Finding]],
-             session: Pseudonyms | None) -> Block | None:
+             session: Pseudonyms | None, clean: bool = False) -> Block | None:
         """`chat_roles` marks, for the adapter's parts (the first ones), those of the model's own answers;
         `as_sent` holds those parts as the client sent them."""
         main = len(chat_roles)
@@ -366,7 +395,7 @@ class PromptGuard:
                 if found:
                     part.replace(redact(part.text, found))
         else:
-            self._pseudonymize(call, guards, parts, as_sent, chat_roles, read, memo, counts, session)
+            self._pseudonymize(call, guards, parts, as_sent, chat_roles, read, memo, counts, session, clean)
         call.body_changed = True
         call.note(f"pii.{action}: {summary}")
         return None
@@ -374,7 +403,7 @@ class PromptGuard:
     @staticmethod
     def _pseudonymize(call: Call, guards: Guards, parts: list[TextPart], as_sent: tuple[str, ...],
                       chat_roles: tuple[bool, ...], read: _Read, memo: Rewritten | None, counts: Counter[str],
-                      session: Pseudonyms | None) -> None:
+                      session: Pseudonyms | None, clean: bool = False) -> None:
         """Placeholders in every part, numbered by first appearance: the parts a call of the same chat
         already rewrote are taken as they were sent then, and the numbering goes on from there. The
         chat's own parts are remembered for its next call, keyed as the client sent them; the body's
@@ -387,7 +416,7 @@ class PromptGuard:
         sent = list(memo.sent) if memo is not None else []
         for text, found in zip(texts[done:main], read.findings[done:main], strict=True):
             sent.append(pseudonyms.apply(text, found) if found else text)
-        chat = Rewritten(as_sent, chat_roles, tuple(read.findings[:main]), tuple(read.verdicts[:main]))
+        chat = Rewritten(as_sent, chat_roles, tuple(read.findings[:main]), tuple(read.verdicts[:main]), clean=clean)
         if any(chat_roles):
             guards.prefixes.remember(chat.rewritten_as(tuple(sent), pseudonyms.copy(), counts))
         for text, found in zip(texts[main:], read.findings[main:], strict=True):

@@ -28,6 +28,7 @@ class Rewritten:
     sent: tuple[str, ...] = ()  # each part as douane forwarded it
     pseudonyms: Pseudonyms | None = None  # the state after the last part: copy it before going on
     counts: Counter[str] = field(default_factory=Counter)  # findings per entity over all parts
+    clean: bool = False  # no invisible or control characters in any of the texts (sanitize)
 
     def rewritten_as(self, sent: tuple[str, ...], pseudonyms: Pseudonyms, counts: Counter[str]) -> Rewritten:
         return replace(self, sent=sent, pseudonyms=pseudonyms, counts=counts)

@@ -143,6 +143,8 @@ def _chat_message(msg: Any) -> Message:
     if type(role) is not str:
         role = "user"
     kind = "system" if role in _SYSTEM_ROLES else "tool_result" if role in _TOOL_ROLES else "text"
+    if len(msg) == 2 and "role" in msg and kind != "tool_result" and type(msg.get("content")) is str:  # the usual
+        return Message(role, [TextPart(msg, "content", kind)])
     message = Message(role, _content_parts(msg, "content", kind))
     if kind == "tool_result":
         message.tool_results = [ToolResult(str_or_none(msg.get("tool_call_id")), str_or_none(msg.get("name")),

@@ -154,6 +154,17 @@ def test_tool_calls_that_are_not_a_list_are_refused_with_the_place() -> None:
     assert str(e.value) == "messages[1].tool_calls: expected a list, got true"
 
 
+def test_a_two_key_message_is_read_in_full_whatever_its_two_keys() -> None:
+    """The usual {role, content} message is read on a short path; any other pair of keys is not."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"q\": \"x\"}"}}
+    body = {"model": "m", "messages": [{"content": "hi", "tool_calls": [call]}, {"role": "tool", "content": "r"},
+                                       {"role": "user", "content": "plain"}]}
+    req = openai.parse_request("chat.completions", "/v1/chat/completions", body)
+    assert [c.name for c in req.messages[0].tool_calls] == ["f"], "tool calls beside content are read"
+    assert [r.container for r in req.messages[1].tool_results] == [body["messages"][1]], "a tool result stays one"
+    assert [(p.text, p.kind) for p in req.messages[2].parts] == [("plain", "text")]
+
+
 # -- every body shape is read or refused: nothing in a body may make an adapter raise anything else --
 
 SAMPLE_REQUESTS = {
