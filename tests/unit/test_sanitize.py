@@ -373,6 +373,27 @@ def test_a_resent_history_is_sent_as_it_was_sanitised_and_not_judged_again(
     assert "sanitize.strip: tag x6, zero_width x3" in call.reasons, "the row still says what this call removed"
 
 
+def test_a_clean_remembered_history_is_not_looked_up_again_and_new_text_still_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = gateway(tmp_path, sanitize={"action": "strip"}, pii={"action": "pseudonymize"})
+    looked: list[str] = []
+    real = Sanitizer.lookup
+    monkeypatch.setattr(Sanitizer, "lookup", lambda self, text: looked.append(text) or real(self, text))
+    history = [{"role": "user", "content": "I am jane@example.com, plain text"},
+               {"role": "assistant", "content": "echo: I am <EMAIL_ADDRESS_1>"}]
+    call, block = guarded_call(gw, "openai", {"model": "m", "messages": [*history, {"role": "user", "content": "go"}]})
+    assert block is None and call.request is not None
+    history.append({"role": "user", "content": "go"})
+    history += [{"role": "assistant", "content": "ok"},
+                {"role": "user", "content": f"now{tags('secret')} jane@example.com"}]
+    looked.clear()
+    call, block = guarded_call(gw, "openai", {"model": "m", "messages": history})
+    assert block is None and call.request is not None
+    assert history[0]["content"] not in looked and history[2]["content"] not in looked, "a clean prefix is known"
+    assert [m["content"] for m in call.request.body["messages"]][-1] == "now <EMAIL_ADDRESS_1>"
+    assert "sanitize.strip: tag x6" in call.reasons, "what is new is still judged and stripped"
+
+
 def test_a_websocket_frame_is_sanitised_by_the_same_guard(stripping: Gateway) -> None:
     path = "/v1/responses"
     socket = open_call(new_call_id(), time.time(), stripping.providers.by_name("openai"), "api.openai.com", "GET",
