@@ -132,6 +132,7 @@ class ModerationModel:
     table: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
     # a feature that is a word -> what its two features (itself and its prefix) add: one lookup per word
     by_word: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
+    biases: tuple[float, ...] = field(init=False, repr=False, compare=False)  # bias per category, in order
 
     def __post_init__(self) -> None:
         keys = sorted({k for w in self.weights.values() for k in w})
@@ -140,6 +141,7 @@ class ModerationModel:
                    for k, v in table.items()}
         object.__setattr__(self, "table", table)
         object.__setattr__(self, "by_word", by_word)
+        object.__setattr__(self, "biases", tuple(self.bias[c] for c in CATEGORIES))
 
     @classmethod
     def load(cls, path: Path = DEFAULT) -> ModerationModel:
@@ -182,6 +184,14 @@ class ModerationModel:
 
 
 _ZEROS = (0.0,) * len(CATEGORIES)
+
+
+def _log_odds_of(p: float) -> float:
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
 
 
 def _sigmoid(z: float) -> float:
@@ -258,24 +268,35 @@ class Judge:
     _chars: int = 0
     _totals: list[float] = field(default_factory=lambda: [0.0] * len(CATEGORIES))  # the window's sums
     _count: int = 0  # the window's feature count
+    # per category, a log-odds below which its threshold cannot be reached (a hair under the exact one)
+    _floors: dict[str, float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._floors = {c: _log_odds_of(t) - 1e-9 for c, t in self.thresholds.items()}
 
     def sentence_scores(self, sentence: str) -> dict[str, float]:
-        """Per category, the sentence's score, and the sentence joins the look-behind. The score is the
-        sentence's own probability, or its window's where the sentence itself leans towards the
-        category (its words raise the log-odds by LEAN or more): context makes "Then do it again."
-        harmful after a harmful instruction, but not "Have a nice day." after one."""
+        """Per category, the sentence's score, and the sentence joins the look-behind."""
+        return {c: _sigmoid(z) for c, z in zip(CATEGORIES, self._log_odds(sentence), strict=True)}
+
+    def _log_odds(self, sentence: str) -> list[float]:
+        """Per category, the log-odds of the sentence's score, and the sentence joins the look-behind.
+        The score is the sentence's own probability, or its window's where the sentence itself leans
+        towards the category (its words raise the log-odds by LEAN or more): context makes "Then do it
+        again." harmful after a harmful instruction, but not "Have a nice day." after one."""
         model = self.detector.model
         own, n = model.sums(sentence)
+        bias = model.biases
         if not n:
-            return {c: _sigmoid(model.bias[c]) for c in CATEGORIES}
-        root, out = math.sqrt(n), {}
+            return list(bias)
+        root = math.sqrt(n)
         both = math.sqrt(n + self._count)
-        for i, c in enumerate(CATEGORIES):
+        out = []
+        for i, b in enumerate(bias):
             lean = own[i] / root
-            z = model.bias[c] + lean
+            z = b + lean
             if lean >= LEAN and self._count:
-                z = max(z, model.bias[c] + (own[i] + self._totals[i]) / both)
-            out[c] = _sigmoid(z)
+                z = max(z, b + (own[i] + self._totals[i]) / both)
+            out.append(z)
         self._remember(sentence, own, n)
         return out
 
@@ -301,9 +322,12 @@ class Judge:
         """What one sentence is flagged for: categories over their threshold, then a deny pattern."""
         if not sentence.strip():
             return []
-        context = self.context()
-        hits = [Hit(c, s) for c, s in self.sentence_scores(sentence).items()
-                if c in self.thresholds and s >= self.thresholds[c]]
+        context = self.context() if self.detector.deny else ""  # before the sentence joins the look-behind
+        hits = []
+        for c, z in zip(CATEGORIES, self._log_odds(sentence), strict=True):
+            # a sigmoid only for a score that can reach its threshold: most sentences reach none
+            if c in self.thresholds and z >= self._floors[c] and (s := _sigmoid(z)) >= self.thresholds[c]:
+                hits.append(Hit(c, s))
         if self.detector.could_deny(context, sentence):
             index = self.detector.deny_hit(context, sentence)
             if index is not None:
