@@ -3,11 +3,14 @@ may need a fallback or a translation. mitmproxy sends such a call here instead o
 relay tries each target in turn (retries, backoff, first-byte timeout, circuit breaker), translates
 the winner's answer into the client's format when the formats differ, and streams it back.
 
-Calls without a fallback rule or a format change never come here: they keep mitmproxy's direct path.
+Calls without a fallback rule or a format change come here only with `upstream.pool`: then every
+LLM call goes out through the relay's one connection pool, warm (opened at start and kept open) and
+shared by all clients, HTTP/2 where the provider offers it (pool.py).
 
     plan.py      what to try and what each outcome means (pure)
     server.py    the HTTP/1.1 server mitmproxy talks to
     delivery.py  the served answer to the client, passed through or translated
+    pool.py      the upstream connections: TLS trust, warming, keeping warm
     here         the attempts themselves: sending, waiting, timing out
 """
 
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
 
 from douane.relay.delivery import deliver, refuse
 from douane.relay.plan import Attempt, Breakers, Dispatch, Plan, Try
+from douane.relay.pool import Warmer, pooled_client
 from douane.relay.server import RelayServer, Responder
 
 __all__ = ["Attempt", "Breakers", "Dispatch", "Plan", "Relay", "Try"]
@@ -40,14 +45,18 @@ class Relay:
         self._transport = transport
         self._server = RelayServer(self._handle)
         self._client: httpx.AsyncClient | None = None
+        self.warmer: Warmer | None = None
 
-    async def start(self) -> int:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), trust_env=False,
-                                         limits=httpx.Limits(max_keepalive_connections=64), transport=self._transport)
+    async def start(self, tls: ssl.SSLContext | None = None) -> int:
+        """`tls`: how upstreams are verified (mitmproxy's own settings, see pool.upstream_tls)."""
+        self._client = pooled_client(tls, self._transport)
+        self.warmer = Warmer(self._client)
         self.port = await self._server.start()
         return self.port
 
     async def stop(self) -> None:
+        if self.warmer is not None:
+            await self.warmer.stop()
         await self._server.stop()
         if self._client is not None:
             await self._client.aclose()
