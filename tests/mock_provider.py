@@ -456,7 +456,10 @@ class TLSServer(ThreadingHTTPServer):
         self.tls_connections = 0
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        conn = self.context.wrap_socket(request, server_side=True)  # the handshake, in this connection's thread
+        try:  # the handshake, in this connection's thread
+            conn = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):  # e.g. a probe that only checks the port listens
+            return
         with LOCK:
             self.tls_connections += 1
         try:

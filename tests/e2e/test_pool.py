@@ -25,24 +25,24 @@ OPENAI_CALL = """
 import sys, openai
 stream = sys.argv[1] == "stream"
 c = openai.OpenAI()
-msgs = [{"role": "user", "content": "write to %s please"}]
+msgs = [{"role": "user", "content": "write to EMAIL please"}]
 if stream:
     print("".join(ch.choices[0].delta.content or "" for ch in
                   c.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True) if ch.choices))
 else:
     print(c.chat.completions.create(model="gpt-4o-mini", messages=msgs).choices[0].message.content)
-""" % EMAIL
+""".replace("EMAIL", EMAIL)
 
 ANTHROPIC_CALL = """
 import sys, anthropic
 c = anthropic.Anthropic()
-msgs = [{"role": "user", "content": "write to %s please"}]
+msgs = [{"role": "user", "content": "write to EMAIL please"}]
 if sys.argv[1] == "stream":
     with c.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=msgs) as s:
         print("".join(s.text_stream))
 else:
     print(c.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs).content[0].text)
-""" % EMAIL
+""".replace("EMAIL", EMAIL)
 
 
 @pytest.fixture()
@@ -174,7 +174,8 @@ def test_a_pooled_stream_flows_while_the_upstream_is_still_sending(
     try:
         with d.http() as http, http.stream(
                 "POST", "https://api.openai.com/v1/chat/completions", headers={"authorization": "Bearer sk-x"},
-                json={"model": "hold-model", "stream": True, "messages": [{"role": "user", "content": "one two"}]}) as r:
+                json={"model": "hold-model", "stream": True,
+                      "messages": [{"role": "user", "content": "one two"}]}) as r:
             lines = r.iter_lines()
             first = next(line for line in lines if line.startswith("data:"))
             assert mock_provider.HOLDING.is_set() and not mock_provider.HELD_TOO_LONG, \
