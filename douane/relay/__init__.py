@@ -25,7 +25,7 @@ import httpx
 
 from douane.relay.delivery import deliver, refuse
 from douane.relay.plan import Attempt, Breakers, Dispatch, Plan, Try
-from douane.relay.pool import Warmer, pooled_client
+from douane.relay.pool import Warmer, pooled_transport, send
 from douane.relay.server import RelayServer, Responder
 
 __all__ = ["Attempt", "Breakers", "Dispatch", "Plan", "Relay", "Try"]
@@ -42,15 +42,15 @@ class Relay:
         self.breakers = breakers or Breakers()
         self.port = 0
         self._sleep = sleep
-        self._transport = transport
+        self._given_transport = transport
         self._server = RelayServer(self._handle)
-        self._client: httpx.AsyncClient | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
         self.warmer: Warmer | None = None
 
     async def start(self, tls: ssl.SSLContext | None = None) -> int:
         """`tls`: how upstreams are verified (mitmproxy's own settings, see pool.upstream_tls)."""
-        self._client = pooled_client(tls, self._transport)
-        self.warmer = Warmer(self._client)
+        self._transport = self._given_transport or pooled_transport(tls)
+        self.warmer = Warmer(self._transport)
         self.port = await self._server.start()
         return self.port
 
@@ -58,8 +58,8 @@ class Relay:
         if self.warmer is not None:
             await self.warmer.stop()
         await self._server.stop()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     def register(self, plan: Plan) -> str:
         """The path mitmproxy sends the call to."""
@@ -102,7 +102,5 @@ class Relay:
         await refuse(plan, out, 502, dispatch.failure_message(), "upstream_failed")
 
     async def _send(self, t: Try) -> httpx.Response:
-        assert self._client is not None, "Relay.start() first"
-        request = self._client.build_request("POST", t.attempt.url, headers=t.attempt.headers,
-                                             content=t.attempt.body)
-        return await self._client.send(request, stream=True)
+        assert self._transport is not None, "Relay.start() first"
+        return await send(self._transport, "POST", t.attempt.url, t.attempt.headers, t.attempt.body)

@@ -29,13 +29,22 @@ WARM_TIMEOUT_S = 10.0
 WARM_HEADERS = {"user-agent": "douane (connection warm-up; no credentials)", "accept-encoding": "identity"}
 
 
-def pooled_client(tls: ssl.SSLContext | None, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """No read timeout: a call waits for its answer as long as on the direct path (a bound, when one
-    applies, is the fallback rule's first-byte timeout)."""
-    return httpx.AsyncClient(
-        http2=True, verify=tls if tls is not None else True, trust_env=False, transport=transport,
-        timeout=httpx.Timeout(None, connect=10.0),
+def pooled_transport(tls: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
+    """The pool itself. The relay sends through it without httpx's client layer (no default headers,
+    cookies, redirects or auth hooks): the request goes out as douane made it, ~0.2 ms sooner."""
+    return httpx.AsyncHTTPTransport(
+        http2=True, verify=tls if tls is not None else True, trust_env=False,
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_S))
+
+
+def send(transport: httpx.AsyncBaseTransport, method: str, url: str, headers: dict[str, str], body: bytes = b"",
+         connect_timeout: float = 10.0, read_timeout: float | None = None) -> Awaitable[httpx.Response]:
+    """One request through the pool; the answer's body streams (read it, then `aclose`). No read
+    timeout by default: a call waits for its answer as long as on the direct path (a bound, when one
+    applies, is the fallback rule's first-byte timeout)."""
+    timeout = {"connect": connect_timeout, "read": read_timeout, "write": None, "pool": None}
+    return transport.handle_async_request(httpx.Request(method, url, headers=headers, content=body or None,
+                                                        extensions={"timeout": timeout}))
 
 
 def upstream_tls(insecure: bool, ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext | None:
@@ -55,8 +64,9 @@ def upstream_tls(insecure: bool, ca_file: str | None, ca_dir: str | None) -> ssl
 class Warmer:
     """Opens a pooled connection to each origin and keeps it open, without a billable call."""
 
-    def __init__(self, client: httpx.AsyncClient, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
-        self._client = client
+    def __init__(self, transport: httpx.AsyncBaseTransport,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self._transport = transport
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
         self.warmed: dict[str, int | None] = {}  # origin -> status of its last warm-up; None: it failed
@@ -66,7 +76,9 @@ class Warmer:
 
     async def _warm(self, origin: str) -> None:
         try:
-            response = await self._client.head(origin + "/", headers=WARM_HEADERS, timeout=WARM_TIMEOUT_S)
+            response = await send(self._transport, "HEAD", origin + "/", WARM_HEADERS,
+                                  connect_timeout=WARM_TIMEOUT_S, read_timeout=WARM_TIMEOUT_S)
+            await response.aclose()
         except httpx.HTTPError as e:
             if self.warmed.get(origin, 0) is not None:  # said once, not every round
                 log.warning("upstream pool: could not open a connection to %s (%s: %s); calls there open "

@@ -84,7 +84,7 @@ async def test_an_unreachable_pooled_upstream_is_a_502_in_the_clients_shape(
 
 # -- warming ------------------------------------------------------------------------------------------
 
-def recording_client(statuses: dict[str, int | Exception], seen: list[httpx.Request]) -> httpx.AsyncClient:
+def recording_transport(statuses: dict[str, int | Exception], seen: list[httpx.Request]) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         outcome = statuses[f"{request.url.scheme}://{request.url.netloc.decode()}"]
@@ -92,7 +92,7 @@ def recording_client(statuses: dict[str, int | Exception], seen: list[httpx.Requ
             raise outcome
         return httpx.Response(outcome)
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    return httpx.MockTransport(handle)
 
 
 async def test_warming_opens_each_origin_once_with_a_request_no_one_can_be_billed_for(
@@ -101,8 +101,8 @@ async def test_warming_opens_each_origin_once_with_a_request_no_one_can_be_bille
     down = httpx.ConnectError("refused")
     statuses: dict[str, int | Exception] = {"https://api.openai.com": 404, "https://api.anthropic.com": 405,
                                             "http://127.0.0.1:9": down}
-    async with recording_client(statuses, seen) as client:
-        warmer = Warmer(client)
+    async with recording_transport(statuses, seen) as transport:
+        warmer = Warmer(transport)
         with caplog.at_level(logging.WARNING, "douane.relay.pool"):
             await warmer.warm(["https://api.openai.com", "https://api.anthropic.com", "https://api.openai.com",
                                "http://127.0.0.1:9"])
@@ -129,8 +129,8 @@ async def test_keeping_warm_reads_the_origins_each_round_and_stops() -> None:
             next_round.set()
             await asyncio.Event().wait()  # the last round: wait until stopped
 
-    async with recording_client({"https://a.test": 404, "https://b.test": 404}, seen) as client:
-        warmer = Warmer(client, sleep)
+    async with recording_transport({"https://a.test": 404, "https://b.test": 404}, seen) as transport:
+        warmer = Warmer(transport, sleep)
         warmer.keep_warm(lambda: origins[len(rounds)], every=30)
         await asyncio.wait_for(next_round.wait(), 5)
         await warmer.stop()
@@ -175,3 +175,15 @@ def test_the_pool_is_one_policy_key_off_by_default_in_the_model_and_its_schema()
         Policy.model_validate({"version": 1, "upstream": {"pool": True, "warm": 3}})
     upstream = policy_schema()["$defs"]["UpstreamPolicy"]
     assert upstream["properties"]["pool"]["type"] == "boolean" and upstream["additionalProperties"] is False
+
+
+async def test_a_plain_answer_is_passed_on_whole_with_its_length(
+        relay_with: Callable[[Handler], Relay]) -> None:  # noqa: F811
+    reply = b'{"id": "chatcmpl-1", "choices": []}'
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=reply, headers={"content-type": "application/json", "x-request-id": "r1"})
+
+    r = await post(relay_with(upstream), pooled("p3"))
+    assert r.content == reply and r.headers["content-length"] == str(len(reply))
+    assert "transfer-encoding" not in r.headers and r.headers["x-request-id"] == "r1"
