@@ -4,6 +4,7 @@ guarded (PII redacted at the mock), carries its own client's key or the central 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 
 from tests import mock_provider
 from tests.e2e.conftest import CA_VARS, Douane, free_port, routed_policy
+from tests.e2e.test_transparent import PYTHON_SDK, Namespace
+from tests.e2e.test_transparent import workload_env as transparent_env
 
 EMAIL = "jane.roe@example.com"
 
@@ -186,3 +189,73 @@ def test_a_pooled_stream_flows_while_the_upstream_is_still_sending(
         mock_provider.HOLD.set()
     assert json.loads(first[5:])["choices"] and rest[-1] == "data: [DONE]"
     assert d.rows(expect=1)[0]["stream"] is True
+
+
+def test_base_url_mode_shares_the_pool_and_forwards_with_the_central_key(
+        make_douane: Any, tls_mock: tuple[str, mock_provider.TLSServer, str]) -> None:
+    """`--mode reverse`: cold SDK processes set only a base URL and their douane key."""
+    url, server, cert = tls_mock
+    key = hashlib.sha256(b"s3cret").hexdigest()
+    policy = routed_policy(url, upstream={"pool": True}, teams={"web": {"models": ["*"]}},
+                           clients=[{"name": "cli-bot", "team": "web", "key_sha256": key}])
+    for name in ("openai", "anthropic", "gemini"):
+        policy["providers"][name]["api_key_env"] = f"CENTRAL_{name.upper()}_KEY"
+    d = make_douane(policy, args=("--mode", "reverse", "--set", f"ssl_verify_upstream_trusted_ca={cert}"),
+                    env={"CENTRAL_OPENAI_KEY": "sk-central", "CENTRAL_ANTHROPIC_KEY": "a", "CENTRAL_GEMINI_KEY": "g"})
+    wait_warm(server)
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{d.port}/openai/v1", "OPENAI_API_KEY": "cli-bot:s3cret"}
+    base = {k: v for k, v in os.environ.items() if k not in CA_VARS and "PROXY" not in k.upper()}
+    for mode in ("plain", "stream", "plain"):
+        done = subprocess.run([sys.executable, "-c", OPENAI_CALL, mode], env={**base, **env}, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.startswith("echo:") and EMAIL not in done.stdout, done.stderr
+    sent = llm_requests()
+    assert [header(r, "authorization") for r in sent] == ["Bearer sk-central"] * 3
+    assert all(EMAIL not in r["raw"] for r in sent) and server.tls_connections < 3
+    rows = d.rows(expect=3)
+    assert {(r["client"], r["status"], r["upstream"]) for r in rows} == {("cli-bot", 200, url)}
+
+
+def test_a_fallback_still_falls_back_with_the_pool_on(make_douane: Any,
+                                                      tls_mock: tuple[str, mock_provider.TLSServer, str]) -> None:
+    url, server, cert = tls_mock
+    policy = routed_policy(url, upstream={"pool": True}, fallbacks=[
+        {"when": {"model": "fail-500"}, "on": ["5xx"], "retries": 0,
+         "to": [{"provider": "anthropic", "model": "claude-x"}]}])
+    d = make_douane(policy, args=("--set", f"ssl_verify_upstream_trusted_ca={cert}"))
+    with d.http() as http:
+        r = http.post("https://api.openai.com/v1/chat/completions", headers={"authorization": "Bearer sk-x"},
+                      json={"model": "fail-500", "messages": [{"role": "user", "content": "hello there"}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: hello there"
+    assert [req["path"] for req in llm_requests()] == ["/v1/chat/completions", "/v1/messages"]
+    row = d.rows(expect=1)[0]
+    assert row["model"] == "claude-x" and "fallback: answered by anthropic/claude-x" in row["reason"]
+
+
+def test_transparent_mode_shares_the_pool(tmp_path: Path, certs: Path,
+                                          tls_mock: tuple[str, mock_provider.TLSServer, str]) -> None:
+    """`--mode transparent` (the README's namespace + REDIRECT recipe): a workload with no proxy set."""
+    url, server, cert = tls_mock
+    ns = Namespace()
+    try:
+        ns.create()
+        d = Douane(tmp_path, routed_policy(url, upstream={"pool": True}), certs,
+                   ("--mode", "transparent", "--listen-host", ns.host_ip,
+                    "--set", f"ssl_verify_upstream_trusted_ca={cert}"))
+        ns.redirect_to(d.port)
+        d.start()
+        try:
+            wait_warm(server)
+            for mode in ("plain", "stream", "plain"):
+                done = ns.run([sys.executable, "-c", PYTHON_SDK, mode, f"Write to {EMAIL} today"], transparent_env(d))
+                assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}\n{d.log()[-2000:]}"
+                answer = json.loads(done.stdout.strip().splitlines()[-1])["text"]
+                assert answer == "echo: Write to <EMAIL_ADDRESS> today"
+            rows = d.rows(expect=3)
+        finally:
+            d.stop()
+    finally:
+        ns.destroy()
+    assert {(r["host"], r["upstream"], r["status"]) for r in rows} == {("api.openai.com", url, 200)}
+    assert len(llm_requests()) == 3 and all(EMAIL not in r["raw"] for r in llm_requests())
+    assert server.tls_connections < 3
