@@ -25,7 +25,7 @@ import httpx
 
 from douane.relay.delivery import deliver, refuse
 from douane.relay.plan import Attempt, Breakers, Dispatch, Plan, Try
-from douane.relay.pool import Warmer, pooled_transport, send
+from douane.relay.pool import Warmer, pooled_transport, send, upstream_tls
 from douane.relay.server import RelayServer, Responder
 
 __all__ = ["Attempt", "Breakers", "Dispatch", "Plan", "Relay", "Try"]
@@ -49,7 +49,7 @@ class Relay:
 
     async def start(self, tls: ssl.SSLContext | None = None) -> int:
         """`tls`: how upstreams are verified (mitmproxy's own settings, see pool.upstream_tls)."""
-        self._transport = self._given_transport or pooled_transport(tls)
+        self._transport = self._given_transport or pooled_transport(tls or upstream_tls(False, None, None))
         self.warmer = Warmer(self._transport)
         self.port = await self._server.start()
         return self.port

@@ -16,6 +16,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 
+import certifi
 import httpx
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,11 @@ WARM_TIMEOUT_S = 10.0
 WARM_HEADERS = {"user-agent": "douane (connection warm-up; no credentials)", "accept-encoding": "identity"}
 
 
-def pooled_transport(tls: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
+def pooled_transport(tls: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
     """The pool itself. The relay sends through it without httpx's client layer (no default headers,
     cookies, redirects or auth hooks): the request goes out as douane made it, ~0.2 ms sooner."""
     return httpx.AsyncHTTPTransport(
-        http2=True, verify=tls if tls is not None else True, trust_env=False,
+        http2=True, verify=tls, trust_env=False,
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_S))
 
 
@@ -47,18 +48,27 @@ def send(transport: httpx.AsyncBaseTransport, method: str, url: str, headers: di
                                                         extensions={"timeout": timeout}))
 
 
-def upstream_tls(insecure: bool, ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext | None:
-    """The relay trusts what mitmproxy's direct path trusts (its `ssl_insecure`,
-    `ssl_verify_upstream_trusted_ca` and `_confdir` options, which replace the default store);
-    None: the default store (certifi, as mitmproxy's)."""
+class _H2First(ssl.SSLContext):
+    """httpcore offers ALPN ["http/1.1", "h2"] in that order; a server that takes the client's order
+    (mitmproxy does, some load balancers too) then picks HTTP/1.1. The pool offers h2 first."""
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        super().set_alpn_protocols(sorted(alpn_protocols, key=lambda p: p != "h2"))
+
+
+def upstream_tls(insecure: bool, ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext:
+    """The relay trusts what mitmproxy's direct path trusts: its `ssl_insecure`,
+    `ssl_verify_upstream_trusted_ca` and `_confdir` options, which replace the default store
+    (certifi, as mitmproxy's)."""
+    context = _H2First(ssl.PROTOCOL_TLS_CLIENT)
     if insecure:
-        context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    if ca_file or ca_dir:
-        return ssl.create_default_context(cafile=ca_file or None, capath=ca_dir or None)
-    return None
+    elif ca_file or ca_dir:
+        context.load_verify_locations(cafile=ca_file or None, capath=ca_dir or None)
+    else:
+        context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 class Warmer:

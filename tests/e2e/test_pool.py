@@ -4,9 +4,11 @@ guarded (PII redacted at the mock), carries its own client's key or the central 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from douane.relay.pool import pooled_transport, send, upstream_tls
+from douane.routing import outgoing_headers
 from tests import mock_provider
 from tests.e2e.conftest import CA_VARS, Douane, free_port, routed_policy
 from tests.e2e.test_transparent import PYTHON_SDK, Namespace
@@ -259,3 +263,49 @@ def test_transparent_mode_shares_the_pool(tmp_path: Path, certs: Path,
     assert {(r["host"], r["upstream"], r["status"]) for r in rows} == {("api.openai.com", url, 200)}
     assert len(llm_requests()) == 3 and all(EMAIL not in r["raw"] for r in llm_requests())
     assert server.tls_connections < 3
+
+
+def test_an_http2_upstream_takes_the_requests_the_pool_forwards(tmp_path: Path, mock: str) -> None:
+    """HTTP/2 refuses connection-specific header fields: the headers a client sent, as the relay
+    forwards them, must pass. The upstream: mitmdump in reverse mode before the mock, which takes
+    HTTP/2 when the client offers it first (the pool's TLS context does)."""
+    port = free_port()
+    mitmdump = subprocess.Popen([str(Path(sys.executable).parent / "mitmdump"), "-q", "--mode", f"reverse:{mock}",
+                                 "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                                 "--set", f"confdir={tmp_path}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client_headers = {"Host": "api.openai.com", "Connection": "keep-alive", "Keep-Alive": "timeout=5",
+                      "Proxy-Authorization": "Basic eDp5", "TE": "trailers", "Authorization": "Bearer sk-client",
+                      "Content-Type": "application/json", "X-Stainless-Lang": "python"}
+
+    async def exchange() -> tuple[int, str, bytes]:
+        transport = pooled_transport(upstream_tls(False, str(tmp_path / "mitmproxy-ca-cert.pem"), None))
+        try:
+            r = await send(transport, "POST", f"https://localhost:{port}/v1/chat/completions",
+                           outgoing_headers(client_headers, drop=("content-length",)),
+                           b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "over h2"}]}')
+            body = await r.aread()
+            await r.aclose()
+            return r.status_code, r.http_version, body
+        finally:
+            await transport.aclose()
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "mitmproxy-ca-cert.pem").exists() or not listening(port):
+            assert mitmdump.poll() is None and time.monotonic() < deadline, "mitmdump did not start"
+            time.sleep(0.05)
+        status, version, body = asyncio.run(exchange())
+    finally:
+        mitmdump.terminate()
+        mitmdump.wait(20)
+    assert (status, version) == (200, "HTTP/2")
+    assert json.loads(body)["choices"][0]["message"]["content"] == "echo: over h2"
+    assert header(llm_requests()[-1], "authorization") == "Bearer sk-client"
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False

@@ -140,12 +140,14 @@ async def test_keeping_warm_reads_the_origins_each_round_and_stops() -> None:
 # -- what the relay trusts and forwards ---------------------------------------------------------------
 
 def test_the_relay_trusts_what_mitmproxy_is_told_to(tmp_path: Path) -> None:
-    assert upstream_tls(False, None, None) is None, "the default store, as mitmproxy's"
+    default = upstream_tls(False, None, None)
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
+    assert default.cert_store_stats()["x509_ca"] > 50, "certifi's store, as mitmproxy's"
     insecure = upstream_tls(True, None, None)
-    assert insecure is not None and insecure.verify_mode == ssl.CERT_NONE and not insecure.check_hostname
+    assert insecure.verify_mode == ssl.CERT_NONE and not insecure.check_hostname
     cert, _ = make_cert(str(tmp_path))
     only = upstream_tls(False, cert, None)
-    assert only is not None and only.verify_mode == ssl.CERT_REQUIRED
+    assert only.verify_mode == ssl.CERT_REQUIRED and only.check_hostname
     assert only.cert_store_stats()["x509_ca"] == 1, "the given CA replaces the default store, as in mitmproxy"
 
 
