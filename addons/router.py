@@ -1,12 +1,14 @@
 """Send the call where the policy says: routes (model, provider, upstream), fallbacks through the
-relay, the provider's central key, and an identity-encoded answer so that replies can be inspected."""
+relay, the provider's central key, and an identity-encoded answer so that replies can be inspected.
+With `upstream.pool`, every other LLM call also goes out through the relay, on its warm shared
+connections, as the very request the direct path would have sent."""
 
 from __future__ import annotations
 
 import logging
 from urllib.parse import urlsplit
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from addons.flows import call_of
 from douane import jsonio
@@ -14,8 +16,19 @@ from douane.call import Call
 from douane.gateway import Gateway
 from douane.policy.model import Fallback
 from douane.providers import ProviderSpec
-from douane.relay import Plan
-from douane.routing import KEY_HEADERS, attempt_for, choose_route, facts_of, first_fallback, key_headers, set_model
+from douane.relay import Attempt, Plan
+from douane.relay.pool import upstream_tls
+from douane.routing import (
+    KEY_HEADERS,
+    attempt_for,
+    choose_route,
+    facts_of,
+    first_fallback,
+    key_headers,
+    outgoing_headers,
+    pool_origins,
+    set_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +42,16 @@ class RouterAddon:
         self.gw = gw
 
     async def running(self) -> None:
-        await self.gw.relay.start()
+        opts = ctx.options
+        await self.gw.relay.start(upstream_tls(opts.ssl_insecure, opts.ssl_verify_upstream_trusted_ca,
+                                               opts.ssl_verify_upstream_trusted_confdir))
+        assert self.gw.relay.warmer is not None
+        self.gw.relay.warmer.keep_warm(self._warm_origins)
+
+    def _warm_origins(self) -> list[str]:
+        """Read each round, so that a reload turning `upstream.pool` on or off counts."""
+        policy = self.gw.current.policy
+        return pool_origins(policy, self.gw.current.providers.specs) if policy.upstream.pool else []
 
     async def done(self) -> None:
         await self.gw.relay.stop()
@@ -53,6 +75,8 @@ class RouterAddon:
         self._direct(flow, call, target, model, upstream)
         if self.gw.policy.audit.bodies == "redacted" and call.endpoint is not None and call.request_body is None:
             call.request_body = req.get_text(strict=False)
+        if self.gw.policy.upstream.pool:
+            self._pool(flow, call, target)
 
     def _direct(self, flow: http.HTTPFlow, call: Call, target: ProviderSpec, model: str | None,
                 upstream: str | None) -> None:
@@ -121,6 +145,22 @@ class RouterAddon:
             call.request_body = jsonio.dumps(body).decode()
         return True
 
+    def _pool(self, flow: http.HTTPFlow, call: Call, target: ProviderSpec) -> None:
+        """Send the request `_direct` made ready through the relay's warm pool, unchanged: the same
+        URL (classify has put the provider's host in it in every mode), headers, key and bytes. Only
+        LLM calls (a POST whose body douane read); the rest keep mitmproxy's connection."""
+        req = flow.request
+        if req.method != "POST" or call.request is None or call.endpoint is None:
+            return
+        headers = outgoing_headers(dict(req.headers.items()), drop=("content-length",))
+        attempt = Attempt(target.name, target.format, call.served_model or call.model, req.url, headers,
+                          req.raw_content or b"")
+        plan = Plan(call.id, call.provider.format, call.model_requested, call.stream, [attempt], [],
+                    first_byte_timeout=None, pooled=True)
+        flow.metadata[PLAN_KEY] = plan
+        req.scheme, req.host, req.port = "http", "127.0.0.1", self.gw.relay.port
+        req.path = self.gw.relay.register(plan)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._settle_plan(flow)
 
@@ -137,6 +177,11 @@ class RouterAddon:
         if plan is None or call is None:
             return
         self.gw.relay.plans.pop(plan.call_id, None)
+        if plan.pooled:  # the direct path's own request: `upstream` and the body are already the call's
+            if plan.served is None:
+                call.add_error("upstream failed: " + "; ".join(plan.tried))
+                call.note("upstream_failed")
+            return
         if plan.served is not None:
             call.served_by, call.served_model = plan.served.provider, plan.served.model
             call.upstream = plan.served.base
@@ -148,3 +193,4 @@ class RouterAddon:
             call.add_error("every upstream failed: " + "; ".join(plan.tried))
         elif plan.served is not plan.attempts[0]:
             call.note(f"fallback: answered by {plan.served.label}")
+

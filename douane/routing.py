@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from douane.gateway import Gateway
 
 __all__ = ["CHAT_ENDPOINTS", "KEY_HEADERS", "Facts", "attempt_for", "cheapest", "choose_route", "facts_of",
-           "first_fallback", "first_route", "key_headers", "matches", "set_model", "target_url"]
+           "first_fallback", "first_route", "key_headers", "matches", "outgoing_headers", "pool_origins", "set_model",
+           "target_url"]
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 
@@ -138,6 +140,29 @@ def target_url(spec: ProviderSpec, path: str, upstream: str | None = None) -> st
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
 
 
+# what belongs to one hop (RFC 9110 7.6.1), the proxy's credentials, and the Host the URL gives:
+# none of it is the upstream's (HTTP/2 refuses connection-specific fields outright)
+HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+                         "te", "trailer", "transfer-encoding", "upgrade", "host"})
+
+
+def outgoing_headers(headers: dict[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
+    """The client's headers as the relay sends them on: without hop-by-hop fields (and those the
+    client's `connection` header names) nor `drop`."""
+    named = {h.strip().lower() for h in headers.get("connection", headers.get("Connection", "")).split(",")}
+    skip = HOP_HEADERS | named | {h.lower() for h in drop}
+    return {k: v for k, v in headers.items() if k.lower() not in skip}
+
+
+def pool_origins(policy: Policy, specs: Iterable[ProviderSpec]) -> list[str]:
+    """scheme://host[:port] of every upstream the policy can send a call to (each provider's, and
+    the routes' own), the ones the warm pool opens connections to."""
+    bases = [spec.upstream or f"https://{spec.hosts[0]}" for spec in specs if spec.upstream or spec.hosts]
+    bases += [route.set_upstream for route in policy.routes if route.set_upstream]
+    origins = (urlsplit(base) for base in bases)
+    return list(dict.fromkeys(f"{o.scheme}://{o.netloc}" for o in origins))
+
+
 def attempt_for(spec: ProviderSpec, model: str | None, client_fmt: str, endpoint: str, body: dict[str, Any],
                 path: str, client_headers: dict[str, str], key: str | None, same_provider: bool,
                 upstream: str | None = None) -> Attempt | None:
@@ -157,7 +182,7 @@ def attempt_for(spec: ProviderSpec, model: str | None, client_fmt: str, endpoint
         new_body, new_path = translate.request(client_fmt, endpoint, path, body, spec.format, model)
         headers = {"content-type": "application/json", "accept": "application/json"}
         translate_from = client_fmt
-    headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "accept-encoding")}
+    headers = outgoing_headers(headers, drop=("content-length", "accept-encoding"))
     headers["accept-encoding"] = "identity"
     if spec.format == "anthropic":
         headers.setdefault("anthropic-version", "2023-06-01")

@@ -17,7 +17,9 @@ request it received (GET /_mock/requests, POST /_mock/reset). Behaviour switches
   *hold*                stream two events, then wait for HOLD to be set (bounded: HOLD_TIMEOUT)
                         before the rest: a test sets it once its client has the first events, which
                         proves the stream flows through the proxy instead of being buffered whole
-Run: python tests/mock_provider.py --port 9000
+HEAD (any path) answers 404 with no body and is kept in WARMUPS, not RECEIVED: douane's pool warms
+its connections with it. `serve_tls` serves the same behind TLS and counts its TLS connections.
+Run: python tests/mock_provider.py --port 9000 [--tls-cert CERT --tls-key KEY]
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import gzip
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RECEIVED: list[dict[str, Any]] = []
+WARMUPS: list[dict[str, Any]] = []  # HEAD requests: the path and headers of each
 LOCK = threading.Lock()
 HOLD = threading.Event()  # a *hold* stream waits on it midway
 HOLDING = threading.Event()  # set while a *hold* stream is waiting
@@ -217,6 +221,13 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             RECEIVED.append({"path": self.path, "headers": dict(self.headers.items()), "body": None, "raw": ""})
         self._json(404, {"error": {"message": "not found"}})
+
+    def do_HEAD(self) -> None:
+        with LOCK:
+            WARMUPS.append({"path": self.path, "headers": dict(self.headers.items())})
+        self.send_response(404)
+        self.send_header("content-length", "0")
+        self.end_headers()
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -432,11 +443,76 @@ def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     return server
 
 
+class TLSServer(ThreadingHTTPServer):
+    """The mock behind TLS (HTTP/1.1 by ALPN), counting the TLS connections it accepted."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], cert: str, key: str):
+        super().__init__(address, Handler)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.context.set_alpn_protocols(["http/1.1"])
+        self.tls_connections = 0
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:  # the handshake, in this connection's thread
+            conn = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):  # e.g. a probe that only checks the port listens
+            return
+        with LOCK:
+            self.tls_connections += 1
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
+
+
+def make_cert(folder: str) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1 in `folder`: (cert path, key path)."""
+    import datetime
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mock provider")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = Path(folder) / "mock-cert.pem", Path(folder) / "mock-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def serve_tls(port: int, cert: str, key: str, host: str = "127.0.0.1") -> TLSServer:
+    server = TLSServer((host, port), cert, key)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=9000)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
-    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        srv: ThreadingHTTPServer = TLSServer(("127.0.0.1", args.port), args.tls_cert, args.tls_key)
+    else:
+        srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
-    print(f"mock provider on http://127.0.0.1:{args.port}", flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"mock provider on {scheme}://127.0.0.1:{args.port}", flush=True)
     srv.serve_forever()

@@ -455,6 +455,16 @@ class Breaker(Strict):
     cooldown_s: float = Field(default=30.0, gt=0)
 
 
+class UpstreamPolicy(Strict):
+    """How douane holds its connections to the providers. `pool`: every LLM call goes out through one
+    set of warm, kept-alive connections shared by all clients (HTTP/2 where the provider offers it),
+    opened when douane starts and kept open; a client that makes one call per process then pays a
+    local handshake only. Off by default: a warm, kept-alive client gains nothing from it and pays a
+    loopback hop (see BENCHMARKS.md), and douane then opens no connection of its own at start."""
+
+    pool: bool = False
+
+
 class StatePolicy(Strict):
     backend: Literal["memory", "redis"] = "memory"
     url: str = "redis://127.0.0.1:6379/0"
@@ -607,6 +617,7 @@ class Policy(Strict):
     defaults: list[Defaults] = Field(default_factory=list)
     fallbacks: list[Fallback] = Field(default_factory=list)
     breaker: Breaker = Field(default_factory=Breaker)
+    upstream: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
     state: StatePolicy = Field(default_factory=StatePolicy)
     prices: dict[str, Price] = Field(default_factory=dict)
     shadow_ai: ShadowAI = Field(default_factory=ShadowAI)

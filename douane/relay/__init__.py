@@ -3,11 +3,14 @@ may need a fallback or a translation. mitmproxy sends such a call here instead o
 relay tries each target in turn (retries, backoff, first-byte timeout, circuit breaker), translates
 the winner's answer into the client's format when the formats differ, and streams it back.
 
-Calls without a fallback rule or a format change never come here: they keep mitmproxy's direct path.
+Calls without a fallback rule or a format change come here only with `upstream.pool`: then every
+LLM call goes out through the relay's one connection pool, warm (opened at start and kept open) and
+shared by all clients, HTTP/2 where the provider offers it (pool.py).
 
     plan.py      what to try and what each outcome means (pure)
     server.py    the HTTP/1.1 server mitmproxy talks to
     delivery.py  the served answer to the client, passed through or translated
+    pool.py      the upstream connections: TLS trust, warming, keeping warm
     here         the attempts themselves: sending, waiting, timing out
 """
 
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
 
 from douane.relay.delivery import deliver, refuse
 from douane.relay.plan import Attempt, Breakers, Dispatch, Plan, Try
+from douane.relay.pool import Warmer, pooled_transport, send, upstream_tls
 from douane.relay.server import RelayServer, Responder
 
 __all__ = ["Attempt", "Breakers", "Dispatch", "Plan", "Relay", "Try"]
@@ -37,20 +42,24 @@ class Relay:
         self.breakers = breakers or Breakers()
         self.port = 0
         self._sleep = sleep
-        self._transport = transport
+        self._given_transport = transport
         self._server = RelayServer(self._handle)
-        self._client: httpx.AsyncClient | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self.warmer: Warmer | None = None
 
-    async def start(self) -> int:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), trust_env=False,
-                                         limits=httpx.Limits(max_keepalive_connections=64), transport=self._transport)
+    async def start(self, tls: ssl.SSLContext | None = None) -> int:
+        """`tls`: how upstreams are verified (mitmproxy's own settings, see pool.upstream_tls)."""
+        self._transport = self._given_transport or pooled_transport(tls or upstream_tls(False, None, None))
+        self.warmer = Warmer(self._transport)
         self.port = await self._server.start()
         return self.port
 
     async def stop(self) -> None:
+        if self.warmer is not None:
+            await self.warmer.stop()
         await self._server.stop()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     def register(self, plan: Plan) -> str:
         """The path mitmproxy sends the call to."""
@@ -93,7 +102,5 @@ class Relay:
         await refuse(plan, out, 502, dispatch.failure_message(), "upstream_failed")
 
     async def _send(self, t: Try) -> httpx.Response:
-        assert self._client is not None, "Relay.start() first"
-        request = self._client.build_request("POST", t.attempt.url, headers=t.attempt.headers,
-                                             content=t.attempt.body)
-        return await self._client.send(request, stream=True)
+        assert self._transport is not None, "Relay.start() first"
+        return await send(self._transport, "POST", t.attempt.url, t.attempt.headers, t.attempt.body)

@@ -37,7 +37,12 @@ async def refuse(plan: Plan, out: Responder, status: int, message: str, code: st
 
 
 async def _pass_through(response: httpx.Response, out: Responder) -> None:
-    await out.start(response.status_code, {k: v for k, v in response.headers.items() if k.lower() not in _HOP})
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP}
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        # mitmproxy reads a plain answer whole before the client sees any of it: one write, not chunks
+        await out.respond(response.status_code, headers, await response.aread())
+        return
+    await out.start(response.status_code, headers)
     async for data in response.aiter_bytes():
         await out.send(data)
     await out.end()

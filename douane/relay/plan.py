@@ -41,7 +41,10 @@ class Plan:
     retry_on: list[str]
     retries: int = 0
     backoff: float = 0.2
-    first_byte_timeout: float = 30.0
+    first_byte_timeout: float | None = 30.0  # None: wait as the direct path does, without a bound
+    # a call that takes the shared warm pool only (upstream.pool), with no fallback rule: its one
+    # attempt is the direct path's own request, and no circuit breaker judges it (the direct path has none)
+    pooled: bool = False
     tried: list[str] = field(default_factory=list)
     served: Attempt | None = None
 
@@ -116,7 +119,7 @@ class Dispatch:
         plan = self.plan
         while self._attempt < len(plan.attempts):
             attempt = plan.attempts[self._attempt]
-            if self._tries == 0 and not self.breakers.allow(attempt.base):
+            if self._tries == 0 and not plan.pooled and not self.breakers.allow(attempt.base):
                 plan.tried.append(f"{attempt.label}: skipped (circuit open)")
                 self._attempt += 1
                 continue
@@ -132,7 +135,8 @@ class Dispatch:
         """No answer (no first byte in time, or a connection error): None to go on, else the status to
         give the client now, when the rule does not fall back on this kind of failure."""
         plan = self.plan
-        self.breakers.failure(t.attempt.base)
+        if not plan.pooled:
+            self.breakers.failure(t.attempt.base)
         plan.tried.append(f"{t.attempt.label}: no answer within {plan.first_byte_timeout:g} s" if timed_out
                           else f"{t.attempt.label}: {detail}")
         if plan.should_retry(None, "timeout" if timed_out else "error"):
@@ -147,9 +151,14 @@ class Dispatch:
             if status >= 500:
                 self.breakers.failure(t.attempt.base)
             return False
-        self.breakers.success(t.attempt.base)
+        if not plan.pooled:
+            self.breakers.success(t.attempt.base)
         plan.served = t.attempt
         return True
 
     def failure_message(self) -> str:
+        if self.plan.pooled and self.plan.tried:  # worded as the direct path's own failure is
+            a = self.plan.attempts[0]
+            return (f"douane could not get an answer from {a.provider} at {a.base}: "
+                    f"{self.plan.tried[-1].removeprefix(a.label + ': ')}")
         return "douane: every upstream failed; tried " + "; ".join(self.plan.tried)

@@ -28,9 +28,11 @@ class Responder:
         await self._writer.drain()
 
     async def respond(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        await self.start(status, {**headers, "content-length": str(len(body))})
-        await self.send(body)
-        await self.end()
+        """In one write: mitmproxy handles each segment it reads as an event of its own."""
+        self.started = True
+        head = h11.Response(status_code=status, headers=[*headers.items(), ("content-length", str(len(body)))])
+        self._writer.write(b"".join(self._conn.send(e) or b"" for e in (head, h11.Data(data=body), h11.EndOfMessage())))
+        await self._writer.drain()
 
     async def start(self, status: int, headers: dict[str, str]) -> None:
         """Without a content-length the answer goes out chunked, as it comes."""
