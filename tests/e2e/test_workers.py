@@ -1,0 +1,202 @@
+"""`douane run --workers 2`, end to end through the openai SDK: one port, one store, exact limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import redis
+import yaml
+
+from tests.e2e.conftest import Douane, ProxyClock, free_port, routed_policy
+from tests.e2e.test_audit_chain import verify
+from tests.e2e.test_governance import PASSWORD, digest
+from tests.e2e.test_sdks import client_env
+
+WORKERS = ("--workers", "2")
+CALLS = 24  # connections of their own, at once: each worker takes some (see worker_records)
+
+
+def wait_for(what: str, condition: Callable[[], bool], d: Douane, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}\n--- douane log ---\n{d.log()[-4000:]}")
+        time.sleep(0.05)
+
+
+def start(make_douane: Any, policy: dict[str, Any], env: dict[str, str] | None = None,
+          args: tuple[str, ...] = ()) -> Douane:
+    d = make_douane(policy, args=(*WORKERS, *args), env=env)
+    wait_for("both workers ready", lambda: "worker 2 of 2 ready" in d.log() and "worker 1 of 2 ready" in d.log(), d)
+    return d
+
+
+def worker_pids(d: Douane) -> dict[int, int]:
+    """Worker index -> pid of its latest process, from the parent's log."""
+    pids: dict[int, int] = {}
+    for index, pid in re.findall(r"worker (\d) of 2 ready \(pid (\d+)", d.log()):
+        pids[int(index)] = int(pid)
+    for index, pid in re.findall(r"worker (\d) restarted \(pid (\d+)\)", d.log()):
+        pids[int(index)] = int(pid)
+    return pids
+
+
+def worker_records(d: Douane) -> dict[int, int]:
+    """Records each worker handed to the parent (its log at stop): which worker served how many calls."""
+    found = re.search(r"records received from the workers: (.*?);", d.log())
+    assert found, d.log()[-3000:]
+    return {int(i): int(n) for i, n in re.findall(r"worker (\d+): (\d+)", found.group(1))}
+
+
+def sdk_calls(d: Douane, n: int, model: str = "mock-slow-1", credentials: str = "") -> list[tuple[int, str]]:
+    """`n` calls at once, each from an SDK client of its own (a connection of its own): (status, request id)."""
+    def one(i: int) -> tuple[int, str]:
+        client = openai.OpenAI(api_key="sk-x", max_retries=0)
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": f"call {i}"}])
+            return raw.status_code, raw.headers["x-douane-request-id"]
+        except openai.APIStatusError as e:
+            return e.status_code, e.response.headers.get("x-douane-request-id", "")
+        finally:
+            client.close()
+
+    with client_env(d):
+        if credentials:
+            os.environ["HTTPS_PROXY"] = os.environ["https_proxy"] = f"http://{credentials}@127.0.0.1:{d.port}"
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(one, range(n)))
+
+
+def test_calls_land_on_both_workers_and_one_store_holds_every_row(make_douane: Any, mock: str) -> None:
+    d = start(make_douane, routed_policy(mock))
+    results = sdk_calls(d, CALLS)
+    assert [status for status, _ in results] == [200] * CALLS
+    rows = d.rows("SELECT id, hash, instance_id FROM requests", expect=CALLS)
+    assert {r["id"] for r in rows} == {call_id for _, call_id in results}
+    assert len({r["instance_id"] for r in rows}) == 1, "one writer, one hash chain"
+    assert d.stop() == 0, d.log()[-3000:]
+    served = worker_records(d)
+    assert sum(served.values()) == CALLS
+    assert served[1] > 0 and served[2] > 0, f"every call on one worker: {served}"
+    code, report = verify(d)
+    assert code == 0, report
+
+
+def test_sigterm_drains_every_worker_and_loses_no_call(make_douane: Any, mock: str, received: list) -> None:
+    d = start(make_douane, routed_policy(mock))
+    with ThreadPoolExecutor(1) as pool:
+        calls = pool.submit(sdk_calls, d, 16)
+        wait_for("calls in flight at the mock", lambda: len(received) >= 8, d, timeout=60)
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        results = calls.result(timeout=120)
+    assert d.proc.wait(60) == 0, d.log()[-3000:]
+    # a call the stopping workers no longer accepted failed to connect, with no row; each answered one has its row
+    answered = {call_id for status, call_id in results if status == 200}
+    assert len(answered) >= 8, results
+    rows = d.rows("SELECT id, status FROM requests")
+    assert answered <= {r["id"] for r in rows}
+    assert all(r["status"] == 200 for r in rows)
+    assert "douane stopped: " in d.log() and "NOT written" not in d.log()
+
+
+def test_limits_are_exact_across_workers_with_redis(make_douane: Any, mock: str, redis_url: str,
+                                                    tmp_path: Path) -> None:
+    redis.Redis.from_url(redis_url).flushall()
+    policy = routed_policy(mock, state={"backend": "redis", "url": redis_url},
+                           clients=[{"name": "bot", "team": "support", "key_sha256": digest(PASSWORD)}],
+                           teams={"support": {"models": ["*"], "requests_per_minute": 10}})
+    d = start(make_douane, policy, env=ProxyClock(tmp_path).env)  # the whole burst in one minute
+    results = sdk_calls(d, 30, credentials=f"bot:{PASSWORD}")
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 10 + [429] * 20
+    d.rows(expect=30)
+    assert d.stop() == 0, d.log()[-3000:]
+    served = worker_records(d)
+    assert served[1] > 0 and served[2] > 0, f"the burst was meant to cross both workers: {served}"
+
+
+def test_limits_counted_in_memory_are_refused_with_workers(make_douane: Any, mock: str) -> None:
+    policy = routed_policy(mock, teams={"support": {"models": ["*"], "requests_per_minute": 10}})
+    d = make_douane(policy, start=False, args=WORKERS)
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(60) == 1
+    assert "teams.support" in d.log() and "state.backend: memory" in d.log() and "backend: redis" in d.log()
+
+
+def test_sighup_reaches_every_worker(make_douane: Any, mock: str) -> None:
+    d = start(make_douane, routed_policy(mock))
+    new_policy = routed_policy(mock, pii={"action": "block"})
+    d.policy_path.write_text(yaml.safe_dump(new_policy))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for("both workers on the new policy",
+             lambda: len(re.findall(r"worker \d \(pid \d+\) now serves", d.log())) == 2
+             and "every worker serves policy_hash" in d.log(), d)
+    new_hash = re.findall(r"every worker serves policy_hash (\w+)", d.log())[-1]
+    results = sdk_calls(d, CALLS)
+    assert [status for status, _ in results] == [200] * CALLS
+    rows = d.rows("SELECT policy_hash FROM requests", expect=CALLS)
+    assert {r["policy_hash"] for r in rows} == {new_hash}
+    assert d.stop() == 0
+    served = worker_records(d)
+    assert served[1] > 0 and served[2] > 0, served
+
+
+def test_a_killed_worker_is_replaced_while_the_port_serves(make_douane: Any, mock: str) -> None:
+    d = start(make_douane, routed_policy(mock))
+    victim = worker_pids(d)[1]
+    os.kill(victim, signal.SIGKILL)
+    # the port never closes: the other worker answers meanwhile
+    assert [status for status, _ in sdk_calls(d, 4, model="gpt-4o-mini")] == [200] * 4
+    wait_for("worker 1 restarted", lambda: worker_pids(d)[1] != victim, d)
+    assert f"worker 1 (pid {victim}) was killed by SIGKILL" in d.log()
+    results = sdk_calls(d, CALLS)
+    assert [status for status, _ in results] == [200] * CALLS
+    d.rows(expect=CALLS + 4)
+    assert d.stop() == 0, d.log()[-3000:]
+    assert "1 restart(s)" in d.log()
+    code, report = verify(d)
+    assert code == 0, report
+
+
+def test_the_admin_port_is_served_once_for_every_worker(make_douane: Any, mock: str) -> None:
+    admin = free_port()
+    d = start(make_douane, routed_policy(mock), args=("--admin-port", str(admin)))
+    results = sdk_calls(d, CALLS)
+    assert [status for status, _ in results] == [200] * CALLS
+    d.rows(expect=CALLS)
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=10) as r:
+        ready = json.load(r)
+    assert ready["ready"] and ready["checks"]["worker_1"]["ok"] and ready["checks"]["worker_2"]["ok"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    calls = sum(float(v) for v in re.findall(r'^douane_calls_total\{[^}]*decision="allowed"[^}]*\} (\S+)$', text,
+                                               re.M))
+    assert calls == CALLS, text[:2000]
+    assert re.search(r"^douane_workers_ready 2\.0$", text, re.M)
+    assert re.search(rf"^douane_audit_records_written {CALLS}\.0$", text, re.M)
+    assert d.stop() == 0
+
+
+def test_base_url_mode_serves_with_workers(make_douane: Any, mock: str) -> None:
+    d = start(make_douane, routed_policy(mock), args=("--mode", "reverse"))
+    client = openai.OpenAI(api_key="sk-x", base_url=f"http://127.0.0.1:{d.port}/openai/v1", max_retries=0,
+                           http_client=httpx.Client(trust_env=False))
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert raw.status_code == 200
+    assert d.rows(f"SELECT id FROM requests WHERE id = '{raw.headers['x-douane-request-id']}'", expect=1)
+    assert d.stop() == 0
