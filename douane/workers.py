@@ -263,7 +263,12 @@ class Slot:
     policy_hash: str | None = None
     unrecorded: int = 0
     quick_deaths: int = 0
-    records: int = 0  # over every process this slot has had
+    records: int = 0  # over the processes this slot had before the current one
+
+    @property
+    def received(self) -> int:
+        """Records handed over by every process of this slot."""
+        return self.records + (self.sink.records if self.sink is not None else 0)
 
 
 class Pool:
@@ -321,6 +326,8 @@ class Pool:
                           db_path=str(self.gw.db_path), listen_fd=self.sock.fileno(), channel_fd=theirs.fileno(),
                           host=self.listen.host, port=self.listen.port, certs=self.listen.certs,
                           sets=list(self.listen.sets), mode=self.listen.mode, grace=self.grace, admin=self.admin)
+        if slot.sink is not None:  # the previous process's channel, read to its end
+            slot.records += slot.sink.records
         slot.ready = asyncio.Event()
         slot.admin_port = slot.policy_hash = None
         def on_message(message: dict[str, Any]) -> None:
@@ -365,7 +372,6 @@ class Pool:
             assert slot.proc is not None and slot.sink is not None
             code = await slot.proc.wait()
             await asyncio.to_thread(slot.sink.done.wait)
-            slot.records += slot.sink.records
             if self.stopping:
                 return
             lived = self._loop.time() - slot.started
@@ -475,7 +481,7 @@ async def supervise(gw: Gateway, listen: ListenConfig, workers: int, on_ready: C
             await server.close()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-    counts = ", ".join(f"worker {s.index}: {s.records}" for s in pool.slots)
+    counts = ", ".join(f"worker {s.index}: {s.received}" for s in pool.slots)
     log.warning("douane: records received from the workers: %s; %d restart(s)", counts, pool.restarts)
     return pool.unrecorded
 

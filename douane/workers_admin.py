@@ -69,6 +69,8 @@ def merge(texts: Iterable[str], own: Iterable[Metric] = ()) -> list[Metric]:
                     sums[key] = sums.get(key, 0.0) + sample.value
     out: list[Metric] = []
     for name, family in merged.items():
+        if not values[name]:
+            continue
         for (sample_name, labels), value in values[name].items():
             family.add_sample(sample_name, dict(labels), value)
         out.append(family)

@@ -43,13 +43,8 @@ def start(make_douane: Any, policy: dict[str, Any], env: dict[str, str] | None =
 
 
 def worker_pids(d: Douane) -> dict[int, int]:
-    """Worker index -> pid of its latest process, from the parent's log."""
-    pids: dict[int, int] = {}
-    for index, pid in re.findall(r"worker (\d) of 2 ready \(pid (\d+)", d.log()):
-        pids[int(index)] = int(pid)
-    for index, pid in re.findall(r"worker (\d) restarted \(pid (\d+)\)", d.log()):
-        pids[int(index)] = int(pid)
-    return pids
+    """Worker index -> pid of its latest process ready to serve, from the parent's log."""
+    return {int(index): int(pid) for index, pid in re.findall(r"worker (\d) of 2 ready \(pid (\d+)", d.log())}
 
 
 def worker_records(d: Douane) -> dict[int, int]:
@@ -161,13 +156,15 @@ def test_a_killed_worker_is_replaced_while_the_port_serves(make_douane: Any, moc
     os.kill(victim, signal.SIGKILL)
     # the port never closes: the other worker answers meanwhile
     assert [status for status, _ in sdk_calls(d, 4, model="gpt-4o-mini")] == [200] * 4
-    wait_for("worker 1 restarted", lambda: worker_pids(d)[1] != victim, d)
+    wait_for("a new worker 1 ready", lambda: worker_pids(d)[1] != victim, d)
     assert f"worker 1 (pid {victim}) was killed by SIGKILL" in d.log()
+    assert f"worker 1 restarted (pid {worker_pids(d)[1]})" in d.log()
     results = sdk_calls(d, CALLS)
     assert [status for status, _ in results] == [200] * CALLS
     d.rows(expect=CALLS + 4)
     assert d.stop() == 0, d.log()[-3000:]
     assert "1 restart(s)" in d.log()
+    assert worker_records(d)[1] > 0, "the new worker 1 serves"
     code, report = verify(d)
     assert code == 0, report
 
