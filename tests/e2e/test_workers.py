@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -197,3 +198,27 @@ def test_base_url_mode_serves_with_workers(make_douane: Any, mock: str) -> None:
     assert raw.status_code == 200
     assert d.rows(f"SELECT id FROM requests WHERE id = '{raw.headers['x-douane-request-id']}'", expect=1)
     assert d.stop() == 0
+
+
+def test_transparent_mode_serves_with_workers(make_douane: Any, mock: str, received: list) -> None:
+    """The kernel's redirect lands on the shared socket; each worker reads the original destination
+    from the connection it accepted (the README's recipe, as tests/e2e/test_transparent.py runs it)."""
+    from tests.e2e.test_transparent import EMAIL, PYTHON_SDK, Namespace, assert_redacted_and_audited
+    from tests.e2e.test_transparent import workload_env as transparent_env
+
+    ns = Namespace()
+    try:
+        ns.create()
+        d = make_douane(routed_policy(mock), start=False,
+                        args=(*WORKERS, "--mode", "transparent", "--listen-host", ns.host_ip))
+        ns.redirect_to(d.port)
+        d.start()
+        wait_for("both workers ready", lambda: "worker 2 of 2 ready" in d.log() and "worker 1 of 2 ready" in d.log(), d)
+        done = ns.run([sys.executable, "-c", PYTHON_SDK, "plain", f"Write to {EMAIL} today"], transparent_env(d))
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}\n{d.log()[-2000:]}"
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        assert got["text"] == "echo: Write to <EMAIL_ADDRESS> today"
+        assert_redacted_and_audited(d, received, got["id"], "openai", False, "api.openai.com")
+        assert d.stop() == 0
+    finally:
+        ns.destroy()
