@@ -222,3 +222,34 @@ def test_transparent_mode_serves_with_workers(make_douane: Any, mock: str, recei
         assert d.stop() == 0
     finally:
         ns.destroy()
+
+
+def test_a_chats_next_turn_gets_the_same_pseudonyms_on_either_worker(make_douane: Any, mock: str,
+                                                                    received: list) -> None:
+    """Pseudonyms are numbered by first appearance in the history the client resends, so any worker
+    derives the same ones for the next turn (the per-worker prefix memo only saves the rescan) and
+    restores them in its answer."""
+    from tests.e2e.conftest import body_of
+    from tests.e2e.test_guardrails import EMAIL, PHONE
+
+    d = start(make_douane, routed_policy(mock, pii={"action": "pseudonymize"}))
+    history = [{"role": "user", "content": f"I am {EMAIL}"}, {"role": "assistant", "content": f"echo: I am {EMAIL}"},
+               {"role": "user", "content": f"and {PHONE}, still {EMAIL}"}]
+
+    def next_turn(_: int) -> str:
+        client = openai.OpenAI(api_key="sk-x", max_retries=0)  # a connection of its own
+        try:
+            reply = client.chat.completions.create(model="mock-slow-1", messages=history)
+            return reply.choices[0].message.content or ""
+        finally:
+            client.close()
+
+    with client_env(d), ThreadPoolExecutor(CALLS) as pool:
+        answers = list(pool.map(next_turn, range(CALLS)))
+    assert answers == [f"echo: and {PHONE}, still {EMAIL}"] * CALLS, "each answer restored"
+    sent = [body_of(r)["messages"] for r in received[-CALLS:]]
+    assert all(m[0]["content"] == "I am <EMAIL_ADDRESS_1>" and
+               m[2]["content"] == "and <PHONE_NUMBER_1>, still <EMAIL_ADDRESS_1>" for m in sent), sent[:2]
+    assert d.stop() == 0
+    served = worker_records(d)
+    assert served[1] > 0 and served[2] > 0, served
