@@ -245,6 +245,8 @@ def _run_workers(gw: Gateway, listen: ListenConfig, workers: int, banner: Callab
         gw.writer.close()
         _cannot_start(f"--workers {workers}", e)
     final = gw.writer.close()
+    if gw.tracer is not None:
+        gw.tracer.close()
     sys.exit(_stopped(db_path, final, unrecorded))
 
 

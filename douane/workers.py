@@ -553,6 +553,9 @@ def worker_main(spec: WorkerSpec) -> int:
 
     try:
         asyncio.run(serve(gw, listen, on_ready=ready, grace=spec.grace, admin=admin, policy_path=spec.policy_path))
+    except ValueError as e:  # a --set mitmproxy option douane refuses: a usage error, said once per worker
+        print(f"douane: cannot start: {e}", file=sys.stderr)
+        return 2
     finally:
         writer.say("bye", unrecorded=len(gw.inflight))
         health = writer.close()
