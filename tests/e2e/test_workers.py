@@ -65,6 +65,8 @@ def sdk_calls(d: Douane, n: int, model: str = "mock-slow-1", credentials: str = 
             return raw.status_code, raw.headers["x-douane-request-id"]
         except openai.APIStatusError as e:
             return e.status_code, e.response.headers.get("x-douane-request-id", "")
+        except openai.APIConnectionError:  # its worker was killed mid-call
+            return 0, ""
         finally:
             client.close()
 
@@ -166,6 +168,27 @@ def test_a_killed_worker_is_replaced_while_the_port_serves(make_douane: Any, moc
     assert d.stop() == 0, d.log()[-3000:]
     assert "1 restart(s)" in d.log()
     assert worker_records(d)[1] > 0, "the new worker 1 serves"
+    code, report = verify(d)
+    assert code == 0, report
+
+
+def test_a_worker_killed_mid_call_loses_only_its_calls_in_flight(make_douane: Any, mock: str, received: list) -> None:
+    d = start(make_douane, routed_policy(mock))
+    before = sdk_calls(d, 8, model="gpt-4o-mini")
+    kept = {r["id"] for r in d.rows("SELECT id FROM requests", expect=8)}
+    with ThreadPoolExecutor(1) as pool:
+        calls = pool.submit(sdk_calls, d, 16)  # half a second each at the mock
+        wait_for("calls in flight at the mock", lambda: len(received) >= 8 + 8, d, timeout=60)
+        os.kill(worker_pids(d)[1], signal.SIGKILL)
+        during = calls.result(timeout=120)
+    answered = {call_id for status, call_id in during if status == 200}
+    assert answered and len(answered) < 16, during  # the other worker's calls; the killed one's were cut
+    wait_for("a new worker 1 ready", lambda: len(re.findall(r"worker 1 of 2 ready", d.log())) == 2, d)
+    assert d.stop() == 0, d.log()[-3000:]
+    rows = {r["id"] for r in d.rows("SELECT id FROM requests")}
+    assert kept <= rows, "what a worker handed over before it was killed stays"
+    assert answered <= rows, "every answered call has its row"
+    assert {call_id for _, call_id in before} <= rows
     code, report = verify(d)
     assert code == 0, report
 
