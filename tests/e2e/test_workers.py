@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -16,10 +17,11 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 import redis
 import yaml
 
-from tests.e2e.conftest import Douane, ProxyClock, free_port, routed_policy
+from tests.e2e.conftest import ROOT, Douane, ProxyClock, free_port, routed_policy
 from tests.e2e.test_audit_chain import verify
 from tests.e2e.test_governance import PASSWORD, digest
 from tests.e2e.test_sdks import client_env
@@ -209,6 +211,15 @@ def test_the_admin_port_is_served_once_for_every_worker(make_douane: Any, mock: 
     assert calls == CALLS, text[:2000]
     assert re.search(r"^douane_workers_ready 2\.0$", text, re.M)
     assert re.search(rf"^douane_audit_records_written {CALLS}\.0$", text, re.M)
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    env["PYTHONPATH"] = str(ROOT)
+    top = subprocess.run([sys.executable, "-m", "douane.cli", "top", "--admin-port", str(admin), "--once"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert top.returncode == 0, top.stderr
+    window = float(re.search(r"rates over the last ([\d.]+) s", top.stdout).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"calls/s ([\d.]+)", top.stdout).group(1))  # type: ignore[union-attr]
+    # both workers' calls in one view (one worker's share would be about half; the figures are rounded)
+    assert rate * window == pytest.approx(CALLS, abs=1.0), top.stdout
     assert d.stop() == 0
 
 
