@@ -386,8 +386,10 @@ class Pool:
                 return
             self.restarts += 1
             await self._spawn(slot)
-            pid = slot.proc.pid
-            log.warning("douane: worker %d restarted (pid %d)", slot.index, pid)
+            log.warning("douane: worker %d restarted (pid %d)", slot.index, slot.proc.pid)
+            if self.stopping:  # the stop began while it was being started: it never got the signal
+                with contextlib.suppress(ProcessLookupError):
+                    slot.proc.send_signal(signal.SIGTERM)
 
     def reload(self) -> None:
         """SIGHUP: every worker reloads the same policy file."""
@@ -439,7 +441,7 @@ class Pool:
                 await asyncio.to_thread(slot.sink.done.wait)
         for task in list(self._tasks):
             if task is not asyncio.current_task():
-                task.cancel()
+                task.cancel()  # each is waiting on an exited process or a restart's backoff
         self.stopped.set()
 
     @property
