@@ -4,10 +4,12 @@ One douane process is one Python event loop: one core. With N > 1 the `douane ru
 parent that serves no call itself:
 
 - **One port.** The parent binds and listens; each worker inherits the listening socket and
-  accepts from it. A worker accepts one connection per wake-up, so the one with a free loop takes
-  the next connection (SO_REUSEPORT would instead hash each connection to a fixed worker, busy or
-  not, and reset the connections queued on a worker that dies). The port belongs to the parent: it
-  stays open while a dead worker is replaced, and the other workers go on accepting.
+  accepts from it, one connection per wake-up, and a worker holding more open connections than
+  the least busy other leaves a new one to it for a millisecond (counts in shared memory;
+  BalancedServer): keep-alive connections, which pin a client to a worker, end up spread evenly.
+  SO_REUSEPORT would instead hash each connection to a fixed worker, busy or not, and reset the
+  connections queued on a worker that dies. The port belongs to the parent: it stays open while a
+  dead worker is replaced, and the other workers go on accepting.
 - **One audit writer.** Workers send their records over a Unix socket to the parent, whose one
   AuditWriter writes them (one hash chain, one manifest, one compaction: `douane audit verify` and
   the `requests` view see one store). Parquet encoding leaves the workers' GIL with it. A worker
@@ -30,9 +32,11 @@ import contextlib
 import ctypes
 import json
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -233,6 +237,7 @@ class WorkerSpec:
     db_path: str
     listen_fd: int
     channel_fd: int
+    shares_fd: int
     host: str
     port: int
     certs: str
@@ -291,6 +296,8 @@ class Pool:
     async def start(self) -> None:
         """Bind, start every worker, wait until each is ready; RuntimeError when one cannot start."""
         self.sock = bind(self.listen.host, self.listen.port)
+        self.shares_fd = shared_counts(self.workers)
+        self.shares = Shares(self.shares_fd, self.workers)
         self.listen.port = self.sock.getsockname()[1]
         for slot in self.slots:
             await self._spawn(slot)
@@ -324,6 +331,7 @@ class Pool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         spec = WorkerSpec(index=slot.index, workers=self.workers, policy_path=self.policy_path,
                           db_path=str(self.gw.db_path), listen_fd=self.sock.fileno(), channel_fd=theirs.fileno(),
+                          shares_fd=self.shares_fd,
                           host=self.listen.host, port=self.listen.port, certs=self.listen.certs,
                           sets=list(self.listen.sets), mode=self.listen.mode, grace=self.grace, admin=self.admin)
         if slot.sink is not None:  # the previous process's channel, read to its end
@@ -338,7 +346,7 @@ class Pool:
         try:
             slot.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "douane.workers", json.dumps(asdict(spec)),
-                pass_fds=(self.sock.fileno(), theirs.fileno()), stdin=asyncio.subprocess.DEVNULL)
+                pass_fds=(self.sock.fileno(), theirs.fileno(), self.shares_fd), stdin=asyncio.subprocess.DEVNULL)
         finally:
             theirs.close()
         slot.started = self._loop.time()
@@ -371,6 +379,7 @@ class Pool:
         while True:
             assert slot.proc is not None and slot.sink is not None
             code = await slot.proc.wait()
+            self.shares.set(slot.index - 1, Shares.GONE)  # the others stop leaving connections to it
             await asyncio.to_thread(slot.sink.done.wait)
             if self.stopping:
                 return
@@ -491,23 +500,117 @@ async def supervise(gw: Gateway, listen: ListenConfig, workers: int, on_ready: C
 # -- a worker process -----------------------------------------------------------------------------
 
 
-class InheritedSocket(socket.socket):
-    """The parent's listening socket: asyncio calls listen() on what it serves, which here would
-    shrink the queue every worker shares; the parent set it once."""
+class Shares:
+    """Each worker's open connections, in memory every worker maps (a memfd the parent made): a
+    worker with more than the least busy one leaves a new connection to it for a moment."""
 
-    def listen(self, backlog: int = 0, /) -> None:
-        pass
+    GONE = 2**62  # a slot whose worker died: never the least busy
+
+    def __init__(self, fd: int, workers: int, index: int | None = None):
+        self._map = mmap.mmap(fd, 8 * workers)
+        self._workers = workers
+        self._index = index  # None: the parent
+
+    def set(self, slot: int, value: int) -> None:
+        struct.pack_into("q", self._map, 8 * slot, value)
+
+    def mine(self, value: int) -> None:
+        assert self._index is not None
+        self.set(self._index, value)
+
+    def least_other(self) -> int:
+        return min((struct.unpack_from("q", self._map, 8 * i)[0] for i in range(self._workers) if i != self._index),
+                   default=self.GONE)
 
 
-def accept_from(sock: socket.socket) -> None:
-    """Make mitmproxy's TCP listeners serve the inherited socket, one accept per wake-up (asyncio
-    otherwise takes up to 100 queued connections at once, leaving the other workers none)."""
+def shared_counts(workers: int) -> int:
+    """The parent's memfd of `workers` counters (all zero)."""
+    fd = os.memfd_create("douane-workers", 0)
+    os.ftruncate(fd, 8 * workers)
+    return fd
+
+
+DEFER_S = 0.001  # how long a busier worker leaves a new connection to the others (then takes it)
+
+
+class BalancedServer:
+    """Accepts from the shared listening socket, one connection per wake-up; while this worker has
+    more open connections than the least busy other (by more than one), it first waits DEFER_S, so
+    an idle worker takes the connection. Stands in for the asyncio.Server mitmproxy keeps (it
+    reads `sockets` and calls `close`)."""
+
+    def __init__(self, sock: socket.socket, handle: Callable[..., Any], shares: Shares | None):
+        sock.setblocking(False)  # another worker may take the connection first: accept must not wait for the next
+        self.sockets = [sock]
+        self._sock = sock
+        self._handle = handle
+        self._shares = shares
+        self._open = 0
+        self._loop = asyncio.get_running_loop()
+        self._conns: set[asyncio.Task[None]] = set()
+        self._task = self._loop.create_task(self._accept_forever())
+        self._count(0)  # this worker serves: the others may leave connections to it
+
+    async def _accept_forever(self) -> None:
+        while True:
+            await self._readable()
+            if self._shares is not None and self._open > self._shares.least_other() + 1:
+                await asyncio.sleep(DEFER_S)  # a policy of who accepts, not a wait for anything
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue  # another worker took it
+            except OSError as e:
+                log.error("douane: accepting a connection failed: %s", e)
+                continue
+            conn.setblocking(False)
+            self._count(+1)
+            task = self._loop.create_task(self._serve(conn))
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
+
+    async def _readable(self) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+        fd = self._sock.fileno()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._loop.add_reader(fd, wake)
+        try:
+            await ready
+        finally:
+            self._loop.remove_reader(fd)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+            await self._handle(reader, writer)
+        finally:
+            self._count(-1)
+
+    def _count(self, delta: int) -> None:
+        self._open += delta
+        if self._shares is not None:
+            self._shares.mine(self._open)
+
+    def close(self) -> None:
+        """Stop accepting (connections already accepted go on)."""
+        self._loop.remove_reader(self._sock.fileno())
+        self._task.cancel()
+        self._sock.close()
+
+
+def accept_from(sock: socket.socket, shares: Shares | None) -> None:
+    """Make mitmproxy's TCP listeners serve the inherited socket through a BalancedServer (asyncio's
+    own server takes up to 100 queued connections per wake-up, leaving the other workers none)."""
     from mitmproxy.proxy.mode_servers import AsyncioServerInstance
 
     async def listen(self: Any, host: str, port: int) -> list[Any]:
         if self.mode.transport_protocol != "tcp":
             raise OSError(f"douane workers serve TCP modes only, not {self.mode.full_spec}")
-        return [await asyncio.start_server(self.handle_stream, sock=sock, backlog=1)]
+        return [BalancedServer(sock, self.handle_stream, shares)]
 
     AsyncioServerInstance.listen = listen  # type: ignore[method-assign]
 
@@ -545,7 +648,7 @@ def worker_main(spec: WorkerSpec) -> int:
     writer = ChannelWriter(channel)
     writer.start()
     gw = worker_gateway(spec, writer)
-    accept_from(InheritedSocket(fileno=spec.listen_fd))
+    accept_from(socket.socket(fileno=spec.listen_fd), Shares(spec.shares_fd, spec.workers, spec.index - 1))
     listen = ListenConfig(spec.host, spec.port, spec.certs, tuple(spec.sets), spec.mode)
     admin = AdminConfig("127.0.0.1", 0) if spec.admin else None
     watch_generation(gw, writer)

@@ -164,3 +164,54 @@ def test_metrics_of_every_worker_merge_as_their_meaning_says() -> None:
     assert 'douane_breaker_open{upstream="a"} 1.0' in text  # the largest: open on one worker is open
     assert "douane_audit_queue_depth 1.0" in text  # the parent's own: it writes the audit
     assert "_created" not in text
+
+
+def test_shares_name_the_least_busy_other_worker_and_forget_a_dead_one() -> None:
+    from douane.workers import Shares, shared_counts
+
+    fd = shared_counts(3)
+    parent, first, second = Shares(fd, 3), Shares(fd, 3, 0), Shares(fd, 3, 1)
+    first.mine(5)
+    second.mine(2)
+    assert first.least_other() == 0, "the third has not counted yet: zero open"
+    parent.set(2, Shares.GONE)  # the third died
+    assert first.least_other() == 2 and second.least_other() == 5
+
+
+async def test_a_balanced_server_serves_and_counts_its_open_connections() -> None:
+    import asyncio
+
+    from douane.workers import BalancedServer, Shares, shared_counts
+
+    fd = shared_counts(2)
+    other, mine = Shares(fd, 2, 1), Shares(fd, 2, 0)
+    other.set(1, 0)
+    listener = socket.create_server(("127.0.0.1", 0))  # blocking, as the parent hands it over
+    release = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readline())
+        await release.wait()
+        writer.close()
+
+    server = BalancedServer(listener, handle, mine)
+    assert not listener.getblocking(), "a connection another worker took first must not block this one's loop"
+    port = listener.getsockname()[1]
+    clients = []
+    for i in range(3):  # more than the other worker's 0 + 1: each waits DEFER_S, then is taken anyway
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"hello %d\n" % i)
+        clients.append(w)
+    async with asyncio.timeout(10):
+        while len(seen) < 3:
+            await asyncio.sleep(0.01)
+    assert sorted(seen) == [b"hello 0\n", b"hello 1\n", b"hello 2\n"]
+    assert other.least_other() == 3, "its open connections are in the shared counts"
+    release.set()
+    server.close()
+    for w in clients:
+        w.close()
+    async with asyncio.timeout(10):
+        while other.least_other() != 0:
+            await asyncio.sleep(0.01)
