@@ -25,7 +25,11 @@ from douane import __version__
 from douane.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from douane.audit.writer import WriterHealth
+    from douane.gateway import Gateway
+    from douane.runner import AdminConfig, ListenConfig
 
 err = Console(stderr=True, soft_wrap=True)  # errors carry paths: never fold them
 out = Console()
@@ -111,8 +115,11 @@ def main() -> None:
 @click.option("--admin-port", type=click.IntRange(0, 65535), default=None,
               help="serve /metrics, /healthz and /readyz on this port (off by default; 0: any free port)")
 @click.option("--admin-host", default="127.0.0.1", show_default=True, help="address of the admin listener")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="proxy processes serving the one port, one audit store (README: All cores)")
 def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | None, certs: str | None,
-        sets: tuple[str, ...], grace: float, proxy_mode: str, admin_port: int | None, admin_host: str) -> None:
+        sets: tuple[str, ...], grace: float, proxy_mode: str, admin_port: int | None, admin_host: str,
+        workers: int) -> None:
     """Start the proxy in the foreground; SIGHUP reloads the policy (an invalid one is refused, the old one
     stays); SIGINT/SIGTERM stop it with every audit record written."""
     import duckdb
@@ -130,6 +137,7 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
         _cannot_start(f"--mode transparent with policy {path}",
                       "redirected connections carry no proxy credentials, so the clients it names cannot be told apart",
                       "remove `clients` from the policy for this instance, or run it in regular mode")
+    _refuse_workers(workers, policy, path)
     try:
         ca = ensure_ca(certs_dir)
         _check_ca(certs_dir)
@@ -196,6 +204,8 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
                                    highlight=False)
         err.print(exports, highlight=False, markup=False, soft_wrap=True)
     listen = ListenConfig(listen_host, listen_port, str(Path(certs_dir).absolute()), sets, proxy_mode)
+    if workers > 1:
+        _run_workers(gw, listen, workers, banner, lines, grace, admin, path, db_path)
     try:
         asyncio.run(serve(gw, listen, on_ready=banner, grace=grace, admin=admin, policy_path=path))
     except ValueError as e:  # a --set mitmproxy option: a usage error, as click's are
@@ -206,6 +216,38 @@ def run(policy_path: str | None, listen_host: str, listen_port: int, db: str | N
     finally:
         final = gw.writer.close()
     sys.exit(_stopped(db_path, final, len(gw.inflight)))
+
+
+def _refuse_workers(workers: int, policy: Policy, path: str) -> None:
+    """--workers N: what N processes cannot serve is refused before anything starts."""
+    from douane.workers import WorkersRefused, refuse_split_counters
+
+    try:
+        refuse_split_counters(policy, workers, f"policy {path}")
+    except WorkersRefused as e:
+        _cannot_start(f"--workers {workers}", e)
+
+
+def _run_workers(gw: Gateway, listen: ListenConfig, workers: int, banner: Callable[[], None], lines: list[str],
+                 grace: float, admin: AdminConfig | None, path: str, db_path: Path) -> NoReturn:
+    """`douane run --workers N`: this process binds the port, writes the audit and supervises N workers."""
+    from douane.workers import supervise
+
+    lines.insert(1, f"[bold]workers[/]    {workers} processes on the one port, one audit writer (this process)")
+    unrecorded = 0
+    try:
+        unrecorded = asyncio.run(supervise(gw, listen, workers, banner, grace, admin, path))
+    except OSError as e:
+        gw.writer.close()
+        _cannot_start(f"--workers {workers} on {listen.host}:{listen.port}", e,
+                      "pass another --listen-port (or --admin-port), or stop what holds it")
+    except RuntimeError as e:
+        gw.writer.close()
+        _cannot_start(f"--workers {workers}", e)
+    final = gw.writer.close()
+    if gw.tracer is not None:
+        gw.tracer.close()
+    sys.exit(_stopped(db_path, final, unrecorded))
 
 
 def _stopped(db_path: Path, final: WriterHealth, unrecorded: int) -> int:
