@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from douane.audit.record import AuditRecord, from_json, spill_line
-from douane.audit.writer import WriterHealth
+from douane.audit.store import AuditStore
+from douane.audit.writer import WriterHealth, keep_unwritten
 
 if TYPE_CHECKING:
     from douane.audit.writer import AuditWriter
@@ -93,14 +94,16 @@ def _message(kind: str, **values: Any) -> bytes:
 class ChannelWriter:
     """A worker's audit writer: hands each record to the parent over a Unix socket, from a thread of
     its own (the event loop never waits on the socket). Same interface as AuditWriter for the
-    gateway, the probe and the runner."""
+    gateway, the probe and the runner. When the parent is gone, the records it did not take go to
+    the store's spill file (`store`), which the next start folds in, as AuditWriter does at close."""
 
-    def __init__(self, sock: socket.socket, batch: int = 256):
+    def __init__(self, sock: socket.socket, store: AuditStore | None = None, batch: int = 256):
         self._sock = sock
+        self._store = store
         self._batch = batch
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[tuple[bytes, AuditRecord | None]] = deque()  # (line, the record it carries)
         self._cond = threading.Condition()
-        self._submitted = self._sent = self._lost = 0
+        self._submitted = self._sent = self._spilled = self._lost = 0
         self._closing = False
         self._problem: str | None = None
         self._thread = threading.Thread(target=self._run, name="douane-audit-channel", daemon=True)
@@ -110,20 +113,29 @@ class ChannelWriter:
 
     def say(self, kind: str, **values: Any) -> None:
         """A message for the parent (ready, goodbye), in order with the records."""
-        self._put(_message(kind, **values), record=False)
+        self._put(_message(kind, **values), None)
 
     def submit(self, record: AuditRecord) -> None:
-        self._put(b'{"t":"r","v":' + spill_line(record).rstrip("\n").encode() + b"}\n", record=True)
+        self._put(b'{"t":"r","v":' + spill_line(record).rstrip("\n").encode() + b"}\n", record)
 
-    def _put(self, line: bytes, record: bool) -> None:
+    def _put(self, line: bytes, record: AuditRecord | None) -> None:
         with self._cond:
-            if self._problem is not None:
-                self._lost += record
-                log.error("audit: the parent is gone (%s): record lost", self._problem)
+            if self._problem is None:
+                self._pending.append((line, record))
+                self._submitted += record is not None
+                self._cond.notify_all()
                 return
-            self._pending.append(line)
-            self._submitted += record
-            self._cond.notify_all()
+        if record is not None:
+            self._keep([record])
+
+    def _keep(self, records: list[AuditRecord]) -> None:
+        """Records the parent will not take: into the store's spill file, else counted lost."""
+        path = keep_unwritten(self._store, records) if self._store is not None and records else None
+        with self._cond:
+            if path is not None:
+                self._spilled += len(records)
+            else:
+                self._lost += len(records)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record submitted so far has been handed to the parent."""
@@ -147,11 +159,10 @@ class ChannelWriter:
 
     def health(self) -> WriterHealth:
         with self._cond:
-            unsent = sum(1 for line in self._pending if line.startswith(b'{"t":"r"'))
-            lost = self._lost + (unsent if self._problem is not None else 0)
+            unsent = sum(1 for _, record in self._pending if record is not None)
             reason = f"the audit channel to the parent failed: {self._problem}" if self._problem else None
             return WriterHealth(status="ok" if reason is None else "degraded", reason=reason, pending=unsent,
-                                written=self._sent, folded=0, quarantined=0, spilled=0, lost=lost,
+                                written=self._sent, folded=0, quarantined=0, spilled=self._spilled, lost=self._lost,
                                 failures=int(self._problem is not None), degraded_for=None)
 
     def _run(self) -> None:
@@ -161,20 +172,23 @@ class ChannelWriter:
                     self._cond.wait()
                 if not self._pending:
                     return
-                lines = [self._pending[i] for i in range(min(len(self._pending), self._batch))]
+                batch = [self._pending[i] for i in range(min(len(self._pending), self._batch))]
             try:
-                self._sock.sendall(b"".join(lines))
+                self._sock.sendall(b"".join(line for line, _ in batch))
             except OSError as e:
                 with self._cond:
                     self._problem = str(e)
+                    left = [record for _, record in self._pending if record is not None]
+                    self._pending.clear()
                     self._cond.notify_all()
-                log.error("audit: cannot hand records to the douane parent (%s): %d record(s) lost", e,
-                          sum(1 for line in self._pending if line.startswith(b'{"t":"r"')))
+                log.error("audit: cannot hand records to the douane parent (%s): %d record(s) go to the spill file",
+                          e, len(left))
+                self._keep(left)
                 return
             with self._cond:
-                for _ in lines:
+                for _ in batch:
                     self._pending.popleft()
-                self._sent += sum(1 for line in lines if line.startswith(b'{"t":"r"'))
+                self._sent += sum(1 for _, record in batch if record is not None)
                 self._cond.notify_all()
 
 
@@ -645,7 +659,7 @@ def worker_main(spec: WorkerSpec) -> int:
 
     die_with_parent()
     channel = socket.socket(fileno=spec.channel_fd)
-    writer = ChannelWriter(channel)
+    writer = ChannelWriter(channel, AuditStore(spec.db_path))
     writer.start()
     gw = worker_gateway(spec, writer)
     accept_from(socket.socket(fileno=spec.listen_fd), Shares(spec.shares_fd, spec.workers, spec.index - 1))

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -642,30 +642,13 @@ class AuditWriter:
 
     def _spill(self, records: list[AuditRecord]) -> None:
         """Keep records that could not be written: in the segments folder, else the temp folder."""
-        text = "".join(spill_line(r) for r in records)
-        errors = []
-        for folder in (self.store.segments, self.store.spill_fallback):
-            path = folder / f"unwritten-{time.time_ns()}.jsonl"
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with open(path, "w", encoding="ascii") as fh:
-                    fh.write(text)
-            except OSError as e:
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-                errors.append(f"{folder}: {e.strerror or e}")
-                continue
-            with self._cond:
+        path = keep_unwritten(self.store, records)
+        with self._cond:
+            if path is None:
+                self._lost += len(records)
+            else:
                 self._spilled += len(records)
                 self._spill_files.append(str(path))
-            log.error("audit: %d record(s) could not be written as rows; they are kept in %s and the next start "
-                      "folds them into the store", len(records), path)
-            return
-        with self._cond:
-            self._lost += len(records)
-        ids = ", ".join(r.id for r in records[:20]) + (", ..." if len(records) > 20 else "")
-        log.critical("audit: %d record(s) could not be kept anywhere (%s); they are lost: %s",
-                     len(records), "; ".join(errors), ids)
 
     def _fold_spills(self) -> None:
         """Write back the records an earlier run spilled, once each (the manifest remembers)."""
@@ -706,6 +689,32 @@ class AuditWriter:
 
 
 QUARANTINE_NOTE = f"quarantine/{QUARANTINED_RECORDS} beside the segments"
+
+
+def keep_unwritten(store: AuditStore, records: Sequence[AuditRecord]) -> Path | None:
+    """Records that cannot reach the store as rows, kept in a spill file that the store's next start
+    folds in: in the segments folder, else the temp folder. The file, or None when neither took it
+    (the records are lost, and the log names them)."""
+    text = "".join(spill_line(r) for r in records)
+    errors = []
+    for folder in (store.segments, store.spill_fallback):
+        path = folder / f"unwritten-{time.time_ns()}.jsonl"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(text)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            errors.append(f"{folder}: {e.strerror or e}")
+            continue
+        log.error("audit: %d record(s) could not be written as rows; they are kept in %s and the next start "
+                  "folds them into the store", len(records), path)
+        return path
+    ids = ", ".join(r.id for r in records[:20]) + (", ..." if len(records) > 20 else "")
+    log.critical("audit: %d record(s) could not be kept anywhere (%s); they are lost: %s",
+                 len(records), "; ".join(errors), ids)
+    return None
 
 
 def _digests(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from douane.audit.record import AuditRecord
+from douane.audit.store import AuditStore
+from douane.audit.writer import AuditWriter
 from douane.policy.model import Policy
 from douane.workers import ChannelWriter, Sink, WorkersRefused, refuse_split_counters
 from douane.workers_admin import Merged, merge
@@ -95,16 +99,35 @@ def test_a_line_cut_off_by_a_killed_worker_is_reported_not_fatal() -> None:
     assert sink.unreadable == 1
 
 
-def test_a_worker_whose_parent_is_gone_counts_its_records_lost() -> None:
+def test_a_worker_whose_parent_is_gone_keeps_its_records_for_the_next_start(tmp_path: Path) -> None:
+    store = AuditStore(tmp_path / "a.duckdb")
+    ours, theirs = socket.socketpair()
+    ours.close()
+    writer = ChannelWriter(theirs, store)
+    writer.start()
+    writer.submit(AuditRecord(id="a", ts=datetime.now(UTC)))
+    assert not writer.flush(10)
+    writer.submit(AuditRecord(id="b", ts=datetime.now(UTC)))
+    health = writer.close()
+    assert not health.ok and "parent" in (health.reason or "")
+    assert (health.spilled, health.lost) == (2, 0)
+    audit = AuditWriter(store)
+    audit.start()
+    audit.close()
+    ids = {r[0] for r in duckdb.connect(str(store.db_path), read_only=True).execute(
+        f"SELECT id FROM read_parquet('{store.segments}/*.parquet')").fetchall()}
+    assert {"a", "b"} <= ids, "the next start folds the worker's records in"
+
+
+def test_without_a_store_the_records_a_gone_parent_missed_are_counted_lost() -> None:
     ours, theirs = socket.socketpair()
     ours.close()
     writer = ChannelWriter(theirs)
     writer.start()
     writer.submit(AuditRecord(id="a", ts=datetime.now(UTC)))
     assert not writer.flush(10)
-    writer.submit(AuditRecord(id="b", ts=datetime.now(UTC)))
     health = writer.close()
-    assert not health.ok and health.lost == 2 and "parent" in (health.reason or "")
+    assert not health.ok and health.lost == 1 and health.spilled == 0
 
 
 def test_flush_waits_for_a_slow_parent() -> None:
