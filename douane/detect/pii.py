@@ -242,14 +242,16 @@ _DIGITS = re.compile(r"\d+")
 
 
 def _phone_plausible(spec: EntitySpec, text: str, start: int, end: int) -> bool:
-    """A '+' or '(' start, or digit groups of phone size (at most 5 digits each), or phone words near:
-    a bare digit run with no phone words around is not worth the phone parser's eight passes (bare
-    10-digit runs are more often timestamps and order numbers)."""
+    """A '+' or '(' in or just before it, or two neighbouring digit groups of phone size (at most 5
+    digits each), or phone words near: a bare digit run with no phone words around is not worth the
+    phone parser's eight passes (bare 10-digit runs are more often timestamps and order numbers).
+    Groups are judged pair by pair, not as a whole: a candidate is a run of digit groups, and an id
+    written just before a number (`ref 61158210 212-555-0143`) must not hide the number after it."""
     value = text[start:end]
-    if value.startswith("+") or text[max(0, start - 1):start] in ("+", "("):
+    if "+" in value or "(" in value or text[max(0, start - 1):start] in ("+", "("):
         return True
     groups = _DIGITS.findall(value)
-    if len(groups) > 1 and max(map(len, groups)) <= 5:
+    if any(len(a) <= 5 and len(b) <= 5 for a, b in itertools.pairwise(groups)):
         return True
     return spec.near(text, max(0, start - 40), min(len(text), end + 20))
 
