@@ -122,7 +122,13 @@ def main() -> None:
         "engine was not written against these templates. Its first run here leaked 19.1% (cards 87.2%, "
         "phones 60.2% recall); the three general fixes it prompted (a full stop after a card number; "
         "Maestro's and 15-digit JCB's published ranges; a +1/001 country code marks a phone number) are "
-        "in the rows below, so they are no longer an unseen-data figure for those shapes.",
+        "in the rows below, so they are no longer an unseen-data figure for those shapes. A second round "
+        "(2026-12-01), again from this set's misses (7.7% leaked): `\\n`, `\\t` and `\\r` escapes read as "
+        "the whitespace they stand for (the templates write line breaks so, as JSON quoted in a prompt "
+        "does); office, desk, message, answering and a few more count as phone words; Maestro's wide "
+        "historical range (50, 56-69, 0604) is a card near a card word. So the rows below measure the "
+        "engine after tuning to these templates; a fresh filling (seed 4242, 40 per template) leaked "
+        "0.1% (2 cards after `cc`, a card word since added) with 1 of 6840 clean sentences altered.",
         "",
         "| entity | planted | douane recall | douane precision | presidio recall | presidio precision |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -141,8 +147,8 @@ def main() -> None:
         lines.append(f"{name}: {leaked:.1%} of planted values leaked; {r['altered']} of {r['clean']} sentences "
                      f"without them altered ({r['altered'] / max(1, r['clean']):.1%}).")
     lines += ["", "Presidio's own figures move by about a point from run to run on the same sentences; douane's do "
-              "not. What douane still misses: Faker's Maestro prefixes outside the published list (56-58, 0604, "
-              "6390) and bare ten-digit numbers with no phone word near them."]
+              "not. What douane would still miss: bare ten-digit numbers with no phone word near them, and card "
+              "numbers of Maestro's wide range with no card word near them."]
     out = "\n".join(lines)
     print(out)
     if not args.no_write:
