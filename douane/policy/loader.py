@@ -436,6 +436,22 @@ def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
     return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
 
 
+def _when_refers(when: dict[str, Any], at: Path_, teams: Any, clients: set[str] | None,
+                 providers: set[str]) -> list[tuple[Path_, str]]:
+    """A rule's `when:` names a team, client and provider the policy defines (`clients` None: the
+    policy names no clients). A misspelt name would make the rule match nothing, silently."""
+    problems: list[tuple[Path_, str]] = []
+    team, client, provider = when.get("team"), when.get("client"), when.get("provider")
+    if isinstance(team, str) and isinstance(teams, dict | type(None)) and team not in (teams or {}):
+        problems.append(((*at, "team"), f"team {team!r} is not defined under teams: (the rule would match nothing)"))
+    if isinstance(client, str) and clients is not None and client not in clients:
+        problems.append(((*at, "client"), f"client {client!r} is not defined under clients: "
+                                          "(the rule would match nothing)"))
+    if isinstance(provider, str) and provider not in providers:
+        problems.append(((*at, "provider"), f"unknown provider {provider!r} (the rule would match nothing)"))
+    return problems
+
+
 def cross_check(doc: dict[str, Any], where: dict[Path_, Where]) -> list[tuple[Path_, str]]:
     """Checks that span sections: names that must refer to something defined.
 
@@ -474,6 +490,12 @@ def cross_check(doc: dict[str, Any], where: dict[Path_, Where]) -> list[tuple[Pa
         for j, prov in enumerate(team_providers if isinstance(team_providers, list) else []):
             if isinstance(prov, str) and prov not in known_providers:
                 problems.append((("teams", tname, "providers", j), f"unknown provider {prov!r}"))
+    client_names = set(first_of)
+    for section in ("routes", "defaults", "fallbacks"):
+        for i, rule in _items(doc.get(section)):
+            problems += _when_refers(_mapping(rule.get("when")), (section, i, "when"), teams,
+                                     client_names if isinstance(doc.get("clients"), list) else None,
+                                     known_providers)
     for i, route in _items(doc.get("routes")):
         prov = route.get("set_provider")
         if isinstance(prov, str) and prov not in known_providers:

@@ -58,6 +58,22 @@ def test_cross_references_are_checked(tmp_path: Path) -> None:
     assert "format" in messages["providers.local.format"][1]
 
 
+def test_a_rule_naming_an_undefined_team_client_or_provider_is_refused(tmp_path: Path) -> None:
+    """A misspelt name in a rule's `when:` would make the rule match nothing, silently."""
+    f = write(tmp_path, "p.yaml", "\n".join([
+        "version: 1", "teams:", "  support: {}", "clients:", "  - name: bot", "    team: support",
+        f"    key_sha256: \"{'a' * 64}\"",
+        "routes:", "  - when: {team: suport}", "    set_model: m",
+        "defaults:", "  - when: {client: bto}", "    temperature: 0",
+        "fallbacks:", "  - when: {provider: opneai}", "    to: [{provider: anthropic}]",
+        "  - when: {team: support, client: bot, provider: openai}", "    to: [{provider: anthropic}]", ""]))
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    messages = {i.field: i.message for i in e.value.issues}
+    assert set(messages) == {"routes[0].when.team", "defaults[0].when.client", "fallbacks[0].when.provider"}
+    assert "team 'suport' is not defined" in messages["routes[0].when.team"]
+
+
 def test_folder_merges_files_and_reports_clashes(tmp_path: Path) -> None:
     write(tmp_path, "10-base.yaml", "version: 1\npii:\n  action: block\nteams:\n  a: {models: ['*']}\n")
     write(tmp_path, "20-teams.yaml", "version: 1\nteams:\n  b: {models: [gpt-4o]}\nroutes:\n  - set_model: m\n")
