@@ -19,7 +19,7 @@ from typing import cast
 
 import orjson
 
-from douane.detect.moderation import CATEGORIES, DENY, Hit, Judge, ModerationDetector, sentence_end
+from douane.detect.moderation import CATEGORIES, DENY, Hit, Judge, ModerationDetector, may_end, sentence_end
 from douane.policy.model import ModerationCategory, ModerationPolicy
 from douane.rewrite import Blocked, Finding
 
@@ -118,10 +118,16 @@ class Moderator:
             self._judge = self._fresh_judge()
         if self._json is None and text.strip():
             self._json = text.lstrip()[:1] in ("{", "[")
+        max_len = self.detector.max_sentence
         if not self.rewrites:
-            self._pending = self._complete(self._pending + text, self._judge, keep=False)
+            known, self._pending = len(self._pending), self._pending + text
+            if may_end(self._pending, known, max_len):
+                self._pending = self._complete(self._pending, self._judge, keep=False)
             return text
         buf = self.held + text
+        if not may_end(buf, len(self.held), max_len):
+            self.held = buf
+            return ""
         out: list[str] = []
         self.held = self._complete(buf, self._judge, keep=True, out=out)
         return "".join(out)

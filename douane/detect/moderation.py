@@ -93,6 +93,14 @@ def sentence_end(text: str, start: int, final: bool = False, max_len: int = MAX_
     return len(text) if final and start < len(text) else None
 
 
+def may_end(text: str, known: int, max_len: int = MAX_SENTENCE) -> bool:
+    """Whether `text` may hold a sentence end now that its first `known` characters held none (a
+    stream's incomplete sentence, grown by a delta): only a stop at or after the last known character
+    can end it (a stop ends a sentence once what follows it is seen), or the run growing past
+    `max_len`. Lets a stream skip sentence_end for the deltas in mid-sentence."""
+    return len(text) > max_len or _CANDIDATE.search(text, known - 1 if known else 0) is not None
+
+
 def sentences(text: str, max_len: int = MAX_SENTENCE) -> Iterator[tuple[int, int]]:
     """The [start, end) spans of a whole text's sentences, cut as a stream would cut them."""
     start = 0

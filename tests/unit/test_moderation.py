@@ -20,6 +20,7 @@ from douane.detect.moderation import (
     ModerationDetector,
     ModerationModel,
     compile_deny,
+    may_end,
     sentence_end,
     sentences,
 )
@@ -106,6 +107,18 @@ def test_stream_and_whole_text_cut_the_same_sentences() -> None:
         if end is not None:
             got.append(buf[start:end])
         assert got == whole
+
+
+def test_may_end_never_skips_a_delta_that_ends_a_sentence() -> None:
+    """A stream skips sentence_end for deltas in mid-sentence: exact only if every delta after which a
+    sentence can be cut is let through."""
+    rng = random.Random(11)
+    alphabet = ["a", "b", " ", " ", ".", "!", "?", "…", "。", "\n", "x"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
+        known = rng.randrange(0, len(text))
+        if sentence_end(text[:known], 0, max_len=30) is None and sentence_end(text, 0, max_len=30) is not None:
+            assert may_end(text, known, max_len=30), (text, known)
 
 
 # -- the judge and its look-behind ---------------------------------------------------------------
