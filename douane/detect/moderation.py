@@ -141,6 +141,9 @@ class ModerationModel:
     # a feature that is a word -> what its two features (itself and its prefix) add: one lookup per word
     by_word: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
     biases: tuple[float, ...] = field(init=False, repr=False, compare=False)  # bias per category, in order
+    # what a word's features add (by_word's, else its prefix's, else zeros), two categories to a complex
+    # number (real: the even one, imaginary: the odd one) so that C's sum() adds a sentence's words
+    packs: tuple[_WordWeights, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         keys = sorted({k for w in self.weights.values() for k in w})
@@ -150,6 +153,8 @@ class ModerationModel:
         object.__setattr__(self, "table", table)
         object.__setattr__(self, "by_word", by_word)
         object.__setattr__(self, "biases", tuple(self.bias[c] for c in CATEGORIES))
+        object.__setattr__(self, "packs", tuple(
+            _WordWeights(_pair(by_word, i), _pair(table, i), self.prefix) for i in range(0, len(CATEGORIES), 2)))
 
     @classmethod
     def load(cls, path: Path = DEFAULT) -> ModerationModel:
@@ -171,13 +176,13 @@ class ModerationModel:
         weights of `features(text)`, looked up a word at a time (a word the model does not know may
         still have a known prefix)."""
         found = words(text)
-        hits = list(map(self.by_word.get, found))
-        known = [h for h in hits if h is not None]
-        if len(known) < len(hits):
-            p = self.prefix
-            unknown = [w[:p] for w, h in zip(found, hits, strict=True) if h is None and len(w) > p]
-            known += [h for h in map(self.table.get, unknown) if h is not None]
-        return (tuple(map(sum, zip(*known, strict=True))) if known else _ZEROS), 2 * len(found)
+        if not found:
+            return _ZEROS, 0
+        totals = []
+        for pack in self.packs:
+            z = sum(map(pack.__getitem__, found), 0j)
+            totals += (z.real, z.imag)
+        return tuple(totals[:len(CATEGORIES)]), 2 * len(found)
 
     def logit(self, category: int, total: float, n: int) -> float:
         return self.bias[CATEGORIES[category]] + (total / math.sqrt(n) if n else 0.0)
@@ -192,6 +197,32 @@ class ModerationModel:
 
 
 _ZEROS = (0.0,) * len(CATEGORIES)
+
+
+def _pair(weights: dict[str, tuple[float, ...]], i: int) -> dict[str, complex]:
+    """Categories i and i + 1 of each feature's weights as one complex number (i + 1 past the last: 0)."""
+    return {k: complex(v[i], v[i + 1] if i + 1 < len(v) else 0.0) for k, v in weights.items()}
+
+
+class _WordWeights(dict[str, complex]):
+    """ModerationModel.by_word (one pack of it) for every word: a word it lacks adds its prefix's
+    weights, if the prefix is known (a short word has no other prefix), else nothing; worked out once
+    per word and remembered, up to MAX words (then forgotten at once: an answer of random words
+    cannot grow it)."""
+
+    MAX = 100_000
+
+    def __init__(self, by_word: dict[str, complex], table: dict[str, complex], prefix: int):
+        super().__init__(by_word)
+        self._by_word, self._table, self._prefix = by_word, table, prefix
+
+    def __missing__(self, word: str) -> complex:
+        weights = self._table.get(word[:self._prefix], 0j) if len(word) > self._prefix else 0j
+        if len(self) >= len(self._by_word) + self.MAX:
+            self.clear()
+            self.update(self._by_word)
+        self[word] = weights
+        return weights
 
 
 def _log_odds_of(p: float) -> float:
@@ -276,11 +307,13 @@ class Judge:
     _chars: int = 0
     _totals: list[float] = field(default_factory=lambda: [0.0] * len(CATEGORIES))  # the window's sums
     _count: int = 0  # the window's feature count
-    # per category, a log-odds below which its threshold cannot be reached (a hair under the exact one)
-    _floors: dict[str, float] = field(init=False, repr=False)
+    # per category judged: a log-odds below which its threshold cannot be reached (a hair under the exact one)
+    _judged: list[tuple[int, str, float, float]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._floors = {c: _log_odds_of(t) - 1e-9 for c, t in self.thresholds.items()}
+        # (index, category, floor, threshold) of each category judged, in CATEGORIES' order
+        self._judged = [(i, c, _log_odds_of(self.thresholds[c]) - 1e-9, self.thresholds[c])
+                        for i, c in enumerate(CATEGORIES) if c in self.thresholds]
 
     def sentence_scores(self, sentence: str) -> dict[str, float]:
         """Per category, the sentence's score, and the sentence joins the look-behind."""
@@ -297,14 +330,12 @@ class Judge:
         if not n:
             return list(bias)
         root = math.sqrt(n)
-        both = math.sqrt(n + self._count)
-        out = []
-        for i, b in enumerate(bias):
-            lean = own[i] / root
-            z = b + lean
-            if lean >= LEAN and self._count:
-                z = max(z, b + (own[i] + self._totals[i]) / both)
-            out.append(z)
+        out = [b + o / root for b, o in zip(bias, own, strict=True)]
+        if self._count and max(own) / root >= LEAN:  # (division by a positive number keeps the order)
+            both = math.sqrt(n + self._count)
+            for i, b in enumerate(bias):
+                if own[i] / root >= LEAN:
+                    out[i] = max(out[i], b + (own[i] + self._totals[i]) / both)
         self._remember(sentence, own, n)
         return out
 
@@ -314,14 +345,12 @@ class Judge:
         self._window.append((sentence, sums, n))
         self._chars += len(sentence)
         self._count += n
-        for i, s in enumerate(sums):
-            self._totals[i] += s
+        self._totals = [t + s for t, s in zip(self._totals, sums, strict=True)]
         while self._chars > self.detector.look_behind:
             old, old_sums, k = self._window.popleft()
             self._chars -= len(old)
             self._count -= k
-            for i, s in enumerate(old_sums):
-                self._totals[i] -= s
+            self._totals = [t - s for t, s in zip(self._totals, old_sums, strict=True)]
 
     def context(self) -> str:
         return "".join(s for s, _, _ in self._window)
@@ -332,9 +361,10 @@ class Judge:
             return []
         context = self.context() if self.detector.deny else ""  # before the sentence joins the look-behind
         hits = []
-        for c, z in zip(CATEGORIES, self._log_odds(sentence), strict=True):
+        odds = self._log_odds(sentence)
+        for i, c, floor, threshold in self._judged:
             # a sigmoid only for a score that can reach its threshold: most sentences reach none
-            if c in self.thresholds and z >= self._floors[c] and (s := _sigmoid(z)) >= self.thresholds[c]:
+            if odds[i] >= floor and (s := _sigmoid(odds[i])) >= threshold:
                 hits.append(Hit(c, s))
         if self.detector.could_deny(context, sentence):
             index = self.detector.deny_hit(context, sentence)
