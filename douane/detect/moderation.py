@@ -178,7 +178,7 @@ class ModerationModel:
         found = words(text)
         if not found:
             return _ZEROS, 0
-        totals = []
+        totals: list[float] = []
         for pack in self.packs:
             z = sum(map(pack.__getitem__, found), 0j)
             totals += (z.real, z.imag)
