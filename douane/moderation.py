@@ -134,12 +134,14 @@ class Moderator:
 
     def _complete(self, buf: str, judge: Judge, keep: bool, out: list[str] | None = None) -> str:
         """Judge every complete sentence of `buf` (into `out` when kept); returns the incomplete rest."""
-        start = 0
-        while (end := sentence_end(buf, start, max_len=self.detector.max_sentence)) is not None:
+        start, max_len = 0, self.detector.max_sentence
+        while (end := sentence_end(buf, start, max_len=max_len)) is not None:
             judged = self._verdict(judge, buf[start:end], bool(self._json))
             if keep and out is not None:
                 out.append(judged)
             start = end
+            if not may_end(buf, start, max_len, start):  # the rest of a delta, in mid-sentence
+                break
         return buf[start:]
 
     def drain(self) -> str:

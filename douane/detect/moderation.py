@@ -24,7 +24,7 @@ import math
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -56,6 +56,23 @@ def _re2_options() -> Any:
     options.log_errors = False  # errors are raised and reported by the policy check, not logged by RE2
     options.case_sensitive = False
     return options
+
+
+def searcher(compiled: Any) -> Callable[[str], bool]:
+    """`compiled.search(text) is not None`, by RE2's own Match on the text's UTF-8 bytes: a yes or no
+    needs none of the wrapper's offset bookkeeping, which costs as much as the search on a sentence.
+    The public search where the wrapper's internals are not the ones this was written against
+    (tests/unit/test_moderation.py holds the two to the same answers)."""
+    regexp = getattr(compiled, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if anchor is None or not callable(getattr(regexp, "Match", None)):
+        return lambda text: compiled.search(text) is not None
+    match = regexp.Match  # type: ignore[union-attr]
+
+    def search(text: str) -> bool:
+        data = text.encode("utf-8")  # as the wrapper encodes (and fails on a lone surrogate, as it does)
+        return bool(match(anchor, data, 0, len(data))[0] != (-1, -1))
+    return search
 
 
 def compile_deny(pattern: str) -> Any:
@@ -93,12 +110,12 @@ def sentence_end(text: str, start: int, final: bool = False, max_len: int = MAX_
     return len(text) if final and start < len(text) else None
 
 
-def may_end(text: str, known: int, max_len: int = MAX_SENTENCE) -> bool:
-    """Whether `text` may hold a sentence end now that its first `known` characters held none (a
-    stream's incomplete sentence, grown by a delta): only a stop at or after the last known character
-    can end it (a stop ends a sentence once what follows it is seen), or the run growing past
-    `max_len`. Lets a stream skip sentence_end for the deltas in mid-sentence."""
-    return len(text) > max_len or _CANDIDATE.search(text, known - 1 if known else 0) is not None
+def may_end(text: str, known: int, max_len: int = MAX_SENTENCE, start: int = 0) -> bool:
+    """Whether the sentence starting at `start` may end in `text`, now that text[start:known] held no
+    end (a stream's incomplete sentence, grown by a delta): only a stop at or after the last known
+    character can end it (a stop ends a sentence once what follows it is seen), or the run growing
+    past `max_len`. Lets a stream skip sentence_end for the deltas in mid-sentence."""
+    return len(text) - start > max_len or _CANDIDATE.search(text, known - 1 if known > start else start) is not None
 
 
 def sentences(text: str, max_len: int = MAX_SENTENCE) -> Iterator[tuple[int, int]]:
@@ -265,7 +282,7 @@ class ModerationDetector:
         self.model = model if model is not None else default_model()
         self.deny = [compile_deny(p) for p in deny]
         # every pattern in one pass; which one matched is looked up only on a hit
-        self._any_deny = compile_deny("|".join(f"(?:{p})" for p in deny)) if deny else None
+        self._any_deny = searcher(compile_deny("|".join(f"(?:{p})" for p in deny))) if deny else None
         self.look_behind = look_behind
         self.max_sentence = max_sentence
 
@@ -294,7 +311,7 @@ class ModerationDetector:
         return None
 
     def could_deny(self, context: str, sentence: str) -> bool:
-        return self._any_deny is not None and self._any_deny.search(context + sentence) is not None
+        return self._any_deny is not None and self._any_deny(context + sentence)
 
 
 @dataclass
@@ -304,7 +321,7 @@ class Judge:
     detector: ModerationDetector
     thresholds: dict[str, float]
     _window: deque[tuple[str, tuple[float, ...], int]] = field(default_factory=deque)
-    _chars: int = 0
+    _text: str = ""  # the look-behind's sentences, joined (what deny patterns read before a sentence)
     _totals: list[float] = field(default_factory=lambda: [0.0] * len(CATEGORIES))  # the window's sums
     _count: int = 0  # the window's feature count
     # per category judged: a log-odds below which its threshold cannot be reached (a hair under the exact one)
@@ -343,17 +360,17 @@ class Judge:
         if not n:
             return
         self._window.append((sentence, sums, n))
-        self._chars += len(sentence)
+        self._text += sentence
         self._count += n
         self._totals = [t + s for t, s in zip(self._totals, sums, strict=True)]
-        while self._chars > self.detector.look_behind:
+        while len(self._text) > self.detector.look_behind:
             old, old_sums, k = self._window.popleft()
-            self._chars -= len(old)
+            self._text = self._text[len(old):]
             self._count -= k
             self._totals = [t - s for t, s in zip(self._totals, old_sums, strict=True)]
 
     def context(self) -> str:
-        return "".join(s for s, _, _ in self._window)
+        return self._text
 
     def sentence(self, sentence: str) -> list[Hit]:
         """What one sentence is flagged for: categories over their threshold, then a deny pattern."""

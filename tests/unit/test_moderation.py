@@ -21,6 +21,7 @@ from douane.detect.moderation import (
     ModerationModel,
     compile_deny,
     may_end,
+    searcher,
     sentence_end,
     sentences,
 )
@@ -116,9 +117,11 @@ def test_may_end_never_skips_a_delta_that_ends_a_sentence() -> None:
     alphabet = ["a", "b", " ", " ", ".", "!", "?", "…", "。", "\n", "x"]
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
-        known = rng.randrange(0, len(text))
-        if sentence_end(text[:known], 0, max_len=30) is None and sentence_end(text, 0, max_len=30) is not None:
-            assert may_end(text, known, max_len=30), (text, known)
+        start = rng.choice([0, rng.randrange(0, len(text))])
+        known = rng.randrange(start, len(text))
+        if sentence_end(text[:known], start, max_len=30) is None and \
+                sentence_end(text, start, max_len=30) is not None:
+            assert may_end(text, known, max_len=30, start=start), (text, known, start)
 
 
 # -- the judge and its look-behind ---------------------------------------------------------------
@@ -157,6 +160,22 @@ def test_deny_patterns_match_case_insensitively_and_across_a_sentence_boundary()
     judge = detector(r"bluebird\.\s+launch").judge({})
     assert judge.sentence("It is called bluebird.") == []
     assert [h.pattern for h in judge.sentence(" Launch is Monday.")] == [0], "the match ends in this sentence"
+
+
+def test_the_fast_deny_search_answers_as_re2s_public_search() -> None:
+    """could_deny calls RE2's Match on the bytes itself (the wrapper's bookkeeping costs as much as the
+    search): it must say yes exactly where the public search finds a match, non-ASCII text included."""
+    rng = random.Random(5)
+    patterns = [r"\bproject bluebird\b", r"launch code \d{4}", "internal use only", r"caf[eé]\s+noir", "ß+x"]
+    alphabet = list("project bluebird launch code 0123 internal use only caf é noir ßx ſ K 日本 ") + ["\n"]
+    for pattern in patterns:
+        compiled = compile_deny(pattern)
+        fast = searcher(compiled)
+        for _ in range(400):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 60)))
+            if rng.random() < 0.3:
+                text += rng.choice(["Project Bluebird", "LAUNCH CODE 1234", "Internal Use Only", "CAFÉ  noir", "ßßX"])
+            assert fast(text) == (compiled.search(text) is not None), (pattern, text)
 
 
 def test_deny_patterns_are_re2_and_refuse_what_re2_cannot_do() -> None:
