@@ -303,28 +303,62 @@ def matches(text: str, region: str, start: int = 0, end: int | None = None) -> I
                 break
 
 
-def _no_match_tries(text: str, start: int = 0, end: int | None = None) -> list[str]:
-    """The values the matcher would parse in any region where nothing matches: the same in every region."""
+Walk = list[tuple[int, str, list[str]]]
+
+
+def walk(text: str, start: int = 0, end: int | None = None) -> Walk:
+    """The matcher's candidates that start in [start, end), each with the values it would parse in a
+    region where nothing matches (the same in every region): (offset, candidate, values)."""
     out = []
     index, stop = start, len(text) if end is None else end
     while (found := _next_candidate(text, index, stop)) is not None:
         offset, candidate = found
         index = offset + len(candidate)
-        out += [value for value, at in _tries(text, candidate, offset) if _text_ok(text, value, at)]
+        values = [value for value, at in _tries(text, candidate, offset) if _text_ok(text, value, at)]
+        out.append((offset, candidate, values))
     return out
 
 
 def first_region_matches(text: str, regions: Sequence[str] = PRESIDIO_REGIONS, start: int = 0,
-                         end: int | None = None) -> list[tuple[int, int]]:
+                         end: int | None = None, walked: Walk | None = None) -> list[tuple[int, int]]:
     """The matches of the first region that has any, as douane's phone recognizer has always read a
     window: [start, end) of the text, its neighbours seen as they are.
 
     A region's walk differs from the no-match walk only after its first match, so a region has
     matches exactly when one of the no-match values is valid there: the text checks run once, not
-    once per region, and only a region that matches is walked again.
+    once per region, and only a region that matches is walked again. `walked`: walk(text, start,
+    end), when the caller has it.
     """
-    tries = _no_match_tries(text, start, end)
+    tries = [value for _, _, values in (walk(text, start, end) if walked is None else walked) for value in values]
     for region in regions:
         if any(_valid(value, region) for value in tries):
             return list(matches(text, region, start, end))
     return []
+
+
+_GROUP_BREAKS = re.compile(r"\s*-\s*|\s+")
+_TRIMMED_LONGEST = 48  # characters: a number and a few groups after it (a longer run is no such thing)
+
+
+def trimmed_matches(text: str, regions: Sequence[str] = PRESIDIO_REGIONS, start: int = 0, end: int | None = None,
+                    walked: Walk | None = None, most: int = 3) -> list[tuple[int, int]]:
+    """Numbers the matcher misses because more digits follow them in its candidate ("+44 20 7946 0958
+    1234", "212-555-0143-99": its inner matches only split off the first group). douane's own
+    addition, beside libphonenumber's answers: for each candidate of at most _TRIMMED_LONGEST
+    characters in which no region finds anything, the candidate less its last one to `most` groups
+    (after a space or a hyphen), longest first, where a region finds it valid and it keeps at least
+    seven digits."""
+    out = []
+    for offset, candidate, values in walk(text, start, end) if walked is None else walked:
+        if len(candidate) > _TRIMMED_LONGEST or not values:
+            continue  # a long run of digit groups, or a date or time the matcher skips
+        cuts = [m.start() for m in _GROUP_BREAKS.finditer(candidate)][::-1][:most]  # longest first
+        cuts = [cut for cut in cuts if len(_NOT_DIGIT.sub("", candidate[:cut])) >= 7]
+        if not cuts or any(_valid(value, region) for value in values for region in regions):
+            continue  # nothing to cut, or a candidate the matcher reads itself
+        for cut in cuts:
+            prefix = candidate[:cut]
+            if _text_ok(text, prefix, offset) and any(_valid(prefix, region) for region in regions):
+                out.append((offset, offset + len(prefix)))
+                break
+    return out

@@ -456,7 +456,10 @@ def _phones(rec: PhoneRecognizer) -> Matcher:
     regions, score = tuple(rec.supported_regions), float(rec.SCORE)
 
     def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
-        return [(s, e, score) for s, e in phone.first_region_matches(text, regions, start, end)]
+        walked = phone.walk(text, start, end)
+        found = [(s, e, score) for s, e in phone.first_region_matches(text, regions, start, end, walked)]
+        # a number with digits after it: less sure, so any other reading of the same digits wins
+        return found + [(s, e, score - 0.05) for s, e in phone.trimmed_matches(text, regions, start, end, walked)]
     return match
 
 

@@ -256,6 +256,19 @@ def test_an_id_beside_a_phone_number_does_not_hide_it(detector: PiiDetector, tem
 
 
 @pytest.mark.parametrize(("text", "redacted"), [
+    ("+44 20 7946 0958 1234", "<PHONE_NUMBER> 1234"),  # libphonenumber reads one candidate, valid as no whole
+    ("212-555-0143-99", "<PHONE_NUMBER>-99"),
+    ("ring 020 7946 0958 61158210", "ring <PHONE_NUMBER> 61158210"),
+    ("+33 1 42 68 53 00 75008 Paris", "<PHONE_NUMBER> 75008 Paris"),
+    # a shorter reading of the digits before a number never wins over the number itself
+    (r"Andreashire, ID 09661\n001-723-374-5745 office", r"Andreashire, ID 09661\n<PHONE_NUMBER> office"),
+    ("Invoice 2024 0001 0002 0003 total", "Invoice 2024 0001 0002 0003 total"),
+])
+def test_a_number_with_more_digits_after_it_is_found(detector: PiiDetector, text: str, redacted: str) -> None:
+    assert redact(text, detector.scan(text)) == redacted
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
     # found on presidio-research's templates filled by Faker (scripts/eval_pii_public.py)
     ("I have lost my card 4111111111111111.", "I have lost my card <CREDIT_CARD>."),  # a full stop ends it
     ("Build +1-335-707-6945 passed", "Build <PHONE_NUMBER> passed"),  # a country code says phone
