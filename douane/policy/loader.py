@@ -438,11 +438,12 @@ def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
 
 def _when_refers(when: dict[str, Any], at: Path_, teams: Any, clients: set[str] | None,
                  providers: set[str]) -> list[tuple[Path_, str]]:
-    """A rule's `when:` names a team, client and provider the policy defines (`clients` None: the
-    policy names no clients). A misspelt name would make the rule match nothing, silently."""
+    """A rule's `when:` names a team, client and provider the policy defines (checked where the policy
+    has a `teams:` or `clients:` section to check against). A misspelt name would make the rule match
+    nothing, silently."""
     problems: list[tuple[Path_, str]] = []
     team, client, provider = when.get("team"), when.get("client"), when.get("provider")
-    if isinstance(team, str) and isinstance(teams, dict | type(None)) and team not in (teams or {}):
+    if isinstance(team, str) and isinstance(teams, dict) and team not in teams:
         problems.append(((*at, "team"), f"team {team!r} is not defined under teams: (the rule would match nothing)"))
     if isinstance(client, str) and clients is not None and client not in clients:
         problems.append(((*at, "client"), f"client {client!r} is not defined under clients: "

@@ -72,6 +72,9 @@ def test_a_rule_naming_an_undefined_team_client_or_provider_is_refused(tmp_path:
     messages = {i.field: i.message for i in e.value.issues}
     assert set(messages) == {"routes[0].when.team", "defaults[0].when.client", "fallbacks[0].when.provider"}
     assert "team 'suport' is not defined" in messages["routes[0].when.team"]
+    # a policy without teams: or clients: sections has nothing to check such names against
+    g = write(tmp_path, "q.yaml", "version: 1\nroutes:\n  - when: {team: support, client: bot}\n    set_model: m\n")
+    assert load_policy(g).routes[0].when.team == "support"
 
 
 def test_folder_merges_files_and_reports_clashes(tmp_path: Path) -> None:
