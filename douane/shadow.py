@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 
 # Public LLM API hosts (globs). Hosts the policy names as providers are never shadow.
 KNOWN_AI_HOSTS = (
@@ -18,3 +19,12 @@ KNOWN_AI_HOSTS = (
 def is_ai_host(host: str, extra: list[str] | tuple[str, ...] = ()) -> bool:
     host = host.lower().rstrip(".")
     return any(fnmatch.fnmatchcase(host, pattern) for pattern in (*KNOWN_AI_HOSTS, *extra))
+
+
+def is_public_ip(host: str) -> bool:
+    """A host written as a globally routable IP address (not private, loopback, link-local, ...)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_global
+    except ValueError:
+        return False
+

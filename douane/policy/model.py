@@ -350,6 +350,10 @@ class ShadowAI(Strict):
 
     action: Literal["block", "monitor", "allow"] = "monitor"
     hosts: list[str] = Field(default_factory=list)
+    # A CONNECT to a public IP address names no host: nothing to match a provider on, and its TLS
+    # carries no server name either. Blocked by default: a provider reached by its address would
+    # go out uninspected. Private, loopback and link-local addresses are never judged so.
+    bare_ips: Literal["block", "monitor", "allow"] = "block"
 
     @field_validator("hosts")
     @classmethod

@@ -419,6 +419,17 @@ def test_cost_is_priced_or_null(douane: Douane) -> None:
     assert u["cost_usd"] is None and u["price_source"] is None
 
 
+def test_a_connect_to_a_bare_public_ip_is_refused_through_the_proxy(make_douane) -> None:
+    """A provider reached by its address (its TLS then names no server either) would go out
+    uninspected: the CONNECT is refused before douane opens any connection, and recorded."""
+    d = make_douane()
+    with d.http() as http, pytest.raises(httpx.ProxyError, match="403"):
+        http.post("https://162.159.140.245/v1/chat/completions", json=chat())
+    row = d.rows(expect=1)[0]
+    assert (row["provider"], row["host"], row["decision"], row["reason"]) == \
+        ("shadow", "162.159.140.245", "blocked", "shadow_ai.bare_ips.block")
+
+
 def test_shadow_ai_is_recorded_or_blocked(make_douane, mock: str) -> None:
     d = make_douane(shadow_ai={"action": "block"})
     with d.http() as http, pytest.raises(httpx.ProxyError, match="403"):
