@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,15 @@ def listens(pid: int, port: int) -> bool:
         if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port and fields[9] in inodes:
             return True
     return False
+
+
+def wait_for(what: str, condition: Callable[[], bool], d: Douane, timeout: float = 90) -> None:
+    """Poll until `condition` holds; past `timeout`, fail naming `what`, with the tail of douane's log."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}\n--- douane log ---\n{d.log()[-4000:]}")
+        time.sleep(0.02)
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import yaml
 from douane.gateway import policy_digest
 from douane.policy import load_policy
 from tests import mock_provider
-from tests.e2e.conftest import Douane, routed_policy
+from tests.e2e.conftest import Douane, routed_policy, wait_for
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 LOAD_THREADS = 4
@@ -37,14 +37,6 @@ def put(d: Douane, policy: dict[str, Any] | str) -> str:
     """Write the proxy's policy file and return its policy_hash, as `douane policy check` computes it."""
     d.policy_path.write_text(policy if isinstance(policy, str) else yaml.safe_dump(policy))
     return "" if isinstance(policy, str) else policy_digest(load_policy(d.policy_path))
-
-
-def wait_for(what: str, condition: Callable[[], bool], d: Douane, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}\n--- douane log ---\n{d.log()[-4000:]}")
-        time.sleep(0.02)
 
 
 def reload(d: Douane, policy: dict[str, Any] | str, outcome: str) -> str:

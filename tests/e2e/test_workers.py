@@ -8,9 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,21 +19,13 @@ import pytest
 import redis
 import yaml
 
-from tests.e2e.conftest import ROOT, Douane, ProxyClock, free_port, routed_policy
+from tests.e2e.conftest import ROOT, Douane, ProxyClock, free_port, routed_policy, wait_for
 from tests.e2e.test_audit_chain import verify
 from tests.e2e.test_governance import PASSWORD, digest
 from tests.e2e.test_sdks import client_env
 
 WORKERS = ("--workers", "2")
 CALLS = 24  # connections of their own, at once: each worker takes some (see worker_records)
-
-
-def wait_for(what: str, condition: Callable[[], bool], d: Douane, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}\n--- douane log ---\n{d.log()[-4000:]}")
-        time.sleep(0.05)
 
 
 def start(make_douane: Any, policy: dict[str, Any], env: dict[str, str] | None = None,
