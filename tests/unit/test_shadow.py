@@ -40,6 +40,9 @@ def gateway(tmp_path: Path, **policy: object) -> Gateway:
     ("8.8.8.8", True), ("142.250.74.10", True), ("[2606:4700::6810:84e5]", True), ("2606:4700::6810:84e5", True),
     ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.0.7", False), ("172.16.5.4", False), ("169.254.1.1", False),
     ("::1", False), ("[fd00::1]", False), ("192.0.2.1", False), ("api.openai.com", False), ("8.8.8.8.nip.io", False),
+    # what the system resolver also reads as an address (inet_aton): an attacker's way around a plain parse
+    ("134744072", True), ("0x8080808", True), ("8.8.2056", True), ("010.010.010.010", True), ("8.8.8.8.", True),
+    ("::ffff:8.8.8.8", True), ("2130706433", False), ("0", False), ("cafe.de", False), ("deadbeef", False),
 ])
 def test_which_hosts_are_bare_public_ips(host: str, public: bool) -> None:
     assert is_public_ip(host) is public
@@ -50,6 +53,11 @@ def test_a_connect_to_a_public_ip_is_refused_by_default_and_recorded(tmp_path: P
     assert status == 403
     assert [(r.provider, r.host, r.decision, r.reason) for r in rows] == \
         [("shadow", "142.250.74.10", "blocked", "shadow_ai.bare_ips.block")]
+
+
+def test_a_public_ip_written_as_one_number_is_refused_too(tmp_path: Path) -> None:
+    status, rows = connect(gateway(tmp_path), "134744072")
+    assert status == 403 and [r.reason for r in rows] == ["shadow_ai.bare_ips.block"]
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.8", "localhost", "example.com"])
