@@ -101,6 +101,9 @@ _CARD_IIN = [((4, 4), (13, 16, 19)), ((51, 55), (16,)), ((2221, 2720), (16,)), (
              ((1800, 1800), (15,)), ((2131, 2131), (15,))]
 
 
+_NOT_DIGIT = re.compile(r"\D")
+
+
 def card_number_ok(digits: str) -> bool:
     """Luhn, and a length that the issuer of the prefix uses."""
     if not _luhn(digits):
@@ -124,7 +127,7 @@ class CardRecognizer(PatternRecognizer):
                          patterns=[Pattern("card, any issuer", self.PATTERN, 1.0)], global_regex_flags=0)
 
     def validate_result(self, pattern_text: str) -> bool:
-        return card_number_ok(re.sub(r"\D", "", pattern_text))
+        return card_number_ok(_NOT_DIGIT.sub("", pattern_text))
 
 
 Span = tuple[int, int, float]
@@ -322,16 +325,13 @@ def _wide_maestro_near_card_words(spec: EntitySpec) -> Matcher:
     def match(text: str, start: int, end: int, _: NlpArtifacts | None = None) -> list[Span]:
         out = []
         for m in _MAESTRO_WIDE.finditer(text, start, min(len(text), end + spec.reach)):
-            digits = _NOT_DIGITS.sub("", m.group())
+            digits = _NOT_DIGIT.sub("", m.group())
             wide = digits[:2] == "50" or "56" <= digits[:2] <= "69" or digits[:4] == "0604"
             if m.start() < end and wide and _luhn(digits) \
                     and spec.near(text, max(0, m.start() - 40), min(len(text), m.end() + 20)):
                 out.append((m.start(), m.end(), 0.5))
         return out
     return match
-
-
-_NOT_DIGITS = re.compile(r"\D")
 
 # Emails: a local part of at most this many characters before the "@" and a domain of at most this
 # many after it are read (RFC 5321 allows 64 and 255); a longer one is read from its last characters.
