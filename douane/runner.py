@@ -138,8 +138,6 @@ async def _serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None]
     mitmfix.install()
     master = make_master(gw, listen)
     keep_serving_through_audit_trouble(master)
-    if on_ready is not None:
-        on_ready()
     loop = asyncio.get_running_loop()
     stop = GracefulStop(master, gw, grace)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,6 +149,8 @@ async def _serve(gw: Gateway, listen: ListenConfig, on_ready: Callable[[], None]
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     warm(gw)
     settle_garbage_collector()
+    if on_ready is not None:  # after the start-up pause: a worker said ready, then took no connection for it
+        on_ready()
     await master.run()
 
 
